@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` (the main job on the synthetic default) and
+# `make test`. Both install into .venv on first use; the stamp re-installs when pyproject changes.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NASCLI := $(BIN)/nascli
+DEMO := demo
+SEED ?= 0
+DEMO_EPOCHS ?= 12
+
+.PHONY: install demo test bench bccd clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# synth -> split -> train baseline -> eval. Every stage prints its table.
+demo: $(STAMP)
+	$(NASCLI) data synth --out $(DEMO)/synth --images 300 --size 256 --seed $(SEED)
+	$(NASCLI) data split $(DEMO)/synth/instances.json --train $(DEMO)/train.json --val $(DEMO)/val.json --val-size 60 --seed $(SEED)
+	$(NASCLI) data stats $(DEMO)/train.json
+	$(NASCLI) train --data $(DEMO)/train.json --out $(DEMO)/baseline --epochs $(DEMO_EPOCHS) --seed $(SEED)
+	$(NASCLI) eval $(DEMO)/baseline/last.pt --data $(DEMO)/val.json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+# The BCCD measurement in the README: VOC train -> COCO, train, evaluate on VOC test.
+BCCD ?= ../shared/datasets/bccd/BCCD
+bccd: $(STAMP)
+	$(NASCLI) data convert-voc $(BCCD) --split train --out bccd/train.json
+	$(NASCLI) data convert-voc $(BCCD) --split test --out bccd/test.json
+	$(NASCLI) train --data bccd/train.json --out bccd/baseline --min-size 384 --epochs 24 --seed $(SEED)
+	$(NASCLI) eval bccd/baseline/last.pt --data bccd/test.json
+
+clean:
+	rm -rf $(DEMO) bccd .pytest_cache

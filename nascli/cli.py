@@ -1,0 +1,265 @@
+"""The `nascli` command line: each command validates its options, makes ONE library call, prints.
+
+Heavy imports (torch, numba, h5py) happen inside the commands so that `nascli --help` is instant.
+`main()` turns a NascliError into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import NascliError
+
+app = typer.Typer(help="Search object-detector necks, heads and backbones for your own dataset.",
+                  no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
+data_app = typer.Typer(help="Prepare datasets: synthesise, convert, split, inspect.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Options shared by several commands, declared once.
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+ImageDirOpt = Annotated[Optional[Path], typer.Option(
+    "--image-dir", help="Folder of the images (default: recorded in the json, else images/ beside it).")]
+
+
+def _emit_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+@contextmanager
+def _progress(description: str, enabled: bool = True):
+    """A rich progress bar with ETA; yields the `on_progress(dict)` callback library calls take."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=err_console, disable=not enabled, transient=False)
+    task = None  # added on the first event, so an error raised before any work shows no bar
+
+    def update(event: dict):
+        nonlocal task
+        if task is None:
+            task = progress.add_task(description, total=None, info="")
+        total = event.get("steps", 1) * event.get("epochs", 1)
+        done = (event.get("epoch", 1) - 1) * event.get("steps", 1) + event["step"]
+        info = " ".join(f"{k} {event[k]:.4g}" if isinstance(event[k], float) else f"{k} {event[k]}"
+                        for k in ("epoch", "loss", "lr") if k in event)
+        progress.update(task, total=total, completed=done, info=info)
+
+    with progress:
+        yield update
+
+
+def _table(title: str, columns, rows):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, justify="right" if c not in ("class", "metric", "field") else "left")
+    for r in rows:
+        table.add_row(*[str(v) for v in r])
+    console.print(table)
+
+
+# ---------------------------------------------------------------- data
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="Output folder (images/ + instances.json).")] = Path("data/synth"),
+    images: Annotated[int, typer.Option(min=1, help="Number of images.")] = 300,
+    size: Annotated[int, typer.Option(min=32, help="Image side in pixels.")] = 256,
+    classes: Annotated[int, typer.Option(min=1, max=8, help="Number of shape classes (1-8).")] = 4,
+    max_objects: Annotated[int, typer.Option(min=1, help="Objects per image: 1..this.")] = 15,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+):
+    """Generate the built-in synthetic shapes dataset (COCO format).
+
+    Example: [cyan]nascli data synth --out data/synth --images 300 --size 256[/]
+    """
+    from .data.synth import make_synthetic
+
+    path = make_synthetic(out, images, size, classes, max_objects, seed)
+    _emit_json({"instances": str(path)}) if as_json else console.print(f"wrote {path}")
+
+
+@data_app.command("convert-voc")
+def data_convert_voc(
+    root: Annotated[Optional[Path], typer.Argument(help="VOC root with Annotations/, JPEGImages/, ImageSets/.")] = None,
+    out: Annotated[Path, typer.Option(help="Output COCO json.")] = Path("instances.json"),
+    split: Annotated[Optional[str], typer.Option(help="ImageSets/Main/<split>.txt to convert (default: all XMLs).")] = None,
+    images: Annotated[Optional[Path], typer.Option(help="Image folder (instead of ROOT/JPEGImages).")] = None,
+    annotations: Annotated[Optional[Path], typer.Option(help="XML folder (instead of ROOT/Annotations).")] = None,
+    classes: Annotated[Optional[str], typer.Option(help="Comma-separated class order (default: sorted names).")] = None,
+    as_json: JsonOpt = False,
+):
+    """Convert Pascal VOC XML to COCO json; degenerate boxes are skipped and counted.
+
+    Example: [cyan]nascli data convert-voc ../shared/datasets/bccd/BCCD --split train --out data/bccd/train.json[/]
+    """
+    from .data.voc import convert_voc
+
+    if root is None and (images is None or annotations is None):
+        raise NascliError("convert-voc: give ROOT, or both --images and --annotations")
+    summary = convert_voc(root, out, split, images, annotations,
+                          [c.strip() for c in classes.split(",")] if classes else None)
+    if as_json:
+        return _emit_json(summary)
+    console.print(f"wrote {summary['out']}: {summary['images']} images, {summary['annotations']} boxes, "
+                  f"classes {summary['classes']}; skipped {summary['skipped_degenerate']} degenerate, "
+                  f"clipped {summary['clipped']}")
+
+
+@data_app.command("split")
+def data_split(
+    data: Annotated[Path, typer.Argument(help="COCO json to split.")],
+    train_out: Annotated[Path, typer.Option("--train", help="Output meta-train json.")],
+    val_out: Annotated[Path, typer.Option("--val", help="Output meta-val json.")],
+    val_size: Annotated[float, typer.Option("--val-size", help="Fraction (<1) or count (>=1) of meta-val images.")] = 0.3,
+    image_dir: ImageDirOpt = None,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+):
+    """Seeded meta-train / meta-val split (NAS-FCOS: 4000 / 1715 of VOC train).
+
+    Example: [cyan]nascli data split data/synth/instances.json --train data/train.json --val data/val.json[/]
+    """
+    from .data.split import split_coco
+
+    summary = split_coco(data, train_out, val_out, val_size, seed, image_dir)
+    _emit_json(summary) if as_json else console.print(
+        f"{summary['train_images']} meta-train images -> {train_out}, "
+        f"{summary['val_images']} meta-val images -> {val_out}")
+
+
+@data_app.command("stats")
+def data_stats(data: Annotated[Path, typer.Argument(help="COCO json.")], as_json: JsonOpt = False):
+    """Images, objects per class, and COCO small / medium / large counts.
+
+    Example: [cyan]nascli data stats data/train.json[/]
+    """
+    from .data.coco import dataset_stats
+
+    s = dataset_stats(data)
+    if as_json:
+        return _emit_json(s)
+    rows = [(name, c["id"], c["objects"], c["small"], c["medium"], c["large"]) for name, c in s["classes"].items()]
+    rows.append(("all", "", s["objects"], *(sum(c[k] for c in s["classes"].values())
+                                          for k in ("small", "medium", "large"))))
+    _table(f"{data}: {s['images']} images", ["class", "id", "objects", "small", "medium", "large"], rows)
+
+
+# ---------------------------------------------------------------- training and evaluation
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[Optional[Path], typer.Option(help="Training COCO json.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML train spec; options given here override it.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder for checkpoints.")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="resnet18 | resnet34 | resnet50 | mobilenet_v2.")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Local torchvision state_dict for the backbone.")] = None,
+    frozen_bn: Annotated[Optional[bool], typer.Option("--frozen-bn/--no-frozen-bn", help="Freeze backbone batch norm.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak SGD learning rate.")] = None,
+    min_size: Annotated[Optional[int], typer.Option(help="Short side after resizing.")] = None,
+    crop: Annotated[Optional[int], typer.Option(help="Random square crop for training (0 = none).")] = None,
+    width: Annotated[Optional[int], typer.Option(help="FPN/head channels.")] = None,
+    image_dir: ImageDirOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/last.pt.")] = False,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for every random choice.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda.")] = None,
+    as_json: JsonOpt = False,
+):
+    """Train the FCOS baseline (backbone + FPN + FCOS head) on full images.
+
+    Example: [cyan]nascli train --data data/train.json --backbone resnet18 --epochs 12 --out runs/baseline[/]
+    """
+    from .config import TrainConfig, load_spec
+    from .train import train
+
+    overrides = {"data": str(data) if data else None, "out": str(out) if out else None,
+                 "backbone": backbone, "weights": str(weights) if weights else None,
+                 "frozen_bn": frozen_bn, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                 "min_size": min_size, "crop": crop, "width": width,
+                 "image_dir": str(image_dir) if image_dir else None, "seed": seed, "device": device}
+    cfg = load_spec(TrainConfig, config, overrides)
+    with _progress("train", not as_json) as on_progress:
+        summary = train(cfg, resume=resume, on_progress=on_progress)
+    if as_json:
+        return _emit_json(summary)
+    _table(f"trained {cfg.backbone} FCOS on {summary['device']} -> {summary['checkpoint']}",
+           ["epoch", "seconds", "cls", "reg", "ctr"],
+           [(h["epoch"], f"{h['seconds']:.0f}", f"{h['cls']:.3f}", f"{h['reg']:.3f}", f"{h['ctr']:.3f}")
+            for h in summary["history"]])
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by train.")],
+    data: Annotated[Path, typer.Option(help="COCO json to evaluate on.")],
+    image_dir: ImageDirOpt = None,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+):
+    """COCO evaluation (pycocotools): AP, AP50, AP75, APs/m/l, params, FLOPs, latency per image.
+
+    Example: [cyan]nascli eval runs/baseline/last.pt --data data/val.json[/]
+    """
+    from .evaluate import METRICS, evaluate
+
+    with _progress("eval", not as_json) as on_progress:
+        r = evaluate(checkpoint, data, image_dir, device, on_progress=on_progress)
+    if as_json:
+        return _emit_json(r)
+    rows = [(m, "n/a" if r[m] < 0 else f"{100 * r[m]:.1f}") for m in METRICS]
+    rows += [("params", f"{r['params'] / 1e6:.2f} M"),
+             ("FLOPs", f"{r['flops'] / 1e9:.2f} G at {r['flops_input'][0]}x{r['flops_input'][1]}"),
+             ("latency", f"{r['latency_ms']:.1f} ms/image on {r['device']}")]
+    _table(f"{checkpoint} on {data} ({r['images']} images)", ["metric", "value"], rows)
+
+
+@app.command("predict")
+def predict_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by train.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    out: Annotated[Path, typer.Option(help="Output folder for detections.json and PNGs.")] = Path("predictions"),
+    score_thresh: Annotated[float, typer.Option(help="Minimum score to draw.")] = 0.3,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+):
+    """Detect objects in images: COCO results json plus one PNG per image with boxes drawn.
+
+    Example: [cyan]nascli predict runs/baseline/last.pt data/synth/images/000001.png --out preds/[/]
+    """
+    from .evaluate import predict
+
+    r = predict(checkpoint, images, out, device, score_thresh)
+    _emit_json(r) if as_json else console.print(f"{r['count']} detections -> {r['detections']}; "
+                                                f"{len(r['images'])} images drawn in {out}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line and exit code 2; bugs keep their traceback."""
+    try:
+        app()
+    except NascliError as e:
+        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; rerun with --resume to continue")
+        sys.exit(130)

@@ -1,0 +1,77 @@
+"""Pydantic models for the YAML specs, and the one loader that turns their errors into one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import SpecError
+
+
+class Spec(BaseModel):
+    """Base of every spec: unknown fields are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainConfig(Spec):
+    """Everything that defines a baseline training run; stored in its checkpoints."""
+
+    data: str
+    val: Optional[str] = None
+    image_dir: Optional[str] = None
+    out: str = "runs/baseline"
+    backbone: Literal["resnet18", "resnet34", "resnet50", "mobilenet_v2"] = "resnet18"
+    weights: Optional[str] = None
+    frozen_bn: bool = False
+    width: int = Field(128, ge=8, description="FPN and head channels (FCOS: 256)")
+    num_convs: int = Field(4, ge=0, le=8, description="head tower depth (FCOS: 4)")
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_iters: int = Field(100, ge=0)
+    min_size: int = Field(256, ge=32, description="short side after resizing (FCOS: 800)")
+    max_size: int = Field(512, ge=32)
+    crop: int = Field(0, ge=0, description="random square crop side for training, 0 = none")
+    flip: bool = True
+    workers: int = Field(0, ge=0)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+def load_yaml(path) -> dict:
+    """Reads a YAML mapping; a missing or malformed file is a SpecError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: spec file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{path}: malformed YAML{where}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: top level must be a mapping of field: value")
+    return data
+
+
+def validate(model: type[Spec], data: dict, source: str):
+    """Builds `model` from data; the first error names the source and the dotted field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise SpecError(f"{source}: field '{field}': {err['msg']}") from None
+
+
+def load_spec(model: type[Spec], path, overrides: dict | None = None):
+    """A spec from YAML with command-line overrides applied on top (None means 'not given')."""
+    data = load_yaml(path) if path else {}
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return validate(model, data, str(path) if path else "options")

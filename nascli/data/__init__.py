@@ -1,0 +1,1 @@
+"""Datasets: COCO json as the one interchange format; VOC and synthetic data convert into it."""

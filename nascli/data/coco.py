@@ -1,0 +1,237 @@
+"""COCO json: validated loading, the training dataset, its transforms, and per-split statistics.
+
+Every dataset nascli touches is a COCO instances json whose `file_name`s resolve against an image
+directory (by default the json's own folder, then its `images/` sub-folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DataError
+
+#: COCO's area thresholds for small / medium / large objects (pixels²).
+SMALL_AREA, LARGE_AREA = 32**2, 96**2
+
+
+def read_json(path) -> dict:
+    """Reads a json file, turning a missing or malformed file into a DataError that names it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text JSON file") from None
+
+
+def validate_coco(data, path) -> dict:
+    """Checks the fields nascli relies on; the error names the file and the offending field."""
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: top level must be an object with images, annotations, categories")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"{path}: field '{key}' is missing or not a list")
+    if not data["images"]:
+        raise DataError(f"{path}: field 'images' is empty")
+    if not data["categories"]:
+        raise DataError(f"{path}: field 'categories' is empty")
+    cat_ids = set()
+    for i, c in enumerate(data["categories"]):
+        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or "name" not in c:
+            raise DataError(f"{path}: categories[{i}] needs an integer 'id' and a 'name'")
+        cat_ids.add(c["id"])
+    image_ids = set()
+    for i, im in enumerate(data["images"]):
+        for key in ("id", "file_name", "width", "height"):
+            if not isinstance(im, dict) or key not in im:
+                raise DataError(f"{path}: images[{i}].{key} is missing")
+        image_ids.add(im["id"])
+    for i, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict):
+            raise DataError(f"{path}: annotations[{i}] is not an object")
+        if a.get("image_id") not in image_ids:
+            raise DataError(f"{path}: annotations[{i}].image_id {a.get('image_id')!r} is not in images")
+        if a.get("category_id") not in cat_ids:
+            raise DataError(f"{path}: annotations[{i}].category_id {a.get('category_id')!r} "
+                            f"is not a known class id (categories: {sorted(cat_ids)})")
+        box = a.get("bbox")
+        if (not isinstance(box, list) or len(box) != 4
+                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)):
+            raise DataError(f"{path}: annotations[{i}].bbox must be [x, y, width, height] numbers")
+    return data
+
+
+def load_coco(path):
+    """A pycocotools COCO index of a validated instances json (quietly: it prints otherwise)."""
+    from pycocotools.coco import COCO
+
+    data = validate_coco(read_json(path), path)
+    for i, a in enumerate(data["annotations"]):
+        a.setdefault("id", i + 1)
+        a.setdefault("iscrowd", 0)
+        a.setdefault("area", float(a["bbox"][2] * a["bbox"][3]))
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def write_json(data: dict, path) -> Path:
+    """Writes json atomically (temporary file + rename), so an interrupted write loses nothing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+    return path
+
+
+def resolve_image_dir(ann_path, image_dir=None, data: dict | None = None) -> Path:
+    """Where `file_name`s live: the given folder, else the json's `info.image_dir` (written by
+    split and convert-voc), else `images/` beside the json, else the json's own folder."""
+    if image_dir is not None:
+        return Path(image_dir)
+    recorded = ((data or {}).get("info") or {}).get("image_dir")
+    if recorded:
+        return Path(recorded)
+    here = Path(ann_path).resolve().parent
+    return here / "images" if (here / "images").is_dir() else here
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Resize the short side, optionally random-crop and flip; boxes follow, degenerate ones drop.
+
+    `min_size` is the short side after resizing (capped so the long side stays <= `max_size`);
+    `crop` (square side, 0 = none) and `flip` are the training augmentations.
+    """
+
+    min_size: int = 256
+    max_size: int = 1333
+    crop: int = 0
+    flip: bool = False
+
+    def scale_for(self, width: int, height: int) -> float:
+        scale = self.min_size / min(width, height)
+        return min(scale, self.max_size / max(width, height))
+
+    def __call__(self, image: Image.Image, boxes: np.ndarray, labels: np.ndarray, rng):
+        scale = self.scale_for(*image.size)
+        new_w, new_h = round(image.width * scale), round(image.height * scale)
+        image = image.resize((new_w, new_h), Image.BILINEAR)
+        boxes = boxes * np.float32(scale)
+        if self.crop:
+            cw, ch = min(self.crop, new_w), min(self.crop, new_h)
+            x0 = int(rng.integers(0, new_w - cw + 1))
+            y0 = int(rng.integers(0, new_h - ch + 1))
+            image = image.crop((x0, y0, x0 + cw, y0 + ch))
+            boxes = boxes - np.array([x0, y0, x0, y0], dtype=np.float32)
+        if self.flip and rng.random() < 0.5:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+            boxes = boxes[:, [2, 1, 0, 3]] * np.array([-1, 1, -1, 1], np.float32) + \
+                np.array([image.width, 0, image.width, 0], np.float32)
+        boxes = clip_boxes(boxes, image.width, image.height)
+        keep = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+        return image, boxes[keep], labels[keep], scale
+
+
+def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    boxes = boxes.copy()
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+    return boxes
+
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def to_chw(image: Image.Image) -> np.ndarray:
+    """PIL RGB -> normalised float32 CHW, the backbones' input."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return ((arr - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()
+
+
+class CocoDetection:
+    """Map-style dataset over a COCO json: (CHW float32 image, target dict), via pycocotools.
+
+    Class ids are mapped to contiguous indices in category-id order (`self.class_ids[k]` is the
+    COCO id of index k). Crowd annotations are left out of training targets.
+    """
+
+    def __init__(self, ann_path, image_dir=None, transform: Transform | None = None, seed: int = 0):
+        self.ann_path = Path(ann_path)
+        self.coco = load_coco(ann_path)
+        self.image_dir = resolve_image_dir(ann_path, image_dir, self.coco.dataset)
+        self.transform = transform or Transform()
+        self.image_ids = sorted(self.coco.getImgIds())
+        self.class_ids = sorted(self.coco.getCatIds())
+        self.class_names = [self.coco.cats[c]["name"] for c in self.class_ids]
+        self._index_of = {c: k for k, c in enumerate(self.class_ids)}
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.image_ids)
+
+    def image_path(self, image_id) -> Path:
+        return self.image_dir / self.coco.imgs[image_id]["file_name"]
+
+    def load_image(self, image_id) -> Image.Image:
+        path = self.image_path(image_id)
+        try:
+            return Image.open(path).convert("RGB")
+        except FileNotFoundError:
+            raise DataError(f"{self.ann_path}: images[id={image_id}].file_name -> {path} not found") from None
+        except OSError as e:
+            raise DataError(f"{path}: unreadable image ({e})") from None
+
+    def annotations(self, image_id):
+        """Ground truth of one image as (xyxy float32 boxes, contiguous int64 labels)."""
+        anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
+        boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        labels = np.array([self._index_of[a["category_id"]] for a in anns], dtype=np.int64)
+        return boxes, labels
+
+    def __getitem__(self, index):
+        image_id = self.image_ids[index]
+        image = self.load_image(image_id)
+        boxes, labels = self.annotations(image_id)
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        image, boxes, labels, scale = self.transform(image, boxes, labels, rng)
+        target = {"boxes": boxes, "labels": labels, "image_id": image_id, "scale": scale,
+                  "size": (image.height, image.width)}
+        return to_chw(image), target
+
+
+def dataset_stats(ann_path) -> dict:
+    """Images, objects per class and COCO small/medium/large counts of one json."""
+    coco = load_coco(ann_path)
+    per_class = {}
+    for cid in sorted(coco.getCatIds()):
+        anns = coco.loadAnns(coco.getAnnIds(catIds=[cid]))
+        areas = np.array([a["bbox"][2] * a["bbox"][3] for a in anns], dtype=np.float64)
+        per_class[coco.cats[cid]["name"]] = {
+            "id": cid, "objects": len(anns),
+            "small": int((areas < SMALL_AREA).sum()),
+            "medium": int(((areas >= SMALL_AREA) & (areas < LARGE_AREA)).sum()),
+            "large": int((areas >= LARGE_AREA).sum()),
+        }
+    return {"file": str(ann_path), "images": len(coco.imgs), "objects": len(coco.anns),
+            "classes": per_class}

@@ -1,0 +1,163 @@
+"""Evaluation with pycocotools (AP, AP50, AP75, APs/m/l), cost (params, FLOPs, latency), prediction."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.coco import CocoDetection, Transform, to_chw, write_json
+from .errors import DataError
+from .models.detector import build_fcos
+from .runtime import load_checkpoint, resolve_device
+from .train import collate
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def load_detector(checkpoint, device="cpu"):
+    """(model in eval mode, checkpoint dict) from a nascli checkpoint."""
+    ckpt = load_checkpoint(checkpoint)
+    model = build_fcos(**ckpt["model_args"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
+def eval_transform(ckpt) -> Transform:
+    cfg = ckpt["config"]
+    return Transform(cfg["min_size"], cfg["max_size"])
+
+
+def detect(model, images: torch.Tensor, targets, device) -> list[dict]:
+    """Detections per image in the original image's pixel coordinates."""
+    outputs = model(images.to(device))
+    results = model.postprocess(outputs, [t["size"] for t in targets])
+    for r, t in zip(results, targets):
+        r["boxes"] = r["boxes"] / np.float32(t["scale"])
+    return results
+
+
+def coco_results(results, targets, class_ids) -> list[dict]:
+    """Detections as COCO results json entries (xywh, original category ids)."""
+    out = []
+    for r, t in zip(results, targets):
+        for (x0, y0, x1, y1), s, lab in zip(r["boxes"], r["scores"], r["labels"]):
+            out.append({"image_id": int(t["image_id"]), "category_id": int(class_ids[lab]),
+                        "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                        "score": float(s)})
+    return out
+
+
+def coco_ap(coco_gt, detections: list[dict], image_ids=None) -> dict:
+    """COCOeval bbox metrics; with no detections at all every AP is 0 (pycocotools cannot load [])."""
+    from pycocotools.cocoeval import COCOeval
+
+    if not detections:
+        return {m: 0.0 for m in METRICS}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(detections)
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        if image_ids is not None:
+            ev.params.imgIds = list(image_ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {m: float(v) for m, v in zip(METRICS, ev.stats[:6])}
+
+
+def count_flops(model, height: int, width: int, device) -> int:
+    """FLOPs of one forward pass at the given input size (torch's FlopCounterMode: 2 per MAC)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 3, height, width, device=device))
+    return int(counter.get_total_flops())
+
+
+def evaluate(checkpoint, data, image_dir=None, device="auto", batch_size: int = 4,
+             latency_images: int = 20, on_progress=None) -> dict:
+    """Runs the detector over a COCO json and returns AP metrics, params, FLOPs and latency/image."""
+    device = resolve_device(device)
+    model, ckpt = load_detector(checkpoint, device)
+    dataset = CocoDetection(data, image_dir, eval_transform(ckpt))
+    names = ckpt["classes"]["names"]
+    if [dataset.coco.cats[c]["name"] for c in dataset.class_ids] != names:
+        raise DataError(f"{data}: field 'categories' {dataset.class_names} does not match the "
+                        f"checkpoint's classes {names}")
+    loader = torch.utils.data.DataLoader(dataset, batch_size, collate_fn=collate)
+    detections = []
+    with torch.no_grad():
+        for i, (images, targets) in enumerate(loader):
+            detections += coco_results(detect(model, images, targets, device), targets, dataset.class_ids)
+            if on_progress:
+                on_progress({"step": i + 1, "steps": len(loader)})
+        latency = _latency(model, dataset, device, latency_images)
+        h, w = dataset[0][0].shape[1:]
+        flops = count_flops(model, h, w, device)
+    metrics = coco_ap(dataset.coco, detections)
+    return {**metrics, "images": len(dataset), "detections": len(detections),
+            "params": sum(p.numel() for p in model.parameters()), "flops": flops,
+            "flops_input": [int(h), int(w)], "latency_ms": latency * 1000, "device": str(device),
+            "checkpoint": str(checkpoint), "data": str(data)}
+
+
+def _latency(model, dataset, device, n: int) -> float:
+    """Mean seconds per image, batch 1, forward + post-processing, after one warm-up image."""
+    n = min(n, len(dataset))
+    times = []
+    for i in range(n + 1):
+        images, targets = collate([dataset[i % len(dataset)]])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        detect(model, images, targets, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - start)
+    return float(np.mean(times))
+
+
+def predict(checkpoint, images, out_dir, device="auto", score_thresh: float = 0.3) -> dict:
+    """Writes `detections.json` (COCO results, image_id = position in `images`) and one PNG per
+    image with its boxes drawn; returns the paths."""
+    from PIL import Image
+    from torchvision.utils import draw_bounding_boxes
+
+    device = resolve_device(device)
+    model, ckpt = load_detector(checkpoint, device)
+    transform, names = eval_transform(ckpt), ckpt["classes"]["names"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, pngs = [], []
+    with torch.no_grad():
+        for image_id, path in enumerate(images, start=1):
+            path = Path(path)
+            try:
+                original = Image.open(path).convert("RGB")
+            except (FileNotFoundError, OSError) as e:
+                raise DataError(f"{path}: cannot read image ({type(e).__name__})") from None
+            image, _, _, scale = transform(original, np.zeros((0, 4), np.float32),
+                                           np.zeros(0, np.int64), None)
+            target = {"image_id": image_id, "scale": scale, "size": (image.height, image.width)}
+            batch, _ = collate([(to_chw(image), target)])
+            det = detect(model, batch, [target], device)[0]
+            entries = coco_results([det], [target], ckpt["classes"]["ids"])
+            results += [{**e, "file_name": path.name} for e in entries]
+            keep = det["scores"] >= score_thresh
+            picture = torch.from_numpy(np.asarray(original).copy()).permute(2, 0, 1)
+            if keep.any():
+                picture = draw_bounding_boxes(
+                    picture, torch.from_numpy(det["boxes"][keep]),
+                    [f"{names[lab]} {s:.2f}" for lab, s in zip(det["labels"][keep], det["scores"][keep])],
+                    colors="red", width=2)
+            png = out_dir / f"{path.stem}.png"
+            Image.fromarray(picture.permute(1, 2, 0).numpy()).save(png)
+            pngs.append(str(png))
+    json_path = write_json(results, out_dir / "detections.json")
+    return {"detections": str(json_path), "images": pngs, "count": len(results)}

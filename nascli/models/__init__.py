@@ -1,0 +1,1 @@
+"""Detector parts: backbones, the hand-designed FPN, the FCOS head, losses, the assembled detector."""

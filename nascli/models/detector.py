@@ -1,0 +1,101 @@
+"""FCOS, assembled: backbone -> FPN -> head, its targets, its loss and its post-processing.
+
+Reads top to bottom like torchvision's fcos.py: the parts come in through the constructor
+(`fpn=None`, `head=None` pick the hand-designed defaults), so searched decoders plug in unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import kernels
+from .backbones import build_backbone
+from .fpn import FPN
+from .heads import FCOSHead
+from .losses import fcos_loss
+
+STRIDES = kernels.assign.FCOS_STRIDES
+
+
+def batch_targets(feature_sizes, targets, strides=STRIDES, size_ranges=kernels.assign.FCOS_SIZE_RANGES):
+    """FCOS targets for a batch, with the numba kernel: (labels N×P int64, ltrb N×P×4, ctr N×P).
+
+    feature_sizes: [(H, W)] of P3..P7 as the network produced them; targets: dicts with numpy
+    `boxes` (xyxy pixels of the padded input) and `labels`.
+    """
+    points, ranges = kernels.fcos_points(feature_sizes, strides, size_ranges)
+    out = [kernels.fcos_targets(points, ranges, t["boxes"], t["labels"]) for t in targets]
+    return tuple(np.stack(parts) for parts in zip(*out))
+
+
+class FCOS(nn.Module):
+    """Anchor-free one-stage detector (Tian et al. 2019) over any C3..C5 backbone."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, fpn: nn.Module | None = None,
+                 head: nn.Module | None = None, width: int = 256, num_convs: int = 4,
+                 score_thresh: float = 0.05, nms_thresh: float = 0.6, topk_per_level: int = 1000,
+                 detections_per_img: int = 100):
+        super().__init__()
+        self.backbone = backbone
+        in_channels = [backbone.out_channels[k] for k in ("c3", "c4", "c5")]
+        self.fpn = fpn if fpn is not None else FPN(in_channels, width)
+        self.head = head if head is not None else FCOSHead(width, num_classes, num_convs, STRIDES)
+        self.num_classes = num_classes
+        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
+        self.topk_per_level, self.detections_per_img = topk_per_level, detections_per_img
+
+    def forward(self, images: torch.Tensor) -> dict:
+        feats = self.backbone(images)                                # c2..c5
+        pyramid = self.fpn([feats["c3"], feats["c4"], feats["c5"]])  # P3..P7
+        cls_logits, box_ltrb, ctr_logits = self.head(pyramid)       # N×P×K, N×P×4, N×P
+        return {"cls_logits": cls_logits, "box_ltrb": box_ltrb, "ctr_logits": ctr_logits,
+                "feature_sizes": [tuple(p.shape[-2:]) for p in pyramid]}
+
+    def loss(self, outputs: dict, targets: list[dict]) -> dict:
+        labels, ltrb, ctr = batch_targets(outputs["feature_sizes"], targets)
+        device = outputs["cls_logits"].device
+        return fcos_loss(outputs["cls_logits"], outputs["box_ltrb"], outputs["ctr_logits"],
+                         torch.from_numpy(labels).to(device), torch.from_numpy(ltrb).to(device),
+                         torch.from_numpy(ctr).to(device))
+
+    @torch.no_grad()
+    def postprocess(self, outputs: dict, image_sizes) -> list[dict]:
+        """Per image: score = sqrt(cls · centerness) above `score_thresh`, top-k per level, boxes
+        clipped to the image, per-class NMS (numba kernel), best `detections_per_img` kept."""
+        points, _ = kernels.fcos_points(outputs["feature_sizes"])
+        level_sizes = [h * w for h, w in outputs["feature_sizes"]]
+        cls = torch.sigmoid(outputs["cls_logits"]).cpu().numpy()
+        ctr = torch.sigmoid(outputs["ctr_logits"]).cpu().numpy()
+        ltrb = outputs["box_ltrb"].float().cpu().numpy()
+        results = []
+        for i, (h, w) in enumerate(image_sizes):
+            boxes, scores, labels = [], [], []
+            start = 0
+            for n in level_sizes:
+                sl = slice(start, start + n)
+                start += n
+                prob = cls[i, sl]
+                loc, lab = np.nonzero(prob > self.score_thresh)
+                score = np.sqrt(prob[loc, lab] * ctr[i, sl][loc])
+                if len(score) > self.topk_per_level:
+                    top = np.argpartition(-score, self.topk_per_level)[:self.topk_per_level]
+                    loc, lab, score = loc[top], lab[top], score[top]
+                pt, d = points[sl][loc], ltrb[i, sl][loc]
+                box = np.concatenate([pt - d[:, :2], pt + d[:, 2:]], axis=1)
+                boxes.append(box), scores.append(score), labels.append(lab)
+            boxes = np.concatenate(boxes).astype(np.float32)
+            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+            scores, labels = np.concatenate(scores).astype(np.float32), np.concatenate(labels)
+            keep = kernels.batched_nms(boxes, scores, labels, self.nms_thresh)[:self.detections_per_img]
+            results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+        return results
+
+
+def build_fcos(num_classes: int, backbone: str = "resnet18", weights=None, frozen_bn: bool = False,
+               width: int = 256, num_convs: int = 4, **kwargs) -> FCOS:
+    """The baseline detector from plain arguments (what checkpoints record to rebuild it)."""
+    return FCOS(build_backbone(backbone, weights, frozen_bn), num_classes, width=width,
+                num_convs=num_convs, **kwargs)

@@ -1,0 +1,32 @@
+"""The hand-designed FPN (Lin et al. 2017) as FCOS uses it: C3..C5 -> P3..P7, P6/P7 from P5."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import nn
+
+
+class FPN(nn.Module):
+    """Lateral 1x1 convs, top-down nearest upsampling + sum, 3x3 output convs; P6 = conv_s2(P5),
+    P7 = conv_s2(relu(P6)). Takes a list of C3..C5 maps, returns a list of five maps at `width`."""
+
+    def __init__(self, in_channels: list[int], width: int = 256):
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in in_channels)
+        self.output = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in in_channels)
+        self.p6 = nn.Conv2d(width, width, 3, stride=2, padding=1)
+        self.p7 = nn.Conv2d(width, width, 3, stride=2, padding=1)
+        self.out_channels = width
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight, a=1)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, feats):
+        laterals = [conv(f) for conv, f in zip(self.lateral, feats)]
+        for i in range(len(laterals) - 1, 0, -1):  # top-down pathway
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(
+                laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest")
+        outs = [conv(x) for conv, x in zip(self.output, laterals)]
+        p6 = self.p6(outs[-1])
+        return outs + [p6, self.p7(F.relu(p6))]

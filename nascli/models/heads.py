@@ -1,0 +1,62 @@
+"""The FCOS head (Tian et al. 2019): shared GroupNorm towers, class / box / centerness outputs."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def group_count(width: int) -> int:
+    """GroupNorm groups: FCOS's 32 at width 256, i.e. 8 channels a group, at least one group."""
+    return max(1, min(32, width // 8))
+
+
+def _tower(width: int, depth: int) -> nn.Sequential:
+    layers = []
+    for _ in range(depth):
+        layers += [nn.Conv2d(width, width, 3, padding=1), nn.GroupNorm(group_count(width), width), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class FCOSHead(nn.Module):
+    """Shared across levels; box distances are relu(scale_l · x) · stride_l (FCOS's normalised
+    regression), centerness rides on the box tower (the FCOS improvement torchvision also uses).
+
+    forward(list of N×C×H×W) -> (cls_logits N×P×K, box_ltrb N×P×4 in pixels, ctr_logits N×P),
+    P being every location of every level, level-major then row-major, as `fcos_points` orders them.
+    """
+
+    def __init__(self, width: int, num_classes: int, num_convs: int = 4,
+                 strides=(8, 16, 32, 64, 128), prior_prob: float = 0.01):
+        super().__init__()
+        self.cls_tower = _tower(width, num_convs)
+        self.box_tower = _tower(width, num_convs)
+        self.cls_logits = nn.Conv2d(width, num_classes, 3, padding=1)
+        self.box_pred = nn.Conv2d(width, 4, 3, padding=1)
+        self.ctr_pred = nn.Conv2d(width, 1, 3, padding=1)
+        self.scales = nn.Parameter(torch.ones(len(strides)))
+        self.strides = tuple(strides)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def forward(self, feats):
+        cls, box, ctr = [], [], []
+        for level, x in enumerate(feats):
+            c, b = self.cls_tower(x), self.box_tower(x)
+            cls.append(_flatten(self.cls_logits(c)))
+            ltrb = F.relu(self.scales[level] * self.box_pred(b)) * self.strides[level]
+            box.append(_flatten(ltrb))
+            ctr.append(_flatten(self.ctr_pred(b)).squeeze(-1))
+        return torch.cat(cls, 1), torch.cat(box, 1), torch.cat(ctr, 1)
+
+
+def _flatten(x):
+    """N×C×H×W -> N×(H·W)×C, row-major over locations."""
+    n, c = x.shape[:2]
+    return x.permute(0, 2, 3, 1).reshape(n, -1, c)

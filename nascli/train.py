@@ -1,0 +1,112 @@
+"""Training the FCOS baseline from images: SGD with warm-up, a checkpoint every epoch, resume."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .data.coco import CocoDetection, Transform
+from .errors import DataError, NascliError
+from .models.detector import build_fcos
+from .runtime import load_checkpoint, resolve_device, save_checkpoint, seed_everything
+
+SIZE_DIVISOR = 32
+
+
+class TrainingDiverged(NascliError):
+    """The loss became NaN or infinite."""
+
+
+def collate(batch):
+    """Stacks CHW images zero-padded (bottom/right) to a common size divisible by 32."""
+    h = max(x.shape[1] for x, _ in batch)
+    w = max(x.shape[2] for x, _ in batch)
+    h, w = (math.ceil(v / SIZE_DIVISOR) * SIZE_DIVISOR for v in (h, w))
+    images = np.zeros((len(batch), 3, h, w), dtype=np.float32)
+    for i, (x, _) in enumerate(batch):
+        images[i, :, :x.shape[1], :x.shape[2]] = x
+    return torch.from_numpy(images), [t for _, t in batch]
+
+
+def lr_at(it: int, total: int, base: float, warmup: int) -> float:
+    """Linear warm-up from base/1000 over `warmup` iterations, then cosine decay to zero."""
+    if it < warmup:
+        return base * (0.001 + 0.999 * it / warmup)
+    progress = (it - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def model_args(config: TrainConfig, num_classes: int) -> dict:
+    """The plain arguments `build_fcos` needs; checkpoints store them to rebuild the model."""
+    return {"num_classes": num_classes, "backbone": config.backbone, "frozen_bn": config.frozen_bn,
+            "width": config.width, "num_convs": config.num_convs}
+
+
+def train(config: TrainConfig, resume: bool = False, on_progress=None) -> dict:
+    """Trains and returns {checkpoint, epochs, history}. `on_progress(dict)` is called every step.
+
+    Checkpoints go to `<out>/last.pt` after every epoch (atomically); `resume=True` continues from
+    it with the same config, data order and learning-rate schedule as an uninterrupted run.
+    """
+    out = Path(config.out)
+    last = out / "last.pt"
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    transform = Transform(config.min_size, config.max_size, config.crop, config.flip)
+    dataset = CocoDetection(config.data, config.image_dir, transform, seed=config.seed)
+    if not dataset.coco.anns:
+        raise DataError(f"{config.data}: field 'annotations' is empty; nothing to train on")
+    model = build_fcos(**model_args(config, len(dataset.class_ids)), weights=config.weights).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    start_epoch, history = 0, []
+    if resume and last.is_file():
+        ckpt = load_checkpoint(last)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, history = ckpt["epoch"], list(ckpt["history"])
+    elif resume:
+        raise NascliError(f"{last}: nothing to resume (no checkpoint in {out})")
+
+    steps = math.ceil(len(dataset) / config.batch_size)
+    total = steps * config.epochs
+    classes = {"ids": dataset.class_ids, "names": dataset.class_names}
+    for epoch in range(start_epoch, config.epochs):
+        dataset.epoch = epoch
+        order = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        loader = torch.utils.data.DataLoader(dataset, config.batch_size, shuffle=True, generator=order,
+                                             collate_fn=collate, num_workers=config.workers)
+        model.train()
+        sums, started = {}, time.perf_counter()
+        for step, (images, targets) in enumerate(loader):
+            it = epoch * steps + step
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(it, total, config.lr, config.warmup_iters)
+            losses = model.loss(model(images.to(device)), targets)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"{config.out}: loss became {loss.item()} at epoch {epoch + 1} "
+                                       f"step {step + 1}; lower --lr or raise --warmup-iters")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 35.0)  # mmdetection's FCOS setting
+            optimizer.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().item()
+            if on_progress:
+                on_progress({"epoch": epoch + 1, "epochs": config.epochs, "step": step + 1,
+                             "steps": steps, "loss": loss.detach().item(), "lr": optimizer.param_groups[0]["lr"]})
+        history.append({"epoch": epoch + 1, "seconds": time.perf_counter() - started,
+                        **{k: v / steps for k, v in sums.items()}})
+        save_checkpoint({"kind": "fcos", "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "epoch": epoch + 1, "history": history, "config": config.model_dump(),
+                         "model_args": model_args(config, len(dataset.class_ids)), "classes": classes,
+                         "genotype": None}, last)
+    return {"checkpoint": str(last), "epochs": config.epochs, "history": history,
+            "device": str(device), "train_seconds": sum(h["seconds"] for h in history)}

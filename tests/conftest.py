@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny synthetic COCO dataset and a tiny trained checkpoint (built once)."""
+
+import sys
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_coco(tmp_path_factory):
+    """16 images of 64x64 px, 3 shape classes, split 12 / 4; returns (train_json, val_json)."""
+    from nascli.data.split import split_coco
+    from nascli.data.synth import make_synthetic
+
+    root = tmp_path_factory.mktemp("tiny")
+    instances = make_synthetic(root / "synth", num_images=16, image_size=64, num_classes=3,
+                               max_objects=4, seed=1)
+    split_coco(instances, root / "train.json", root / "val.json", val=4, seed=0)
+    return root / "train.json", root / "val.json"
+
+
+def _tiny_config(data, out, **kw):
+    """A TrainConfig for a model small enough to train in seconds on 64 px images."""
+    from nascli.config import TrainConfig
+
+    base = dict(data=str(data), out=str(out), backbone="resnet18", width=16, num_convs=1, epochs=1,
+                batch_size=4, min_size=64, max_size=64, warmup_iters=2, lr=0.01, device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture
+def tiny_config():
+    return _tiny_config
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_coco, tmp_path_factory):
+    from nascli.train import train
+
+    out = tmp_path_factory.mktemp("ckpt")
+    train(_tiny_config(tiny_coco[0], out, epochs=2))
+    return out / "last.pt"
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """Runs `nascli ARGS` through main() in-process; returns (exit_code, stdout, stderr)."""
+    from nascli.cli import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["nascli", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -1,0 +1,125 @@
+"""Backbones, FPN, FCOS head and losses: shapes, local weights, frozen BN, and that it learns."""
+
+import numpy as np
+import pytest
+import torch
+from torchvision import models
+from torchvision.ops import FrozenBatchNorm2d
+
+from nascli.errors import CheckpointError, UnknownNameError
+from nascli.models.backbones import BACKBONES, build_backbone
+from nascli.models.detector import FCOS, build_fcos
+from nascli.models.fpn import FPN
+
+EXPECTED_CHANNELS = {"resnet18": [64, 128, 256, 512], "resnet34": [64, 128, 256, 512],
+                     "resnet50": [256, 512, 1024, 2048], "mobilenet_v2": [24, 32, 96, 1280]}
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_backbone_levels_and_strides(name):
+    net = build_backbone(name).eval()
+    with torch.no_grad():
+        feats = net(torch.zeros(1, 3, 64, 96))
+    assert list(feats) == ["c2", "c3", "c4", "c5"]
+    for (level, f), stride, ch in zip(feats.items(), (4, 8, 16, 32), EXPECTED_CHANNELS[name]):
+        assert f.shape == (1, ch, 64 // stride, 96 // stride), level
+        assert net.out_channels[level] == ch
+
+
+def test_local_weights_load_and_classifier_is_ignored(tmp_path):
+    torch.manual_seed(0)
+    reference = models.resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")  # torchvision format, fc.* included
+    net = build_backbone("resnet18", weights=tmp_path / "r18.pth").eval()
+    reference.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        want = reference.layer4(reference.layer3(reference.layer2(reference.layer1(
+            reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))))))
+        torch.testing.assert_close(net(x)["c5"], want)
+
+
+def test_bad_weights_files_are_user_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="weights file not found"):
+        build_backbone("resnet18", weights=tmp_path / "none.pth")
+    state = models.resnet18(weights=None).state_dict()
+    torch.save(state, tmp_path / "r18.pth")
+    with pytest.raises(CheckpointError, match="tensors missing, e.g. 'layer1.0.conv3.weight'"):
+        build_backbone("resnet50", weights=tmp_path / "r18.pth")
+    state["conv1.weight"] = torch.zeros(64, 3, 3, 3)
+    torch.save(state, tmp_path / "wrong.pth")
+    with pytest.raises(CheckpointError, match="'conv1.weight' has shape"):
+        build_backbone("resnet18", weights=tmp_path / "wrong.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a torch state_dict"):
+        build_backbone("resnet18", weights=tmp_path / "junk.pth")
+    with pytest.raises(UnknownNameError, match="unknown backbone 'vgg'"):
+        build_backbone("vgg")
+
+
+def test_frozen_bn_does_not_train():
+    net = build_backbone("resnet18", frozen_bn=True)
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in net.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    before = {k: v.clone() for k, v in net.state_dict().items() if "bn" in k}
+    net.train()
+    net(torch.randn(2, 3, 64, 64))
+    after = net.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_fpn_outputs_p3_to_p7():
+    fpn = FPN([8, 16, 32], width=12)
+    feats = [torch.randn(2, 8, 32, 32), torch.randn(2, 16, 16, 16), torch.randn(2, 32, 8, 8)]
+    outs = fpn(feats)
+    assert [tuple(o.shape) for o in outs] == [(2, 12, s, s) for s in (32, 16, 8, 4, 2)]
+
+
+def test_fcos_forward_shapes():
+    model = build_fcos(num_classes=3, backbone="resnet18", width=16, num_convs=1)
+    out = model(torch.zeros(2, 3, 128, 160))
+    sizes = [(16, 20), (8, 10), (4, 5), (2, 3), (1, 2)]
+    p = sum(h * w for h, w in sizes)
+    assert out["feature_sizes"] == sizes
+    assert out["cls_logits"].shape == (2, p, 3)
+    assert out["box_ltrb"].shape == (2, p, 4) and (out["box_ltrb"] >= 0).all()
+    assert out["ctr_logits"].shape == (2, p)
+
+
+def test_fcos_overfits_one_batch_and_then_detects_it():
+    torch.manual_seed(0)
+    model = build_fcos(num_classes=2, backbone="resnet18", width=32, num_convs=1, score_thresh=0.05)
+    images = torch.randn(2, 3, 64, 64)
+    targets = [{"boxes": np.array([[8, 8, 40, 40]], np.float32), "labels": np.array([0])},
+                {"boxes": np.array([[20, 24, 60, 56], [0, 0, 16, 16]], np.float32), "labels": np.array([1, 0])}]
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    losses = []
+    for _ in range(60):
+        loss = sum(model.loss(model(images), targets).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]
+    model.eval()
+    with torch.no_grad():
+        det = model.postprocess(model(images), [(64, 64), (64, 64)])
+    best = det[0]["boxes"][0]
+    assert det[0]["labels"][0] == 0 and np.abs(best - [8, 8, 40, 40]).max() < 8
+
+
+def test_postprocess_keeps_boxes_inside_the_image_and_sorted():
+    model = build_fcos(num_classes=2, width=16, num_convs=1, score_thresh=0.0, detections_per_img=30).eval()
+    with torch.no_grad():
+        det = model.postprocess(model(torch.randn(1, 3, 64, 96)), [(60, 90)])[0]
+    assert len(det["boxes"]) == 30
+    assert (det["boxes"][:, [0, 2]] <= 90).all() and (det["boxes"][:, [1, 3]] <= 60).all()
+    assert (det["boxes"] >= 0).all() and np.all(np.diff(det["scores"]) <= 0)
+
+
+def test_fcos_accepts_a_custom_fpn_and_head():
+    backbone = build_backbone("resnet18")
+    fpn = FPN([128, 256, 512], width=8)
+    model = FCOS(backbone, num_classes=4, fpn=fpn, width=8, num_convs=0)
+    assert model.fpn is fpn
+    assert model(torch.zeros(1, 3, 64, 64))["cls_logits"].shape[-1] == 4
