@@ -8,7 +8,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from nascli.errors import CheckpointError, UnknownNameError
 from nascli.models.backbones import BACKBONES, build_backbone
-from nascli.models.detector import FCOS, build_fcos
+from nascli.models.detector import FCOS, FCOSDecoder, build_fcos
 from nascli.models.fpn import FPN
 
 EXPECTED_CHANNELS = {"resnet18": [64, 128, 256, 512], "resnet34": [64, 128, 256, 512],
@@ -120,6 +120,6 @@ def test_postprocess_keeps_boxes_inside_the_image_and_sorted():
 def test_fcos_accepts_a_custom_fpn_and_head():
     backbone = build_backbone("resnet18")
     fpn = FPN([128, 256, 512], width=8)
-    model = FCOS(backbone, num_classes=4, fpn=fpn, width=8, num_convs=0)
-    assert model.fpn is fpn
+    model = FCOS(backbone, FCOSDecoder(backbone.out_channels, num_classes=4, fpn=fpn, width=8, num_convs=0))
+    assert model.decoder.fpn is fpn
     assert model(torch.zeros(1, 3, 64, 64))["cls_logits"].shape[-1] == 4

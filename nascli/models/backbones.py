@@ -25,6 +25,10 @@ class ResNetFeatures(nn.Module):
                   for blk in (net.layer1, net.layer2, net.layer3, net.layer4)]
         self.out_channels = dict(zip(LEVELS, widths))
 
+    def torchvision_module(self) -> nn.Module:
+        """The part whose state_dict keys are torchvision's (for loading weights files)."""
+        return self.body
+
     def forward(self, x):
         b = self.body
         x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
@@ -44,6 +48,9 @@ class MobileNetV2Features(nn.Module):
         self.features = net.features
         widths = [24, 32, 96, net.last_channel]
         self.out_channels = dict(zip(LEVELS, widths))
+
+    def torchvision_module(self) -> nn.Module:
+        return self  # keys are already torchvision's "features.*"
 
     def forward(self, x):
         out, taps = {}, dict(zip(self.TAPS, LEVELS))
@@ -66,7 +73,8 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
 
 
 def load_weights(net: nn.Module, path) -> None:
-    """Loads a torchvision-format state_dict from a local file; the classifier keys are ignored."""
+    """Loads a torchvision-format state_dict from a local file into `net` (a torchvision model
+    without its classifier); keys the model lacks, like the classifier's, are ignored."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
@@ -97,8 +105,7 @@ def build_backbone(name: str = "resnet18", weights=None, frozen_bn: bool = False
     choice when fine-tuning pretrained weights with small batches.
     """
     net = _torchvision_net(name, FrozenBatchNorm2d if frozen_bn else None)
+    features = ResNetFeatures(net) if name.startswith("resnet") else MobileNetV2Features(net)
     if weights is not None:
-        load_weights(net, weights)
-    if name.startswith("resnet"):
-        return ResNetFeatures(net)
-    return MobileNetV2Features(net)
+        load_weights(features.torchvision_module(), weights)
+    return features

@@ -30,35 +30,40 @@ def batch_targets(feature_sizes, targets, strides=STRIDES, size_ranges=kernels.a
     return tuple(np.stack(parts) for parts in zip(*out))
 
 
-class FCOS(nn.Module):
-    """Anchor-free one-stage detector (Tian et al. 2019) over any C3..C5 backbone."""
+class FCOSDecoder(nn.Module):
+    """Everything after the backbone: FPN + FCOS head, their loss and post-processing.
 
-    def __init__(self, backbone: nn.Module, num_classes: int, fpn: nn.Module | None = None,
+    This is the part NAS-FCOS searches and the part trained on cached features; `in_channels`
+    maps c3..c5 to their widths. `fpn=None` / `head=None` pick the hand-designed defaults.
+    """
+
+    def __init__(self, in_channels: dict, num_classes: int, fpn: nn.Module | None = None,
                  head: nn.Module | None = None, width: int = 256, num_convs: int = 4,
                  score_thresh: float = 0.05, nms_thresh: float = 0.6, topk_per_level: int = 1000,
                  detections_per_img: int = 100):
         super().__init__()
-        self.backbone = backbone
-        in_channels = [backbone.out_channels[k] for k in ("c3", "c4", "c5")]
-        self.fpn = fpn if fpn is not None else FPN(in_channels, width)
+        self.fpn = fpn if fpn is not None else FPN([in_channels[k] for k in ("c3", "c4", "c5")], width)
         self.head = head if head is not None else FCOSHead(width, num_classes, num_convs, STRIDES)
         self.num_classes = num_classes
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.topk_per_level, self.detections_per_img = topk_per_level, detections_per_img
 
-    def forward(self, images: torch.Tensor) -> dict:
-        feats = self.backbone(images)                                # c2..c5
+    def forward(self, feats: dict) -> dict:
         pyramid = self.fpn([feats["c3"], feats["c4"], feats["c5"]])  # P3..P7
         cls_logits, box_ltrb, ctr_logits = self.head(pyramid)       # N×P×K, N×P×4, N×P
         return {"cls_logits": cls_logits, "box_ltrb": box_ltrb, "ctr_logits": ctr_logits,
                 "feature_sizes": [tuple(p.shape[-2:]) for p in pyramid]}
 
     def loss(self, outputs: dict, targets: list[dict]) -> dict:
+        """Loss against ground-truth boxes (targets assigned here by the numba kernel)."""
         labels, ltrb, ctr = batch_targets(outputs["feature_sizes"], targets)
+        return self.loss_from_targets(outputs, *(torch.from_numpy(t) for t in (labels, ltrb, ctr)))
+
+    def loss_from_targets(self, outputs: dict, labels, ltrb, ctr) -> dict:
+        """Loss against precomputed per-location targets (as the feature cache stores them)."""
         device = outputs["cls_logits"].device
         return fcos_loss(outputs["cls_logits"], outputs["box_ltrb"], outputs["ctr_logits"],
-                         torch.from_numpy(labels).to(device), torch.from_numpy(ltrb).to(device),
-                         torch.from_numpy(ctr).to(device))
+                         labels.to(device).long(), ltrb.to(device).float(), ctr.to(device).float())
 
     @torch.no_grad()
     def postprocess(self, outputs: dict, image_sizes) -> list[dict]:
@@ -83,8 +88,9 @@ class FCOS(nn.Module):
                     top = np.argpartition(-score, self.topk_per_level)[:self.topk_per_level]
                     loc, lab, score = loc[top], lab[top], score[top]
                 pt, d = points[sl][loc], ltrb[i, sl][loc]
-                box = np.concatenate([pt - d[:, :2], pt + d[:, 2:]], axis=1)
-                boxes.append(box), scores.append(score), labels.append(lab)
+                boxes.append(np.concatenate([pt - d[:, :2], pt + d[:, 2:]], axis=1))
+                scores.append(score)
+                labels.append(lab)
             boxes = np.concatenate(boxes).astype(np.float32)
             boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
             boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
@@ -94,8 +100,26 @@ class FCOS(nn.Module):
         return results
 
 
+class FCOS(nn.Module):
+    """Anchor-free one-stage detector (Tian et al. 2019): backbone (C2..C5) -> decoder."""
+
+    def __init__(self, backbone: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.decoder = decoder
+
+    def forward(self, images: torch.Tensor) -> dict:
+        return self.decoder(self.backbone(images))
+
+    def loss(self, outputs: dict, targets: list[dict]) -> dict:
+        return self.decoder.loss(outputs, targets)
+
+    def postprocess(self, outputs: dict, image_sizes) -> list[dict]:
+        return self.decoder.postprocess(outputs, image_sizes)
+
+
 def build_fcos(num_classes: int, backbone: str = "resnet18", weights=None, frozen_bn: bool = False,
                width: int = 256, num_convs: int = 4, **kwargs) -> FCOS:
     """The baseline detector from plain arguments (what checkpoints record to rebuild it)."""
-    return FCOS(build_backbone(backbone, weights, frozen_bn), num_classes, width=width,
-                num_convs=num_convs, **kwargs)
+    net = build_backbone(backbone, weights, frozen_bn)
+    return FCOS(net, FCOSDecoder(net.out_channels, num_classes, width=width, num_convs=num_convs, **kwargs))
