@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 NASCLI := $(BIN)/nascli
 DEMO := demo
 SEED ?= 0
-DEMO_EPOCHS ?= 12
+DEMO_EPOCHS ?= 16
+# CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
+DEMO_TRAIN := --num-convs 2 --lr 0.02
 
 .PHONY: install demo test bench bccd clean
 
@@ -25,7 +27,7 @@ demo: $(STAMP)
 	$(NASCLI) data synth --out $(DEMO)/synth --images 300 --size 256 --seed $(SEED)
 	$(NASCLI) data split $(DEMO)/synth/instances.json --train $(DEMO)/train.json --val $(DEMO)/val.json --val-size 60 --seed $(SEED)
 	$(NASCLI) data stats $(DEMO)/train.json
-	$(NASCLI) train --data $(DEMO)/train.json --out $(DEMO)/baseline --epochs $(DEMO_EPOCHS) --seed $(SEED)
+	$(NASCLI) train --data $(DEMO)/train.json --out $(DEMO)/baseline --epochs $(DEMO_EPOCHS) $(DEMO_TRAIN) --seed $(SEED)
 	$(NASCLI) eval $(DEMO)/baseline/last.pt --data $(DEMO)/val.json
 
 test: $(STAMP)
@@ -39,7 +41,7 @@ BCCD ?= ../shared/datasets/bccd/BCCD
 bccd: $(STAMP)
 	$(NASCLI) data convert-voc $(BCCD) --split train --out bccd/train.json
 	$(NASCLI) data convert-voc $(BCCD) --split test --out bccd/test.json
-	$(NASCLI) train --data bccd/train.json --out bccd/baseline --min-size 384 --epochs 24 --seed $(SEED)
+	$(NASCLI) train --data bccd/train.json --out bccd/baseline --min-size 256 --epochs 24 $(DEMO_TRAIN) --seed $(SEED)
 	$(NASCLI) eval bccd/baseline/last.pt --data bccd/test.json
 
 clean:

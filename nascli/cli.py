@@ -55,7 +55,7 @@ def _progress(description: str, enabled: bool = True):
         total = event.get("steps", 1) * event.get("epochs", 1)
         done = (event.get("epoch", 1) - 1) * event.get("steps", 1) + event["step"]
         info = " ".join(f"{k} {event[k]:.4g}" if isinstance(event[k], float) else f"{k} {event[k]}"
-                        for k in ("epoch", "loss", "lr") if k in event)
+                        for k in ("epoch", "loss", "lr", "images/s") if k in event)
         progress.update(task, total=total, completed=done, info=info)
 
     with progress:
@@ -179,6 +179,7 @@ def train_cmd(
     min_size: Annotated[Optional[int], typer.Option(help="Short side after resizing.")] = None,
     crop: Annotated[Optional[int], typer.Option(help="Random square crop for training (0 = none).")] = None,
     width: Annotated[Optional[int], typer.Option(help="FPN/head channels.")] = None,
+    num_convs: Annotated[Optional[int], typer.Option(help="Head tower depth (FCOS: 4).")] = None,
     image_dir: ImageDirOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/last.pt.")] = False,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for every random choice.")] = None,
@@ -195,7 +196,7 @@ def train_cmd(
     overrides = {"data": str(data) if data else None, "out": str(out) if out else None,
                  "backbone": backbone, "weights": str(weights) if weights else None,
                  "frozen_bn": frozen_bn, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                 "min_size": min_size, "crop": crop, "width": width,
+                 "min_size": min_size, "crop": crop, "width": width, "num_convs": num_convs,
                  "image_dir": str(image_dir) if image_dir else None, "seed": seed, "device": device}
     cfg = load_spec(TrainConfig, config, overrides)
     with _progress("train", not as_json) as on_progress:
@@ -251,6 +252,68 @@ def predict_cmd(
     r = predict(checkpoint, images, out, device, score_thresh)
     _emit_json(r) if as_json else console.print(f"{r['count']} detections -> {r['detections']}; "
                                                 f"{len(r['images'])} images drawn in {out}")
+
+
+# ---------------------------------------------------------------- feature cache
+
+
+@app.command("cache-features")
+def cache_features_cmd(
+    data: Annotated[Optional[Path], typer.Option(help="Meta-train COCO json.")] = None,
+    val: Annotated[Optional[Path], typer.Option(help="Meta-val COCO json.")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Baseline checkpoint whose backbone to freeze.")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="torchvision backbone (with --weights) instead.")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Local torchvision state_dict for --backbone.")] = None,
+    crop: Annotated[int, typer.Option(help="Square crop side (multiple of 32).")] = 256,
+    crops_per_image: Annotated[int, typer.Option(min=1, help="Random crops per image.")] = 1,
+    min_size: Annotated[Optional[int], typer.Option(help="Short side before cropping (default: --crop).")] = None,
+    levels: Annotated[str, typer.Option(help="Comma list of c2..c5, or 'images' for uint8 crops.")] = "c2,c3,c4,c5",
+    out: Annotated[Optional[Path], typer.Option("--out", "--cache-dir", help="Cache folder (default $NASCLI_CACHE, then ./cache).")] = None,
+    image_dir: ImageDirOpt = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Crops per backbone forward pass.")] = 16,
+    verify_file: Annotated[Optional[Path], typer.Option("--verify", help="Check a cache file and exit.")] = None,
+    info_file: Annotated[Optional[Path], typer.Option("--info", help="Describe a cache file and exit.")] = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+):
+    """Run the frozen backbone once per crop and store its features (+ FCOS targets) in HDF5.
+
+    The file is named by a content key: the same request reuses it instantly.
+    Example: [cyan]nascli cache-features --data data/train.json --val data/val.json --checkpoint runs/baseline/last.pt[/]
+    Example: [cyan]nascli cache-features --info cache/<key>.h5[/]
+    """
+    from . import features
+
+    if verify_file is not None:
+        r = features.verify(verify_file)
+        return _emit_json(r) if as_json else console.print(f"{r['path']}: ok ({len(r['checked'])} datasets checked)")
+    if info_file is not None:
+        r = features.describe(info_file)
+        return _emit_json(r) if as_json else _print_cache_info(r)
+    if data is None or val is None:
+        raise NascliError("cache-features: give --data and --val (or --verify / --info FILE)")
+    with _progress("cache", not as_json) as on_progress:
+        r = features.build_cache(data, val, out, checkpoint, backbone, weights, crop, crops_per_image,
+                                 min_size, tuple(levels.split(",")), image_dir, None, batch_size,
+                                 device, seed, on_progress)
+    if as_json:
+        return _emit_json(r)
+    console.print(("reused " if r["reused"] else "wrote ") + r["path"])
+    _print_cache_info(r)
+
+
+def _print_cache_info(r: dict) -> None:
+    fields = r["key_fields"]
+    rows = [("key", r["key"]), ("backbone", f"{fields['backbone']} (weights {fields['weights'][:12]})"),
+            ("crop", f"{r['crop']} px, {fields['crops_per_image']} per image, short side {fields['min_size']}"),
+            ("levels", ", ".join(r["levels"])), ("classes", ", ".join(r["classes"])),
+            ("size on disk", f"{r['bytes'] / 2**20:.1f} MiB")]
+    for split, s in r["splits"].items():
+        shapes = "; ".join(f"{k} {'x'.join(map(str, v['shape'][1:]))} {v['dtype']}"
+                           for k, v in s["fields"].items() if k in r["levels"])
+        rows.append((split, f"{s['samples']} crops of {s['images']} images; {shapes}"))
+    _table(r["path"], ["field", "value"], rows)
 
 
 def main() -> None:

@@ -60,3 +60,14 @@ def run_cli(monkeypatch, capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_coco, tiny_checkpoint, tmp_path_factory):
+    """A c2..c5 cache of the tiny dataset through the tiny checkpoint's backbone (64 px crops)."""
+    from nascli.features import build_cache
+
+    out = tmp_path_factory.mktemp("cache")
+    r = build_cache(*tiny_coco, out_dir=out, checkpoint=tiny_checkpoint, crop=64, min_size=64,
+                    batch_size=4, device="cpu")
+    return r["path"]

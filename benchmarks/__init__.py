@@ -1,0 +1,1 @@
+"""Side-by-side timings against reference implementations, reported as ratios (`make bench`)."""
