@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .data.coco import CocoDetection, Transform, to_chw, write_json
-from .errors import DataError
+from .errors import CheckpointError, DataError
 from .models.detector import build_fcos
 from .runtime import load_checkpoint, resolve_device
 from .train import collate
@@ -23,7 +23,11 @@ def load_detector(checkpoint, device="cpu"):
     """(model in eval mode, checkpoint dict) from a nascli checkpoint."""
     ckpt = load_checkpoint(checkpoint)
     model = build_fcos(**ckpt["model_args"])
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise CheckpointError(f"{checkpoint}: field 'model' does not fit the detector described by "
+                              f"'model_args' (written by another nascli version?)") from None
     return model.to(device).eval(), ckpt
 
 
