@@ -70,7 +70,7 @@ def test_frozen_bn_does_not_train():
 
 def test_fpn_outputs_p3_to_p7():
     fpn = FPN([8, 16, 32], width=12)
-    feats = [torch.randn(2, 8, 32, 32), torch.randn(2, 16, 16, 16), torch.randn(2, 32, 8, 8)]
+    feats = {"c3": torch.randn(2, 8, 32, 32), "c4": torch.randn(2, 16, 16, 16), "c5": torch.randn(2, 32, 8, 8)}
     outs = fpn(feats)
     assert [tuple(o.shape) for o in outs] == [(2, 12, s, s) for s in (32, 16, 8, 4, 2)]
 

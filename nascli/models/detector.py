@@ -49,7 +49,7 @@ class FCOSDecoder(nn.Module):
         self.topk_per_level, self.detections_per_img = topk_per_level, detections_per_img
 
     def forward(self, feats: dict) -> dict:
-        pyramid = self.fpn([feats["c3"], feats["c4"], feats["c5"]])  # P3..P7
+        pyramid = self.fpn(feats)                                    # P3..P7
         cls_logits, box_ltrb, ctr_logits = self.head(pyramid)       # N×P×K, N×P×4, N×P
         return {"cls_logits": cls_logits, "box_ltrb": box_ltrb, "ctr_logits": ctr_logits,
                 "feature_sizes": [tuple(p.shape[-2:]) for p in pyramid]}

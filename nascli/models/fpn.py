@@ -8,10 +8,12 @@ from torch import nn
 
 class FPN(nn.Module):
     """Lateral 1x1 convs, top-down nearest upsampling + sum, 3x3 output convs; P6 = conv_s2(P5),
-    P7 = conv_s2(relu(P6)). Takes a list of C3..C5 maps, returns a list of five maps at `width`."""
+    P7 = conv_s2(relu(P6)). Takes the backbone's {"c3": ..., "c5": ...} (`in_channels` lists the
+    widths of `levels`), returns a list of five maps at `width`."""
 
-    def __init__(self, in_channels: list[int], width: int = 256):
+    def __init__(self, in_channels: list[int], width: int = 256, levels=("c3", "c4", "c5")):
         super().__init__()
+        self.levels = tuple(levels)
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in in_channels)
         self.output = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in in_channels)
         self.p6 = nn.Conv2d(width, width, 3, stride=2, padding=1)
@@ -22,8 +24,8 @@ class FPN(nn.Module):
                 nn.init.kaiming_uniform_(m.weight, a=1)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, feats):
-        laterals = [conv(f) for conv, f in zip(self.lateral, feats)]
+    def forward(self, feats: dict):
+        laterals = [conv(feats[lv]) for conv, lv in zip(self.lateral, self.levels)]
         for i in range(len(laterals) - 1, 0, -1):  # top-down pathway
             laterals[i - 1] = laterals[i - 1] + F.interpolate(
                 laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest")

@@ -21,25 +21,38 @@ def _tower(width: int, depth: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class SharedTowers(nn.Module):
+    """FCOS's towers: the same conv-GN-ReLU stack on every level, one for classes, one for boxes."""
+
+    def __init__(self, width: int, num_convs: int = 4):
+        super().__init__()
+        self.cls_tower = _tower(width, num_convs)
+        self.box_tower = _tower(width, num_convs)
+
+    def forward(self, x, level: int):
+        return self.cls_tower(x), self.box_tower(x)
+
+
 class FCOSHead(nn.Module):
-    """Shared across levels; box distances are relu(scale_l · x) · stride_l (FCOS's normalised
-    regression), centerness rides on the box tower (the FCOS improvement torchvision also uses).
+    """FCOS's prediction head over any towers (`towers(x, level) -> (cls_feat, box_feat)`; default
+    SharedTowers). Box distances are relu(scale_l · x) · stride_l (FCOS's normalised regression);
+    centerness rides on the box branch (the FCOS improvement torchvision also uses).
 
     forward(list of N×C×H×W) -> (cls_logits N×P×K, box_ltrb N×P×4 in pixels, ctr_logits N×P),
     P being every location of every level, level-major then row-major, as `fcos_points` orders them.
     """
 
     def __init__(self, width: int, num_classes: int, num_convs: int = 4,
-                 strides=(8, 16, 32, 64, 128), prior_prob: float = 0.01):
+                 strides=(8, 16, 32, 64, 128), prior_prob: float = 0.01, towers: nn.Module | None = None):
         super().__init__()
-        self.cls_tower = _tower(width, num_convs)
-        self.box_tower = _tower(width, num_convs)
+        self.towers = towers if towers is not None else SharedTowers(width, num_convs)
         self.cls_logits = nn.Conv2d(width, num_classes, 3, padding=1)
         self.box_pred = nn.Conv2d(width, 4, 3, padding=1)
         self.ctr_pred = nn.Conv2d(width, 1, 3, padding=1)
         self.scales = nn.Parameter(torch.ones(len(strides)))
         self.strides = tuple(strides)
-        for m in self.modules():
+        convs = [*self.modules()] if towers is None else [self.cls_logits, self.box_pred, self.ctr_pred]
+        for m in convs:
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=0.01)
                 nn.init.zeros_(m.bias)
@@ -48,7 +61,7 @@ class FCOSHead(nn.Module):
     def forward(self, feats):
         cls, box, ctr = [], [], []
         for level, x in enumerate(feats):
-            c, b = self.cls_tower(x), self.box_tower(x)
+            c, b = self.towers(x, level)
             cls.append(_flatten(self.cls_logits(c)))
             ltrb = F.relu(self.scales[level] * self.box_pred(b)) * self.strides[level]
             box.append(_flatten(ltrb))

@@ -1,0 +1,117 @@
+"""The NAS-FCOS search space: decisions, genotypes, builder, cost, and the published decoder."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nascli.errors import SpecError
+from nascli.spaces import nas_fcos as S
+from nascli.spaces import zoo
+from nascli.spaces.ops import DeformConv
+
+IN_CHANNELS = {"c2": 64, "c3": 128, "c4": 256, "c5": 512}
+
+
+def features(n=2, crop=64):
+    return {lv: torch.randn(n, c, crop // s, crop // s)
+            for (lv, c), s in zip(IN_CHANNELS.items(), (4, 8, 16, 32))}
+
+
+def sample(rng, spec):
+    while True:
+        choices = [int(rng.integers(d.options)) for d in S.decisions(spec)]
+        if S.is_valid(choices, spec):
+            return choices
+
+
+def test_decision_counts_follow_the_paper():
+    ds = S.decisions(S.SpaceSpec())
+    assert len(ds) == 7 * 5 + 1 + 5 * 5 + 5
+    assert [d.options for d in ds[:5]] == [4, 4, 5, 5, 2]          # block 1 reads C2..C5
+    assert [d.options for d in ds[30:32]] == [10, 10]               # block 7: 4 inputs + 6 outputs
+    assert ds[35].name == "head.op0" and [d.options for d in ds[36:38]] == [2, 2]  # {p, o0}
+    assert [d.options for d in ds[56:58]] == [14, 14]               # 2 + 3·4 head pool nodes
+    assert all(d.options == 7 for d in ds[-5:])                     # share index 0..6
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_every_sampled_genotype_builds_and_predicts_every_location(seed):
+    spec = S.SpaceSpec(width=8, fpn_ops=("sep3x3", "sep3x3_d3", "sep5x5_d6", "skip"),
+                       head_ops=("sep3x3", "sep3x3_d3", "sep5x5_d6", "skip"))
+    choices = sample(np.random.default_rng(seed), spec)
+    g = S.decode(choices, spec)
+    assert S.encode(g, spec) == choices
+    assert S.Genotype.from_json(g.to_json()) == g
+    decoder = S.build(g, IN_CHANNELS, num_classes=3, width=8)
+    out = decoder(features(crop=64))
+    assert out["feature_sizes"] == [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
+    assert out["cls_logits"].shape == (2, 64 + 16 + 4 + 1 + 1, 3)
+    assert torch.isfinite(out["box_ltrb"]).all()
+
+
+def test_deformable_ops_build_and_backpropagate():
+    decoder = S.build(zoo.NAS_FCOS, IN_CHANNELS, num_classes=2, width=8)
+    out = decoder(features(crop=64))
+    (out["cls_logits"].sum() + out["box_ltrb"].sum() + out["ctr_logits"].sum()).backward()
+    deform = [m for m in decoder.modules() if isinstance(m, DeformConv)]
+    assert len(deform) == 2 * 7 - 2 + 2 * 2  # FPN: 12 deformable ops; head: 2 per tower
+    for m in deform:
+        assert m.conv.weight.grad is not None and m.conv.weight.grad.abs().sum() > 0
+        assert m.offset.weight.grad is not None  # offsets are learned too
+
+
+def test_dangling_rule_and_validity():
+    g = zoo.NAS_FCOS
+    # released wiring (mmdetection NASFCOS_FPN): P3, P4, P5 = nodes 10, 9, 8; node 6 joins all three
+    assert S.dangling(g) == [6, 8, 9, 10]
+    fpn = S.NasFcosFPN(g, IN_CHANNELS, 8)
+    assert (fpn.p3_node, fpn.p4_node, fpn.p5_node, fpn.extra_nodes) == (10, 9, 8, [6])
+    chain = tuple((4 + k - 1 if k else 3, 0, 3, 3, 0) for k in range(7))  # every output read by the next
+    bad = S.Genotype(fpn=chain, head_share=(0,) * 5, head_first=3, head_blocks=())
+    assert "fewer than three dangling" in S.validate(bad)
+    with pytest.raises(SpecError, match="fewer than three dangling"):
+        S.Genotype.from_json(bad.to_json())
+
+
+def test_published_decoder_shapes_and_output_strides():
+    decoder = S.build(zoo.NAS_FCOS, IN_CHANNELS, num_classes=4, width=16)
+    out = decoder(features(n=1, crop=128))
+    assert out["feature_sizes"] == [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+    towers = decoder.head.towers.cls_tower
+    kinds = [type(towers.layer(0, k)).__name__ for k in range(6)]
+    assert kinds == ["DeformConv", "ConvNormAct", "DeformConv", "ConvNormAct", "Identity", "Identity"]
+    assert towers.layer(0, 2) is towers.layer(4, 2)  # head_share 0: one weight set for all levels
+
+
+def test_head_weight_sharing_index():
+    g = S.Genotype(fpn=zoo.NAS_FCOS.fpn, head_sequence=(1, 1, 1), head_share=(0, 1, 2, 3, 3))
+    tower = S.NasFcosTower(g, 8)
+    assert tower.layer(0, 0) is not tower.layer(1, 0)          # level P4 owns layer 0
+    assert tower.layer(1, 1) is tower.layer(0, 1)              # ...and shares layer 1 on
+    assert tower.layer(4, 2) is not tower.layer(0, 2)          # P7 owns all three layers
+    own = sum(p.numel() for p in tower.own.parameters())
+    per_layer = sum(p.numel() for p in S.OPS["conv3x3"](8, "gn").parameters())
+    assert own == per_layer * (0 + 1 + 2 + 3 + 3)
+
+
+def test_cost_counts_deformable_flops_and_params():
+    g = zoo.NAS_FCOS
+    decoder = S.build(g, IN_CHANNELS, 3, width=8)
+    shapes = {lv: f.shape[1:] for lv, f in features(crop=64).items()}
+    c = S.cost(decoder, shapes)
+    assert c["params"] == sum(p.numel() for p in decoder.parameters())
+    plain = S.build(S.Genotype(fpn=tuple((a, b, 3, 3, agg) for a, b, _, _, agg in g.fpn),
+                               head_sequence=(4,) * 6, head_share=(0,) * 5), IN_CHANNELS, 3, width=8)
+    assert c["flops"] > S.cost(plain, shapes)["flops"] > 0
+
+
+def test_bad_genotype_json_names_the_field():
+    with pytest.raises(SpecError, match="field 'space'"):
+        S.Genotype.from_json('{"space": "nas-fpn", "version": 1}')
+    with pytest.raises(SpecError, match="malformed JSON"):
+        S.Genotype.from_json("{")
+    with pytest.raises(SpecError, match="field 'fpn_ops'"):
+        S.SpaceSpec(fpn_ops=("conv7x7",))
