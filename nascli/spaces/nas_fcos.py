@@ -372,3 +372,28 @@ def cost(decoder: nn.Module, feature_shapes: dict) -> dict:
             h.remove()
     return {"params": sum(p.numel() for p in decoder.parameters()),
             "flops": int(counter.get_total_flops()) + extra[0]}
+
+
+class Space:
+    """The space bundled for strategies and the proxy: they see only decisions and genotypes."""
+
+    name = SPACE
+    genotype_class = Genotype
+
+    def __init__(self, spec: SpaceSpec = SpaceSpec()):
+        self.spec = spec
+
+    def decisions(self) -> list[Decision]:
+        return decisions(self.spec)
+
+    def decode(self, choices) -> Genotype:
+        return decode(choices, self.spec)
+
+    def encode(self, genotype: Genotype) -> list[int]:
+        return encode(genotype, self.spec)
+
+    def is_valid(self, choices) -> bool:
+        return is_valid(choices, self.spec)
+
+    def build(self, genotype: Genotype, in_channels: dict, num_classes: int):
+        return build(genotype, in_channels, num_classes, self.spec.width)

@@ -1,0 +1,42 @@
+"""The strategy contract (NNI-style): ask for genotypes, tell their results, save and restore.
+
+A strategy never trains a candidate and never touches the run database: `run_search` evaluates
+what it asks for, commits each result, then tells it. `state_dict()` must hold everything needed
+to continue exactly (random state included), so a resumed search asks what the uninterrupted one
+would have asked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Strategy:
+    """Base of the discrete strategies: samples valid decision sequences of `space`."""
+
+    def __init__(self, space, seed: int = 0, **options):
+        self.space = space
+        self.decisions = space.decisions()
+        self.rng = np.random.default_rng(seed)
+        self.options = options
+
+    def ask(self, n: int = 1) -> list:
+        raise NotImplementedError
+
+    def tell(self, genotype, reward: float | None) -> None:
+        """`reward` is None for a failed trial (diverged, out of memory)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+    def sample_valid(self, draw, max_tries: int = 1000) -> list[int]:
+        """Redraws (rejection sampling) until the space accepts the choices."""
+        for _ in range(max_tries):
+            choices = draw()
+            if self.space.is_valid(choices):
+                return choices
+        raise RuntimeError(f"no valid architecture in {max_tries} draws; the space spec is too tight")
