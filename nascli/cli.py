@@ -316,6 +316,119 @@ def _print_cache_info(r: dict) -> None:
     _table(r["path"], ["field", "value"], rows)
 
 
+# ---------------------------------------------------------------- search and runs
+
+runs_app = typer.Typer(help="Inspect search runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+RunArg = Annotated[Path, typer.Argument(help="Run folder (holds run.db).")]
+
+
+@app.command("search")
+def search_cmd(
+    method: Annotated[str, typer.Option(help="nas-fcos (LSTM+PPO controller) | random.")] = "nas-fcos",
+    proxy: Annotated[str, typer.Option(help="Proxy spec: a YAML path or a name in ./proxies/.")] = "nas-fcos",
+    cache: Annotated[Optional[Path], typer.Option(help="Feature cache file from cache-features.")] = None,
+    trials: Annotated[Optional[int], typer.Option(min=1, help="Trials to finish in total.")] = None,
+    run: Annotated[Path, typer.Option(help="Run folder (created; holds run.db, spec.yaml, best.json).")] = Path("runs/search"),
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run.")] = False,
+    top: Annotated[int, typer.Option(help="Rows in the final table.")] = 5,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+):
+    """Search decoders on cached features; every trial is committed to RUN/run.db as it finishes.
+
+    Example: [cyan]nascli search --method nas-fcos --proxy nas-fcos --cache cache/<key>.h5 --trials 50 --run runs/s1[/]
+    Example: [cyan]nascli search --run runs/s1 --resume[/]
+    """
+    from .search import run_search
+
+    if not resume and (cache is None or trials is None):
+        raise NascliError("search: give --cache and --trials (or --resume an existing --run)")
+    with _search_progress(not as_json) as on_progress:
+        r = run_search(method, proxy, cache, trials, run, seed, resume, on_progress)
+    if as_json:
+        return _emit_json(r)
+    _print_top(r, top)
+
+
+@contextmanager
+def _search_progress(enabled: bool):
+    """Live display: trial i/N, last and best reward, elapsed and ETA."""
+    with _progress("search", enabled) as update:
+        def on_progress(event):
+            update({"step": event["step"], "steps": event["steps"],
+                    "loss": event["reward"], "lr": event["best"]})
+        yield on_progress
+
+
+def _print_top(r: dict, top: int) -> None:
+    rows = [(t["trial"], f"{t['reward']:.4f}", f"{(t['params'] or 0) / 1e6:.3f} M",
+             f"{(t['flops'] or 0) / 1e9:.3f} G", f"{t['seconds'] or 0:.1f}") for t in r["top"][:top]]
+    _table(f"{r['run']}: {r['method']}, {r['finished']} trials ({r['failed']} failed)",
+           ["trial", "reward", "params", "FLOPs", "seconds"], rows)
+
+
+@runs_app.command("list")
+def runs_list(root: Annotated[Path, typer.Option(help="Folder holding run folders.")] = Path("runs"),
+              as_json: JsonOpt = False):
+    """Every run under --root with its method, progress and best reward.
+
+    Example: [cyan]nascli runs list[/]
+    """
+    from .report import list_runs
+
+    r = list_runs(root)
+    if as_json:
+        return _emit_json(r)
+    _table(f"runs in {root}", ["run", "method", "finished", "failed", "best"],
+           [(x["run"], x["method"], f"{x['finished']}/{x['target']}", x["failed"],
+             "" if x["best"] is None else f"{x['best']:.4f}") for x in r])
+
+
+@runs_app.command("show")
+def runs_show(run: RunArg, top: Annotated[int, typer.Option(help="Rows in the table.")] = 10,
+              as_json: JsonOpt = False):
+    """The top-k trials of a run, and its reward-vs-trial figure (RUN/rewards.png).
+
+    Example: [cyan]nascli runs show runs/s1 --top 5[/]
+    """
+    from .report import reward_figure
+    from .search import summarize
+    from .store import RunStore
+
+    store = RunStore(run, create=False)
+    r = summarize(store, top)
+    store.close()
+    r["figure"] = str(reward_figure(run))
+    if as_json:
+        return _emit_json(r)
+    _print_top(r, top)
+    console.print(f"figure: {r['figure']}")
+
+
+@app.command("export")
+def export_cmd(run: RunArg, top: Annotated[int, typer.Option(help="How many of the best to export.")] = 1,
+               out: Annotated[Optional[Path], typer.Option(help="Folder (default RUN/export).")] = None,
+               as_json: JsonOpt = False):
+    """Write the best genotypes of a run as JSON files (what retrain reads).
+
+    Example: [cyan]nascli export runs/s1 --top 3[/]
+    """
+    from .store import RunStore
+
+    store = RunStore(run, create=False)
+    best = store.top(top)
+    store.close()
+    folder = out or run / "export"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for rank, t in enumerate(best, start=1):
+        path = folder / f"rank{rank}_trial{t.id}.json"
+        path.write_text(json.dumps({**json.loads(t.genotype), "reward": t.reward}, indent=2))
+        paths.append(str(path))
+    _emit_json(paths) if as_json else console.print("\n".join(paths) or "no finished trials")
+
+
 def main() -> None:
     """Entry point: user errors become one line and exit code 2; bugs keep their traceback."""
     try:

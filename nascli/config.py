@@ -44,6 +44,40 @@ class TrainConfig(Spec):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class ProxySpec(Spec):
+    """A NAS-FCOS proxy task: the space's size and how one candidate is trained and scored.
+
+    Paper values (NAS-FCOS §4.1): C2..C5 inputs, width 64, 7 FPN blocks, 5 head blocks, Adam 8e-4,
+    batch 200, Polyak averaging 0.9, 15 epochs, 384×384 crops. CPU specs scale these down.
+    """
+
+    space: Literal["nas-fcos"] = "nas-fcos"
+    inputs: list[str] = ["c2", "c3", "c4", "c5"]
+    width: int = Field(64, ge=4)
+    fpn_blocks: int = Field(7, ge=3)
+    head_blocks: int = Field(5, ge=0)
+    fpn_ops: list[str] = ["sep3x3", "sep3x3_d3", "sep5x5_d6", "skip", "deform3x3"]
+    head_ops: list[str] = ["sep3x3", "sep3x3_d3", "sep5x5_d6", "skip", "deform3x3"]
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(200, ge=1)
+    lr: float = Field(8e-4, gt=0)
+    polyak: float = Field(0.9, ge=0, lt=1, description="decay of the weight average used for scoring")
+    max_train_samples: Optional[int] = Field(None, ge=1)
+    max_val_samples: Optional[int] = Field(None, ge=1)
+    controller: dict = Field(default_factory=dict, description="options of the LSTM+PPO controller")
+
+
+def resolve_proxy(name_or_path) -> Path:
+    """A proxy spec is a path, or a name resolved in ./proxies/ (DESIGN.md lookup rule)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    candidate = Path("proxies") / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    raise SpecError(f"{name_or_path}: proxy spec not found (neither a file nor proxies/{name_or_path}.yaml)")
+
+
 def load_yaml(path) -> dict:
     """Reads a YAML mapping; a missing or malformed file is a SpecError naming it."""
     path = Path(path)

@@ -1,0 +1,140 @@
+"""The run database: one SQLite file (WAL) per run holding its trials and the strategy's state.
+
+Every finished trial is committed before the strategy is told about it; the strategy's state is
+saved in the same transaction that marks trials as told, and right after each ask, so after a
+crash or a kill a resumed run re-queues what was in flight and re-runs nothing that finished.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import NascliError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+    id INTEGER PRIMARY KEY,
+    genotype TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'done', 'failed')),
+    reward REAL,
+    metrics TEXT,
+    seed INTEGER NOT NULL,
+    told INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    finished REAL
+);
+CREATE TABLE IF NOT EXISTS strategy (id INTEGER PRIMARY KEY CHECK (id = 1), state BLOB NOT NULL, saved REAL);
+"""
+
+
+@dataclass(frozen=True)
+class Trial:
+    id: int
+    genotype: str
+    status: str
+    reward: float | None
+    metrics: dict
+    seed: int
+    told: bool
+    created: float
+    finished: float | None
+
+
+class RunStore:
+    """The trials and strategy state of one run directory (`<run>/run.db`)."""
+
+    def __init__(self, run_dir, create: bool = True):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "run.db"
+        if not create and not self.path.is_file():
+            raise NascliError(f"{self.path}: no run database here (is '{run_dir}' a run folder?)")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise NascliError(f"{self.path}: not a nascli run database ({e})") from None
+
+    def close(self):
+        self.db.close()
+
+    # -- meta
+
+    def set_meta(self, **values) -> None:
+        with self._transaction():
+            for k, v in values.items():
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, json.dumps(v)))
+
+    def meta(self) -> dict:
+        return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
+
+    # -- trials
+
+    def add_pending(self, genotypes: list[str], seeds: list[int], state: bytes) -> list[int]:
+        """Records asked trials and the strategy state right after the ask, atomically."""
+        now = time.time()
+        with self._transaction():
+            ids = [self.db.execute("INSERT INTO trials (genotype, status, seed, created) VALUES (?, 'pending', ?, ?)",
+                                   (g, s, now)).lastrowid for g, s in zip(genotypes, seeds)]
+            self._save_state(state)
+        return ids
+
+    def finish(self, trial_id: int, status: str, reward: float | None, metrics: dict) -> None:
+        with self._transaction():
+            self.db.execute("UPDATE trials SET status = ?, reward = ?, metrics = ?, finished = ? WHERE id = ?",
+                            (status, reward, json.dumps(metrics), time.time(), trial_id))
+
+    def mark_told(self, trial_ids: list[int], state: bytes) -> None:
+        with self._transaction():
+            self.db.executemany("UPDATE trials SET told = 1 WHERE id = ?", [(i,) for i in trial_ids])
+            self._save_state(state)
+
+    def trials(self, where: str = "1", order: str = "id") -> list[Trial]:
+        rows = self.db.execute(f"SELECT id, genotype, status, reward, metrics, seed, told, created, finished "
+                               f"FROM trials WHERE {where} ORDER BY {order}")
+        return [Trial(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else {}, r[5], bool(r[6]), r[7], r[8])
+                for r in rows]
+
+    def pending(self) -> list[Trial]:
+        return self.trials("status = 'pending'")
+
+    def finished_untold(self) -> list[Trial]:
+        return self.trials("status != 'pending' AND told = 0")
+
+    def top(self, k: int) -> list[Trial]:
+        return self.trials("status = 'done'", "reward DESC, id")[:k]
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+
+    # -- strategy state
+
+    def load_state(self) -> bytes | None:
+        row = self.db.execute("SELECT state FROM strategy WHERE id = 1").fetchone()
+        return row[0] if row else None
+
+    def _save_state(self, state: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO strategy VALUES (1, ?, ?)", (state, time.time()))
+
+    def _transaction(self):
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): each call is all or nothing on disk."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *_):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
