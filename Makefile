@@ -12,7 +12,7 @@ DEMO_EPOCHS ?= 16
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: install demo test bench bccd clean
+.PHONY: install demo test bench bench-search bccd clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,19 +22,29 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# synth -> split -> train baseline -> eval. Every stage prints its table.
+DEMO_TRIALS ?= 20
+# synth -> split -> train baseline -> eval -> cache features -> NAS-FCOS search -> top-k.
 demo: $(STAMP)
+	rm -rf $(DEMO)
 	$(NASCLI) data synth --out $(DEMO)/synth --images 300 --size 256 --seed $(SEED)
 	$(NASCLI) data split $(DEMO)/synth/instances.json --train $(DEMO)/train.json --val $(DEMO)/val.json --val-size 60 --seed $(SEED)
 	$(NASCLI) data stats $(DEMO)/train.json
 	$(NASCLI) train --data $(DEMO)/train.json --out $(DEMO)/baseline --epochs $(DEMO_EPOCHS) $(DEMO_TRAIN) --seed $(SEED)
 	$(NASCLI) eval $(DEMO)/baseline/last.pt --data $(DEMO)/val.json
+	$(NASCLI) cache-features --data $(DEMO)/train.json --val $(DEMO)/val.json --checkpoint $(DEMO)/baseline/last.pt --levels c3,c4,c5 --out $(DEMO)/cache --seed $(SEED)
+	$(NASCLI) search --method nas-fcos --proxy nas-fcos-demo --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --trials $(DEMO_TRIALS) --run $(DEMO)/runs/nas-fcos --seed $(SEED)
+	$(NASCLI) runs show $(DEMO)/runs/nas-fcos --top 5
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# nas-fcos vs random on the demo's cache (run `make demo` first).
+SEARCH_TRIALS ?= 40
+bench-search: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_search --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --trials $(SEARCH_TRIALS) --seed $(SEED)
 
 # The BCCD measurement in the README: VOC train -> COCO, train, evaluate on VOC test.
 BCCD ?= ../shared/datasets/bccd/BCCD

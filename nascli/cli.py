@@ -49,13 +49,14 @@ def _progress(description: str, enabled: bool = True):
     task = None  # added on the first event, so an error raised before any work shows no bar
 
     def update(event: dict):
+        """event: step, steps (and epoch/epochs for training) plus any fields to show."""
         nonlocal task
         if task is None:
             task = progress.add_task(description, total=None, info="")
         total = event.get("steps", 1) * event.get("epochs", 1)
         done = (event.get("epoch", 1) - 1) * event.get("steps", 1) + event["step"]
-        info = " ".join(f"{k} {event[k]:.4g}" if isinstance(event[k], float) else f"{k} {event[k]}"
-                        for k in ("epoch", "loss", "lr", "images/s") if k in event)
+        info = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in event.items() if k not in ("step", "steps", "epochs"))
         progress.update(task, total=total, completed=done, info=info)
 
     with progress:
@@ -344,21 +345,11 @@ def search_cmd(
 
     if not resume and (cache is None or trials is None):
         raise NascliError("search: give --cache and --trials (or --resume an existing --run)")
-    with _search_progress(not as_json) as on_progress:
+    with _progress("search", not as_json) as on_progress:
         r = run_search(method, proxy, cache, trials, run, seed, resume, on_progress)
     if as_json:
         return _emit_json(r)
     _print_top(r, top)
-
-
-@contextmanager
-def _search_progress(enabled: bool):
-    """Live display: trial i/N, last and best reward, elapsed and ETA."""
-    with _progress("search", enabled) as update:
-        def on_progress(event):
-            update({"step": event["step"], "steps": event["steps"],
-                    "loss": event["reward"], "lr": event["best"]})
-        yield on_progress
 
 
 def _print_top(r: dict, top: int) -> None:

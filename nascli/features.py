@@ -84,7 +84,6 @@ def build_cache(data, val, out_dir=None, checkpoint=None, backbone: str | None =
     optional local `weights`); it runs frozen in eval mode. `levels` is a subset of c2..c5, or
     ("images",) to store the preprocessed uint8 crops instead (backbone searches).
     """
-    import torch
 
     from .data.coco import CocoDetection
     from .models.backbones import build_backbone

@@ -99,8 +99,8 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
         evaluated += 1
         if on_progress:
             best = store.top(1)
-            on_progress({"step": done_before + evaluated, "steps": trials, "trial": trial.id,
-                         "reward": result.reward if result.reward is not None else float("nan"),
+            on_progress({"step": done_before + evaluated, "steps": trials,
+                         "reward": result.reward if result.reward is not None else result.reason,
                          "best": best[0].reward if best else float("nan")})
     summary = summarize(store, top=5)
     summary["seconds"] = time.perf_counter() - started

@@ -19,7 +19,7 @@ needs_bccd = pytest.mark.skipif(not BCCD.is_dir(), reason="BCCD not beside the c
 def test_synth_is_deterministic_and_seed_dependent(tmp_path):
     a = make_synthetic(tmp_path / "a", num_images=4, image_size=64, num_classes=3, seed=7)
     b = make_synthetic(tmp_path / "b", num_images=4, image_size=64, num_classes=3, seed=7)
-    c = make_synthetic(tmp_path / "c", num_images=4, image_size=64, num_classes=3, seed=8)
+    make_synthetic(tmp_path / "c", num_images=4, image_size=64, num_classes=3, seed=8)
     assert json.loads(a.read_text())["annotations"] == json.loads(b.read_text())["annotations"]
     assert (tmp_path / "a/images/000002.png").read_bytes() == (tmp_path / "b/images/000002.png").read_bytes()
     assert (tmp_path / "a/images/000002.png").read_bytes() != (tmp_path / "c/images/000002.png").read_bytes()
