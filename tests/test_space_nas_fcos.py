@@ -115,3 +115,40 @@ def test_bad_genotype_json_names_the_field():
         S.Genotype.from_json("{")
     with pytest.raises(SpecError, match="field 'fpn_ops'"):
         S.SpaceSpec(fpn_ops=("conv7x7",))
+
+
+def test_zoo_fpn_fcos_matches_torchvision_parameter_for_parameter():
+    # Golden count: torchvision's FPN (P6/P7 from P5) + FCOSHead at width 256 on ResNet-50 C3..C5,
+    # plus our 5 per-level regression scales (FCOS's Scale; torchvision's FCOS has none).
+    from torchvision.models.detection.fcos import FCOSHead as TVHead
+    from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
+
+    from nascli.spaces import fpn_fcos
+
+    r50 = {"c2": 256, "c3": 512, "c4": 1024, "c5": 2048}
+    decoder = fpn_fcos.build(zoo.get("zoo:fpn-fcos"), r50, num_classes=80, width=256)
+    tv = sum(p.numel() for p in FeaturePyramidNetwork([512, 1024, 2048], 256, LastLevelP6P7(256, 256)).parameters())
+    tv += sum(p.numel() for p in TVHead(256, 1, 80, num_convs=4).parameters())
+    assert sum(p.numel() for p in decoder.parameters()) == tv + 5
+    assert fpn_fcos.Genotype.from_json(zoo.FPN_FCOS.to_json()) == zoo.FPN_FCOS
+
+
+def test_zoo_nas_fcos_parameter_count_follows_from_its_wiring():
+    # Counted by hand from the released wiring (DESIGN.md zoo section), independently of the
+    # builder: adapters, 7 concat blocks, P6/P7, two fully shared sequential head towers, FCOS outputs.
+    w, k = 256, 80
+    r50 = {"c2": 256, "c3": 512, "c4": 1024, "c5": 2048}
+    deform = w * 18 * 9 + 18 + w * w * 9 + 2 * w     # offset conv + deformable 3×3 + norm
+    op = {3: 0, 4: deform}                           # skip, deformable (FPN ops used)
+    concat = 2 * (2 * w) + 2 * w * w + w             # BN(2w) -> 1×1 conv 2w -> w
+    fpn = sum(c * w + 2 * w for c in r50.values())   # 1×1 adapters (no bias) + BN
+    fpn += sum(op[o1] + op[o2] + concat for _, _, o1, o2, _ in zoo.NAS_FCOS.fpn)
+    fpn += 2 * (w * w * 9 + w)                       # P6, P7
+    head_op = {5: deform, 1: w * w * 9 + 2 * w, 0: w * w + 2 * w, 4: 0}
+    towers = 2 * sum(head_op[o] for o in zoo.NAS_FCOS.head_sequence)
+    outputs = (w * k * 9 + k) + (w * 4 * 9 + 4) + (w * 9 + 1) + 5
+    decoder = S.build(zoo.NAS_FCOS, r50, num_classes=k, width=w)
+    assert sum(p.numel() for p in decoder.fpn.parameters()) == fpn
+    assert sum(p.numel() for p in decoder.parameters()) == fpn + towers + outputs
+    with pytest.raises(Exception, match="unknown zoo architecture 'nas-fpn'"):
+        zoo.get("zoo:nas-fpn")

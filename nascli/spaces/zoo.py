@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..errors import unknown_name
-from . import nas_fcos
+from . import fpn_fcos, nas_fcos
 
 #: NAS-FCOS, released R-50 config: FPN blocks over the pool C2..C5 (nodes 0..3); the released
 #: head is the sequential dconv, conv3, dconv, conv1, skip, skip, fully shared across levels.
@@ -15,7 +15,10 @@ NAS_FCOS = nas_fcos.Genotype(
     head_share=(0, 0, 0, 0, 0),
 )
 
-ZOO = {"nas-fcos": NAS_FCOS}
+#: The hand-designed FPN + FCOS head (Tian et al. 2019), the reference every search is compared to.
+FPN_FCOS = fpn_fcos.Genotype(num_convs=4)
+
+ZOO = {"nas-fcos": NAS_FCOS, "fpn-fcos": FPN_FCOS}
 
 
 def get(name: str):

@@ -1,0 +1,35 @@
+"""The hand-designed decoder (FPN + FCOS head) as a one-point "space", so that it is a genotype
+like any searched one: the zoo's reference row, exported and retrained the same way."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from ..errors import SpecError
+
+SPACE = "fpn-fcos"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Genotype:
+    num_convs: int = 4  # FCOS head tower depth
+    space: str = SPACE
+    version: int = VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text, source: str = "genotype") -> "Genotype":
+        data = json.loads(text) if isinstance(text, str) else dict(text)
+        if data.get("space") != SPACE or data.get("version") != VERSION:
+            raise SpecError(f"{source}: field 'space'/'version' is not {SPACE!r} / {VERSION}")
+        return cls(num_convs=int(data.get("num_convs", 4)))
+
+
+def build(genotype: Genotype, in_channels: dict, num_classes: int, width: int = 256):
+    from ..models.detector import FCOSDecoder
+
+    return FCOSDecoder(in_channels, num_classes, width=width, num_convs=genotype.num_convs)
