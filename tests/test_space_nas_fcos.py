@@ -152,3 +152,11 @@ def test_zoo_nas_fcos_parameter_count_follows_from_its_wiring():
     assert sum(p.numel() for p in decoder.parameters()) == fpn + towers + outputs
     with pytest.raises(Exception, match="unknown zoo architecture 'nas-fpn'"):
         zoo.get("zoo:nas-fpn")
+
+
+def test_wider_head_variant_at_128_256_style():
+    # The paper's @128-256 decoder: FPN at one width, head at another (a 1×1 conv between them).
+    decoder = S.build(zoo.NAS_FCOS, IN_CHANNELS, num_classes=3, width=8, head_width=16)
+    pyramid = decoder.fpn(features(crop=64))
+    assert [p.shape[1] for p in pyramid] == [16] * 5
+    assert decoder(features(crop=64))["cls_logits"].shape == (2, 86, 3)
