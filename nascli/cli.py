@@ -331,7 +331,7 @@ def search_cmd(
     cache: Annotated[Optional[Path], typer.Option(help="Feature cache file from cache-features.")] = None,
     trials: Annotated[Optional[int], typer.Option(min=1, help="Trials to finish in total.")] = None,
     run: Annotated[Path, typer.Option(help="Run folder (created; holds run.db, spec.yaml, best.json).")] = Path("runs/search"),
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run.")] = False,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder.")] = None,
     top: Annotated[int, typer.Option(help="Rows in the final table.")] = 5,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
@@ -339,14 +339,14 @@ def search_cmd(
     """Search decoders on cached features; every trial is committed to RUN/run.db as it finishes.
 
     Example: [cyan]nascli search --method nas-fcos --proxy nas-fcos --cache cache/<key>.h5 --trials 50 --run runs/s1[/]
-    Example: [cyan]nascli search --run runs/s1 --resume[/]
+    Example: [cyan]nascli search --resume runs/s1[/]
     """
     from .search import run_search
 
-    if not resume and (cache is None or trials is None):
-        raise NascliError("search: give --cache and --trials (or --resume an existing --run)")
+    if resume is None and (cache is None or trials is None):
+        raise NascliError("search: give --cache and --trials (or --resume RUN)")
     with _progress("search", not as_json) as on_progress:
-        r = run_search(method, proxy, cache, trials, run, seed, resume, on_progress)
+        r = run_search(method, proxy, cache, trials, resume or run, seed, resume is not None, on_progress)
     if as_json:
         return _emit_json(r)
     _print_top(r, top)

@@ -133,6 +133,8 @@ def test_runs_show_list_and_export(run_cli, tiny_cache, tiny_proxy, tmp_path):
     code, out, _ = run_cli("export", tmp_path / "runs" / "a", "--top", 2, "--json")
     paths = json.loads(out)
     assert len(paths) == 2 and json.loads(open(paths[0]).read())["space"] == "nas-fcos"
+    code, out, _ = run_cli("search", "--resume", tmp_path / "runs" / "a", "--trials", 4, "--json")
+    assert code == 0 and json.loads(out)["finished"] == 4 and json.loads(out)["evaluated_now"] == 1
     code, _, err = run_cli("search", "--method", "darts", "--cache", tiny_cache, "--trials", 1,
                            "--run", tmp_path / "x", "--proxy", tiny_proxy)
     assert code == 2 and "unknown method 'darts'" in err
