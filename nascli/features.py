@@ -105,10 +105,10 @@ def build_cache(data, val, out_dir=None, checkpoint=None, backbone: str | None =
         prefix = "backbone."
         net.load_state_dict({k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)})
     else:
-        net = build_backbone(backbone, weights)
         if weights is None:
             raise SpecError("--backbone without --weights would cache random features; "
                             "give --weights FILE or --checkpoint CKPT")
+        net = build_backbone(backbone, weights)
     weights_digest = tensors_digest(net.state_dict())
     net = net.to(device).eval()
     for p in net.parameters():
