@@ -12,7 +12,7 @@ DEMO_EPOCHS ?= 16
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: install demo test bench bench-search bccd clean
+.PHONY: install demo test bench bench-search bccd bccd-nas-fcos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,19 @@ bccd: $(STAMP)
 	$(NASCLI) data convert-voc $(BCCD) --split test --out bccd/test.json
 	$(NASCLI) train --data bccd/train.json --out bccd/baseline --min-size 256 --epochs 24 $(DEMO_TRAIN) --seed $(SEED)
 	$(NASCLI) eval bccd/baseline/last.pt --data bccd/test.json
+
+# The README's BCCD search -> retrain -> compare (after `make bccd`): NAS-FCOS decoders searched on
+# a meta-train/meta-val split of BCCD train, the top 3 and the FPN baseline retrained on all of
+# train from the baseline's backbone, evaluated on BCCD test.
+BCCD_TRIALS ?= 40
+BCCD_TOP ?= 3
+BCCD_RETRAIN_EPOCHS ?= 12
+bccd-nas-fcos: $(STAMP)
+	$(NASCLI) data split bccd/train.json --train bccd/meta-train.json --val bccd/meta-val.json --val-size 0.3 --seed $(SEED)
+	$(NASCLI) cache-features --data bccd/meta-train.json --val bccd/meta-val.json --checkpoint bccd/baseline/last.pt --levels c3,c4,c5 --out bccd/cache --seed $(SEED)
+	$(NASCLI) search --method nas-fcos --proxy nas-fcos-demo --cache $$(ls bccd/cache/*.h5 | head -1) --trials $(BCCD_TRIALS) --run bccd/runs/nas-fcos --seed $(SEED)
+	$(NASCLI) retrain bccd/runs/nas-fcos --top $(BCCD_TOP) --epochs $(BCCD_RETRAIN_EPOCHS) --val bccd/test.json
+	$(NASCLI) compare bccd/runs/nas-fcos
 
 clean:
 	rm -rf $(DEMO) bccd .pytest_cache

@@ -11,7 +11,13 @@ import torch
 from nascli.data.coco import CocoDetection
 from nascli.data.split import split_coco
 from nascli.data.synth import make_synthetic
-from nascli.features import CachedSplit, build_cache, crop_sample, crop_transform, to_chw_array
+from nascli.features import (
+    CachedSplit,
+    build_cache,
+    crop_sample,
+    crop_transform,
+    to_chw_array,
+)
 from nascli.models.backbones import build_backbone
 from nascli.models.detector import FCOSDecoder
 

@@ -10,7 +10,7 @@ import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -22,14 +22,15 @@ app = typer.Typer(help="Search object-detector necks, heads and backbones for yo
 data_app = typer.Typer(help="Prepare datasets: synthesise, convert, split, inspect.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console()
+# Tables piped into a log would be cut to 80 columns; give them room when stdout is not a terminal.
+console = Console() if sys.stdout.isatty() else Console(width=160)
 err_console = Console(stderr=True)
 
 # Options shared by several commands, declared once.
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
-ImageDirOpt = Annotated[Optional[Path], typer.Option(
+ImageDirOpt = Annotated[Path | None, typer.Option(
     "--image-dir", help="Folder of the images (default: recorded in the json, else images/ beside it).")]
 
 
@@ -40,8 +41,14 @@ def _emit_json(obj) -> None:
 @contextmanager
 def _progress(description: str, enabled: bool = True):
     """A rich progress bar with ETA; yields the `on_progress(dict)` callback library calls take."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -68,7 +75,8 @@ def _table(title: str, columns, rows):
 
     table = Table(title=title)
     for c in columns:
-        table.add_column(c, justify="right" if c not in ("class", "metric", "field") else "left")
+        table.add_column(c, justify="right" if c not in ("class", "metric", "field", "arch", "run", "status")
+                         else "left")
     for r in rows:
         table.add_row(*[str(v) for v in r])
     console.print(table)
@@ -99,12 +107,12 @@ def data_synth(
 
 @data_app.command("convert-voc")
 def data_convert_voc(
-    root: Annotated[Optional[Path], typer.Argument(help="VOC root with Annotations/, JPEGImages/, ImageSets/.")] = None,
+    root: Annotated[Path | None, typer.Argument(help="VOC root with Annotations/, JPEGImages/, ImageSets/.")] = None,
     out: Annotated[Path, typer.Option(help="Output COCO json.")] = Path("instances.json"),
-    split: Annotated[Optional[str], typer.Option(help="ImageSets/Main/<split>.txt to convert (default: all XMLs).")] = None,
-    images: Annotated[Optional[Path], typer.Option(help="Image folder (instead of ROOT/JPEGImages).")] = None,
-    annotations: Annotated[Optional[Path], typer.Option(help="XML folder (instead of ROOT/Annotations).")] = None,
-    classes: Annotated[Optional[str], typer.Option(help="Comma-separated class order (default: sorted names).")] = None,
+    split: Annotated[str | None, typer.Option(help="ImageSets/Main/<split>.txt to convert (default: all XMLs).")] = None,
+    images: Annotated[Path | None, typer.Option(help="Image folder (instead of ROOT/JPEGImages).")] = None,
+    annotations: Annotated[Path | None, typer.Option(help="XML folder (instead of ROOT/Annotations).")] = None,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated class order (default: sorted names).")] = None,
     as_json: JsonOpt = False,
 ):
     """Convert Pascal VOC XML to COCO json; degenerate boxes are skipped and counted.
@@ -168,23 +176,23 @@ def data_stats(data: Annotated[Path, typer.Argument(help="COCO json.")], as_json
 
 @app.command("train")
 def train_cmd(
-    data: Annotated[Optional[Path], typer.Option(help="Training COCO json.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML train spec; options given here override it.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder for checkpoints.")] = None,
-    backbone: Annotated[Optional[str], typer.Option(help="resnet18 | resnet34 | resnet50 | mobilenet_v2.")] = None,
-    weights: Annotated[Optional[Path], typer.Option(help="Local torchvision state_dict for the backbone.")] = None,
-    frozen_bn: Annotated[Optional[bool], typer.Option("--frozen-bn/--no-frozen-bn", help="Freeze backbone batch norm.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak SGD learning rate.")] = None,
-    min_size: Annotated[Optional[int], typer.Option(help="Short side after resizing.")] = None,
-    crop: Annotated[Optional[int], typer.Option(help="Random square crop for training (0 = none).")] = None,
-    width: Annotated[Optional[int], typer.Option(help="FPN/head channels.")] = None,
-    num_convs: Annotated[Optional[int], typer.Option(help="Head tower depth (FCOS: 4).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Training COCO json.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML train spec; options given here override it.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder for checkpoints.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="resnet18 | resnet34 | resnet50 | mobilenet_v2.")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Local torchvision state_dict for the backbone.")] = None,
+    frozen_bn: Annotated[bool | None, typer.Option("--frozen-bn/--no-frozen-bn", help="Freeze backbone batch norm.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak SGD learning rate.")] = None,
+    min_size: Annotated[int | None, typer.Option(help="Short side after resizing.")] = None,
+    crop: Annotated[int | None, typer.Option(help="Random square crop for training (0 = none).")] = None,
+    width: Annotated[int | None, typer.Option(help="FPN/head channels.")] = None,
+    num_convs: Annotated[int | None, typer.Option(help="Head tower depth (FCOS: 4).")] = None,
     image_dir: ImageDirOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/last.pt.")] = False,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for every random choice.")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for every random choice.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.")] = None,
     as_json: JsonOpt = False,
 ):
     """Train the FCOS baseline (backbone + FPN + FCOS head) on full images.
@@ -260,20 +268,20 @@ def predict_cmd(
 
 @app.command("cache-features")
 def cache_features_cmd(
-    data: Annotated[Optional[Path], typer.Option(help="Meta-train COCO json.")] = None,
-    val: Annotated[Optional[Path], typer.Option(help="Meta-val COCO json.")] = None,
-    checkpoint: Annotated[Optional[Path], typer.Option(help="Baseline checkpoint whose backbone to freeze.")] = None,
-    backbone: Annotated[Optional[str], typer.Option(help="torchvision backbone (with --weights) instead.")] = None,
-    weights: Annotated[Optional[Path], typer.Option(help="Local torchvision state_dict for --backbone.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Meta-train COCO json.")] = None,
+    val: Annotated[Path | None, typer.Option(help="Meta-val COCO json.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Baseline checkpoint whose backbone to freeze.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="torchvision backbone (with --weights) instead.")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Local torchvision state_dict for --backbone.")] = None,
     crop: Annotated[int, typer.Option(help="Square crop side (multiple of 32).")] = 256,
     crops_per_image: Annotated[int, typer.Option(min=1, help="Random crops per image.")] = 1,
-    min_size: Annotated[Optional[int], typer.Option(help="Short side before cropping (default: --crop).")] = None,
+    min_size: Annotated[int | None, typer.Option(help="Short side before cropping (default: --crop).")] = None,
     levels: Annotated[str, typer.Option(help="Comma list of c2..c5, or 'images' for uint8 crops.")] = "c2,c3,c4,c5",
-    out: Annotated[Optional[Path], typer.Option("--out", "--cache-dir", help="Cache folder (default $NASCLI_CACHE, then ./cache).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "--cache-dir", help="Cache folder (default $NASCLI_CACHE, then ./cache).")] = None,
     image_dir: ImageDirOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per backbone forward pass.")] = 16,
-    verify_file: Annotated[Optional[Path], typer.Option("--verify", help="Check a cache file and exit.")] = None,
-    info_file: Annotated[Optional[Path], typer.Option("--info", help="Describe a cache file and exit.")] = None,
+    verify_file: Annotated[Path | None, typer.Option("--verify", help="Check a cache file and exit.")] = None,
+    info_file: Annotated[Path | None, typer.Option("--info", help="Describe a cache file and exit.")] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
@@ -328,10 +336,10 @@ RunArg = Annotated[Path, typer.Argument(help="Run folder (holds run.db).")]
 def search_cmd(
     method: Annotated[str, typer.Option(help="nas-fcos (LSTM+PPO controller) | random.")] = "nas-fcos",
     proxy: Annotated[str, typer.Option(help="Proxy spec: a YAML path or a name in ./proxies/.")] = "nas-fcos",
-    cache: Annotated[Optional[Path], typer.Option(help="Feature cache file from cache-features.")] = None,
-    trials: Annotated[Optional[int], typer.Option(min=1, help="Trials to finish in total.")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Feature cache file from cache-features.")] = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="Trials to finish in total.")] = None,
     run: Annotated[Path, typer.Option(help="Run folder (created; holds run.db, spec.yaml, best.json).")] = Path("runs/search"),
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder.")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run in this folder.")] = None,
     top: Annotated[int, typer.Option(help="Rows in the final table.")] = 5,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
@@ -399,7 +407,7 @@ def runs_show(run: RunArg, top: Annotated[int, typer.Option(help="Rows in the ta
 
 @app.command("export")
 def export_cmd(run: RunArg, top: Annotated[int, typer.Option(help="How many of the best to export.")] = 1,
-               out: Annotated[Optional[Path], typer.Option(help="Folder (default RUN/export).")] = None,
+               out: Annotated[Path | None, typer.Option(help="Folder (default RUN/export).")] = None,
                as_json: JsonOpt = False):
     """Write the best genotypes of a run as JSON files (what retrain reads).
 
@@ -418,6 +426,91 @@ def export_cmd(run: RunArg, top: Annotated[int, typer.Option(help="How many of t
         path.write_text(json.dumps({**json.loads(t.genotype), "reward": t.reward}, indent=2))
         paths.append(str(path))
     _emit_json(paths) if as_json else console.print("\n".join(paths) or "no finished trials")
+
+
+# ---------------------------------------------------------------- promotion and comparison
+
+
+@app.command("retrain")
+def retrain_cmd(
+    run: RunArg,
+    top: Annotated[int, typer.Option(min=0, help="Retrain the K best finished trials.")] = 3,
+    arch: Annotated[list[str] | None, typer.Option(help="Also retrain a genotype: a .json file or zoo:NAME (repeatable).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Baseline checkpoint (default: the one the run's cache was built from).")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Start the backbone from this torchvision state_dict instead of the baseline's.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Training COCO json (default: the baseline's).")] = None,
+    val: Annotated[Path | None, typer.Option(help="COCO json to evaluate on (default: the cache's meta-val).")] = None,
+    image_dir: ImageDirOpt = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the baseline's schedule).")] = None,
+    width: Annotated[int | None, typer.Option(min=8, help="Decoder width, e.g. 128 or 256 (default: the baseline's).")] = None,
+    head_width: Annotated[int | None, typer.Option(min=8, help="Head width if not --width (@128-256: --width 128 --head-width 256).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: the baseline's).")] = None,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+):
+    """Train the run's best K decoders and the FPN baseline in full from images, then evaluate them.
+
+    Rerunning the same command resumes: finished architectures are skipped, an interrupted one
+    continues from its last epoch.
+    Example: [cyan]nascli retrain runs/s1 --top 3 --val data/test.json[/]
+    Example: [cyan]nascli retrain runs/s1 --top 0 --arch zoo:nas-fcos --width 128 --head-width 256[/]
+    """
+    from .report import compare
+    from .retrain import retrain
+
+    with _progress("retrain", not as_json) as on_progress:
+        r = retrain(run, top, arch or (), checkpoint, weights, data, val, image_dir, None, epochs, width,
+                    head_width, seed, device, on_progress)
+    if as_json:
+        return _emit_json(r)
+    _print_compare(compare([run]))
+
+
+@app.command("compare")
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders whose retrained architectures to compare.")],
+    figure: Annotated[Path | None, typer.Option("--figure", help="PNG to write (default FIRST_RUN/compare.png).")] = None,
+    as_json: JsonOpt = False,
+):
+    """Retrained architectures side by side: proxy reward, AP, cost; Pareto front; proxy fidelity.
+
+    Example: [cyan]nascli compare runs/s1 runs/s2[/]
+    """
+    from .report import compare, compare_figure
+
+    r = compare(runs)
+    r["figure"] = str(compare_figure(r, figure or runs[0] / "compare.png"))
+    if as_json:
+        return _emit_json(r)
+    _print_compare(r)
+    console.print(f"figure: {r['figure']}")
+
+
+def _print_compare(r: dict) -> None:
+    def pct(v):
+        return "" if v is None else f"{100 * v:.1f}"
+
+    several = len(r["fidelity"]) > 1
+    rows = []
+    for x in sorted(r["rows"], key=lambda x: (x["status"] != "done", -(x.get("AP") or 0))):
+        done = x["status"] == "done"
+        rows.append(([Path(x["run"]).name] if several else []) + [
+            x["name"] + (" *" if x["pareto"] else ""), "" if x["reward"] is None else f"{x['reward']:.4f}",
+            *(pct(x.get(m)) for m in ("AP", "AP50", "APs", "APm", "APl")),
+            f"{x['params'] / 1e6:.2f}" if done else "", f"{x['flops'] / 1e9:.2f}" if done else "",
+            f"{x['latency_ms']:.0f}" if done else "", f"{x['train_seconds'] / 60:.1f}" if done else "",
+            x["status"] if not x["reason"] else f"{x['status']}: {x['reason'][:40]}"])
+    columns = (["run"] if several else []) + ["arch", "reward", "AP", "AP50", "APs", "APm", "APl",
+                                              "params M", "GFLOPs", "ms/img", "train min", "status"]
+    _table("retrained architectures (* = on the AP-vs-FLOPs Pareto front)", columns, rows)
+    if not r["rows"]:
+        console.print("no retrained architectures yet: run [cyan]nascli retrain RUN[/]")
+    for run, f in r["fidelity"].items():
+        if f["kendall_tau"] is None:
+            console.print(f"proxy fidelity {run}: needs 2+ retrained architectures with a proxy reward (has {f['n']})")
+        else:
+            console.print(f"proxy fidelity {run}: Kendall tau {f['kendall_tau']:.3f}, "
+                          f"Spearman rho {f['spearman_rho']:.3f} over {f['n']} architectures")
 
 
 def main() -> None:

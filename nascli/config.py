@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,14 +21,17 @@ class TrainConfig(Spec):
     """Everything that defines a baseline training run; stored in its checkpoints."""
 
     data: str
-    val: Optional[str] = None
-    image_dir: Optional[str] = None
+    val: str | None = None
+    image_dir: str | None = None
     out: str = "runs/baseline"
     backbone: Literal["resnet18", "resnet34", "resnet50", "mobilenet_v2"] = "resnet18"
-    weights: Optional[str] = None
+    weights: str | None = None
+    init_from: str | None = Field(None, description="checkpoint whose backbone initialises this one")
     frozen_bn: bool = False
     width: int = Field(128, ge=8, description="FPN and head channels (FCOS: 256)")
     num_convs: int = Field(4, ge=0, le=8, description="head tower depth (FCOS: 4)")
+    genotype: dict | None = Field(None, description="searched decoder (default: FPN + FCOS head)")
+    head_width: int | None = Field(None, ge=8, description="head channels if not `width` (@128-256)")
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(0.01, gt=0)
@@ -62,8 +65,8 @@ class ProxySpec(Spec):
     batch_size: int = Field(200, ge=1)
     lr: float = Field(8e-4, gt=0)
     polyak: float = Field(0.9, ge=0, lt=1, description="decay of the weight average used for scoring")
-    max_train_samples: Optional[int] = Field(None, ge=1)
-    max_val_samples: Optional[int] = Field(None, ge=1)
+    max_train_samples: int | None = Field(None, ge=1)
+    max_val_samples: int | None = Field(None, ge=1)
     controller: dict = Field(default_factory=dict, description="options of the LSTM+PPO controller")
 
 

@@ -12,9 +12,8 @@ import torch
 
 from .data.coco import CocoDetection, Transform, to_chw, write_json
 from .errors import CheckpointError, DataError
-from .models.detector import build_fcos
 from .runtime import load_checkpoint, resolve_device
-from .train import collate
+from .train import build_detector, collate
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -22,7 +21,7 @@ METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 def load_detector(checkpoint, device="cpu"):
     """(model in eval mode, checkpoint dict) from a nascli checkpoint."""
     ckpt = load_checkpoint(checkpoint)
-    model = build_fcos(**ckpt["model_args"])
+    model = build_detector(ckpt["model_args"])
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError:

@@ -134,7 +134,11 @@ def build_cache(data, val, out_dir=None, checkpoint=None, backbone: str | None =
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(final.name + ".partial")
     started = time.perf_counter()
-    computed = _write(partial, key, key_fields, datasets, net, levels, crop, crops_per_image,
+    # Where the request came from (not part of the key): what `retrain` defaults to.
+    sources = {"checkpoint": str(checkpoint) if checkpoint else None, "data": str(data), "val": str(val),
+               "image_dir": str(image_dir) if image_dir else None,
+               "val_image_dir": str(val_image_dir) if val_image_dir else None}
+    computed = _write(partial, key, key_fields, sources, datasets, net, levels, crop, crops_per_image,
                       batch_size, device, on_progress)
     _finalise(partial)
     os.replace(partial, final)
@@ -160,7 +164,7 @@ def _open_partial(partial: Path, key: str):
     return f
 
 
-def _write(partial, key, key_fields, datasets, net, levels, crop, crops_per_image, batch_size,
+def _write(partial, key, key_fields, sources, datasets, net, levels, crop, crops_per_image, batch_size,
            device, on_progress) -> int:
     import h5py
     import torch
@@ -171,6 +175,7 @@ def _write(partial, key, key_fields, datasets, net, levels, crop, crops_per_imag
     if f is None:
         f = h5py.File(partial, "w")
         f.attrs.update({"format": FORMAT, "key": key, "key_fields": json.dumps(key_fields),
+                        "sources": json.dumps(sources),
                         "levels": json.dumps(list(levels)), "strides": json.dumps(list(PYRAMID_STRIDES)),
                         "crop": crop, "complete": False,
                         "classes": json.dumps(datasets["train"].class_names)})
@@ -371,7 +376,8 @@ def describe(path) -> dict:
     with open_cache(path) as f:
         info = {"path": str(path), "key": f.attrs["key"], "key_fields": json.loads(f.attrs["key_fields"]),
                 "levels": json.loads(f.attrs["levels"]), "crop": int(f.attrs["crop"]),
-                "classes": json.loads(f.attrs["classes"]), "bytes": path.stat().st_size, "splits": {}}
+                "classes": json.loads(f.attrs["classes"]), "bytes": path.stat().st_size, "splits": {},
+                "sources": json.loads(f.attrs.get("sources", "{}"))}
         for split in ("train", "val"):
             g = f[split]
             fields = {}
@@ -439,13 +445,15 @@ class CachedSplit:
         return self.group["boxes"][i].reshape(-1, 4), self.group["labels"][i]
 
     def batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, device="cpu",
-                dtype=None, drop_last: bool = False):
+                dtype=None, drop_last: bool = False, limit: int | None = None):
         """Yields dicts of torch tensors: each level (N×C×H×W, fp16 -> `dtype`, default float32),
-        `labels` (N×P), `ltrb` (N×P×4), `ctr` (N×P), `image_id` (N), `index` (N)."""
+        `labels` (N×P), `ltrb` (N×P×4), `ctr` (N×P), `image_id` (N), `index` (N).
+
+        `limit` uses only the first `limit` samples (a proxy's sample budget), in full batches."""
         import torch
 
         dtype = dtype or torch.float32
-        n = len(self)
+        n = len(self) if limit is None else min(limit, len(self))
         rng = np.random.default_rng(seed)
         if self.in_memory:
             order = rng.permutation(n) if shuffle else np.arange(n)

@@ -16,7 +16,7 @@ import torch
 
 from .config import ProxySpec
 from .features import CachedSplit
-from .spaces import nas_fcos
+from .spaces import build_decoder, nas_fcos
 
 
 @dataclass
@@ -45,23 +45,13 @@ def _open_split(path: str, split: str) -> CachedSplit:
     return CachedSplit(path, split)
 
 
-def _batches(split: CachedSplit, spec: ProxySpec, limit, shuffle: bool, seed: int):
-    for batch in split.batches(spec.batch_size, shuffle=shuffle, seed=seed):
-        if limit is not None:
-            keep = batch["index"] < limit
-            if not keep.any():
-                continue
-            batch = {k: v[keep] for k, v in batch.items()}
-        yield batch
-
-
 def evaluate(genotype, spec: ProxySpec, cache_path, seed: int = 0) -> TrialResult:
-    """The reward of one genotype; pure in its arguments, so any executor can run it."""
+    """The reward of one genotype (of any space: retrain scores the hand-designed baseline too);
+    pure in its arguments, so any executor can run it."""
     started = time.perf_counter()
     torch.manual_seed(seed)
     train, val = _open_split(str(cache_path), "train"), _open_split(str(cache_path), "val")
-    space = space_for(spec)
-    decoder = space.build(genotype, train.in_channels(), len(train.classes))
+    decoder = build_decoder(genotype, train.in_channels(), len(train.classes), spec.width)
     shapes = {lv: tuple(train.group[lv].shape[1:]) for lv in train.levels}
     cost = nas_fcos.cost(decoder, shapes)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=spec.lr)
@@ -70,7 +60,8 @@ def evaluate(genotype, spec: ProxySpec, cache_path, seed: int = 0) -> TrialResul
     try:
         for epoch in range(spec.epochs):
             decoder.train()
-            for batch in _batches(train, spec, spec.max_train_samples, True, seed * 1000 + epoch):
+            for batch in train.batches(spec.batch_size, True, seed * 1000 + epoch,
+                                       limit=spec.max_train_samples):
                 out = decoder(batch)
                 loss = sum(decoder.loss_from_targets(out, batch["labels"], batch["ltrb"], batch["ctr"]).values())
                 if not torch.isfinite(loss):
@@ -83,7 +74,7 @@ def evaluate(genotype, spec: ProxySpec, cache_path, seed: int = 0) -> TrialResul
         losses = {"cls": 0.0, "reg": 0.0, "ctr": 0.0}
         scorer = averaged.module.eval()
         with torch.no_grad():
-            for batch in _batches(val, spec, spec.max_val_samples, False, 0):
+            for batch in val.batches(spec.batch_size, False, limit=spec.max_val_samples):
                 terms = scorer.loss_from_targets(scorer(batch), batch["labels"], batch["ltrb"], batch["ctr"])
                 for k, v in terms.items():
                     losses[k] += float(v)

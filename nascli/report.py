@@ -1,8 +1,11 @@
-"""Run reports: the reward-vs-trial figure and the run listing."""
+"""Run reports: the reward-vs-trial figure, the run listing, and the comparison of retrained
+architectures (table, Pareto front, proxy fidelity)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from .store import RunStore
 
@@ -46,4 +49,131 @@ def list_runs(root="runs") -> list[dict]:
                     "failed": sum(t.status == "failed" for t in rows),
                     "best": best[0].reward if best else None})
         store.close()
+    return out
+
+
+# ---------------------------------------------------------------- compare (after retrain)
+
+
+def _ranks(x) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank (as scipy.stats.rankdata's default)."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(1, len(x) + 1)
+    for value in np.unique(x):
+        tied = x == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman_rho(x, y) -> float:
+    """Spearman's rank correlation: Pearson's r of the average ranks (nan when a side is constant)."""
+    rx, ry = _ranks(x), _ranks(y)
+    dx, dy = rx - rx.mean(), ry - ry.mean()
+    denom = np.sqrt((dx * dx).sum() * (dy * dy).sum())
+    return float((dx * dy).sum() / denom) if denom > 0 else float("nan")
+
+
+def kendall_tau(x, y) -> float:
+    """Kendall's tau-b, which corrects for ties (scipy.stats.kendalltau's default variant)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    i, j = np.triu_indices(len(x), k=1)
+    sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    concordance = (sx * sy).sum()
+    n0 = len(i)
+    denom = np.sqrt((n0 - (sx == 0).sum()) * (n0 - (sy == 0).sum()))
+    return float(concordance / denom) if denom > 0 else float("nan")
+
+
+def pareto_front(costs, scores) -> list[int]:
+    """Indices of the points no other point beats: lower-or-equal cost and higher-or-equal score,
+    one of them strictly. Sorted by cost."""
+    front = []
+    for a, (ca, sa) in enumerate(zip(costs, scores)):
+        dominated = any(cb <= ca and sb >= sa and (cb < ca or sb > sa)
+                        for b, (cb, sb) in enumerate(zip(costs, scores)) if b != a)
+        if not dominated:
+            front.append(a)
+    return sorted(front, key=lambda k: costs[k])
+
+
+def compare(runs) -> dict:
+    """Every promoted architecture of the given runs with its proxy reward, retrained AP metrics
+    and cost; the Pareto front (AP vs FLOPs) over all of them; proxy fidelity per run.
+
+    A row is 'done', 'failed' (retraining diverged: reason given), 'training' (started, not
+    finished: rerun retrain to resume) or 'missing' (recorded done but its checkpoint is gone).
+    Fidelity (Kendall tau, Spearman rho between proxy reward and AP) uses the done rows that have
+    a proxy reward, the baseline included; it needs at least two.
+    """
+    rows, fidelity = [], {}
+    for run in runs:
+        store = RunStore(run, create=False)
+        meta, promoted = store.meta(), store.retrained()
+        store.close()
+        for r in promoted:
+            status = r["status"]
+            if status == "done" and not Path(r["checkpoint"]).is_file():
+                status = "missing"
+            rows.append({"run": str(run), "method": meta.get("method"), "name": r["name"], "trial": r["trial"],
+                         "reward": r["reward"], "status": status, "checkpoint": r["checkpoint"],
+                         "reason": r["metrics"].get("reason", ""),
+                         **({k: r["metrics"].get(k) for k in _COMPARED} if status == "done" else {})})
+        scored = [r for r in rows if r["run"] == str(run) and r["status"] == "done" and r["reward"] is not None]
+        pairs = ([r["reward"] for r in scored], [r["AP"] for r in scored])
+        enough = len(scored) >= 2
+        fidelity[str(run)] = {"n": len(scored), "kendall_tau": kendall_tau(*pairs) if enough else None,
+                              "spearman_rho": spearman_rho(*pairs) if enough else None,
+                              "architectures": [r["name"] for r in scored]}
+    done = [k for k, r in enumerate(rows) if r["status"] == "done"]
+    front = pareto_front([rows[k]["flops"] for k in done], [rows[k]["AP"] for k in done])
+    for k, r in enumerate(rows):
+        r["pareto"] = k in {done[f] for f in front}
+    return {"rows": rows, "fidelity": fidelity}
+
+
+_COMPARED = ("AP", "AP50", "AP75", "APs", "APm", "APl", "params", "flops", "flops_input", "latency_ms",
+             "train_seconds", "eval_seconds", "device")
+
+
+def compare_figure(result: dict, out) -> Path:
+    """Two panels: AP vs GFLOPs with the Pareto front, and AP vs proxy reward with tau / rho."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in result["rows"] if r["status"] == "done"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for r in done:
+        x, y = r["flops"] / 1e9, 100 * r["AP"]
+        left.scatter(x, y, color="C3" if r["name"] == "baseline" else "C0", s=30, zorder=3)
+        left.annotate(r["name"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    front = sorted((r for r in done if r["pareto"]), key=lambda r: r["flops"])
+    if front:
+        left.step([r["flops"] / 1e9 for r in front], [100 * r["AP"] for r in front], where="post",
+                  color="C2", label="Pareto front")
+        left.legend()
+    left.set_xlabel("GFLOPs (one image at the evaluation size)")
+    left.set_ylabel("AP (pycocotools, %)")
+    left.set_title("retrained: AP vs FLOPs")
+    titles = []
+    for run, f in result["fidelity"].items():
+        pts = [r for r in done if r["run"] == run and r["reward"] is not None]
+        right.scatter([r["reward"] for r in pts], [100 * r["AP"] for r in pts], s=30, label=Path(run).name)
+        for r in pts:
+            right.annotate(r["name"], (r["reward"], 100 * r["AP"]), fontsize=7, xytext=(3, 3),
+                           textcoords="offset points")
+        if f["kendall_tau"] is not None:
+            titles.append(f"{Path(run).name}: tau {f['kendall_tau']:.2f}, rho {f['spearman_rho']:.2f} (n={f['n']})")
+    right.set_xlabel("proxy reward")
+    right.set_ylabel("AP (pycocotools, %)")
+    right.set_title("proxy fidelity\n" + "\n".join(titles), fontsize=9)
+    if result["fidelity"]:
+        right.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
     return out

@@ -29,6 +29,16 @@ CREATE TABLE IF NOT EXISTS trials (
     finished REAL
 );
 CREATE TABLE IF NOT EXISTS strategy (id INTEGER PRIMARY KEY CHECK (id = 1), state BLOB NOT NULL, saved REAL);
+CREATE TABLE IF NOT EXISTS retrained (
+    name TEXT PRIMARY KEY,
+    trial INTEGER,
+    genotype TEXT NOT NULL,
+    reward REAL,
+    status TEXT NOT NULL CHECK (status IN ('training', 'done', 'failed')),
+    checkpoint TEXT,
+    metrics TEXT,
+    updated REAL NOT NULL
+);
 """
 
 
@@ -113,6 +123,22 @@ class RunStore:
 
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+
+    # -- promoted architectures (retrain)
+
+    def set_retrained(self, name: str, trial: int | None, genotype: str, reward: float | None,
+                      status: str, checkpoint: str | None, metrics: dict) -> None:
+        """Records (or updates) one promoted architecture: 'training' before its retraining
+        starts, then 'done' with its evaluation or 'failed' with the reason in `metrics`."""
+        with self._transaction():
+            self.db.execute("INSERT OR REPLACE INTO retrained VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (name, trial, genotype, reward, status, checkpoint, json.dumps(metrics), time.time()))
+
+    def retrained(self) -> list[dict]:
+        rows = self.db.execute("SELECT name, trial, genotype, reward, status, checkpoint, metrics "
+                               "FROM retrained ORDER BY updated")
+        return [{"name": r[0], "trial": r[1], "genotype": r[2], "reward": r[3], "status": r[4],
+                 "checkpoint": r[5], "metrics": json.loads(r[6]) if r[6] else {}} for r in rows]
 
     # -- strategy state
 

@@ -11,8 +11,9 @@ import torch
 
 from .config import TrainConfig
 from .data.coco import CocoDetection, Transform
-from .errors import DataError, NascliError
-from .models.detector import build_fcos
+from .errors import CheckpointError, DataError, NascliError
+from .models.backbones import build_backbone
+from .models.detector import FCOS, build_fcos
 from .runtime import load_checkpoint, resolve_device, save_checkpoint, seed_everything
 
 SIZE_DIVISOR = 32
@@ -42,9 +43,38 @@ def lr_at(it: int, total: int, base: float, warmup: int) -> float:
 
 
 def model_args(config: TrainConfig, num_classes: int) -> dict:
-    """The plain arguments `build_fcos` needs; checkpoints store them to rebuild the model."""
+    """The plain arguments `build_detector` needs; checkpoints store them to rebuild the model."""
     return {"num_classes": num_classes, "backbone": config.backbone, "frozen_bn": config.frozen_bn,
-            "width": config.width, "num_convs": config.num_convs}
+            "width": config.width, "num_convs": config.num_convs, "genotype": config.genotype,
+            "head_width": config.head_width}
+
+
+def build_detector(args: dict, weights=None) -> FCOS:
+    """The detector `model_args` describe: the hand-designed FPN + FCOS head, or the decoder of
+    any space's genotype (retraining a search's winners) on the same backbone."""
+    if not args.get("genotype") and not args.get("head_width"):
+        return build_fcos(**{k: v for k, v in args.items() if k not in ("genotype", "head_width")},
+                          weights=weights)
+    from .spaces import build_decoder, fpn_fcos, load_genotype
+
+    genotype = (load_genotype(args["genotype"]) if args.get("genotype")
+                else fpn_fcos.Genotype(num_convs=args["num_convs"]))
+    net = build_backbone(args["backbone"], weights, args.get("frozen_bn", False))
+    decoder = build_decoder(genotype, net.out_channels, args["num_classes"], args["width"],
+                            args.get("head_width"))
+    return FCOS(net, decoder)
+
+
+def init_backbone(model: FCOS, checkpoint) -> None:
+    """Copies the backbone of a nascli checkpoint (the baseline) into `model`'s backbone."""
+    ckpt = load_checkpoint(checkpoint)
+    prefix = "backbone."
+    state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+    try:
+        model.backbone.load_state_dict(state)
+    except RuntimeError:
+        raise CheckpointError(f"{checkpoint}: its backbone '{ckpt['model_args']['backbone']}' does not fit "
+                              f"this model's backbone") from None
 
 
 def train(config: TrainConfig, resume: bool = False, on_progress=None) -> dict:
@@ -61,7 +91,10 @@ def train(config: TrainConfig, resume: bool = False, on_progress=None) -> dict:
     dataset = CocoDetection(config.data, config.image_dir, transform, seed=config.seed)
     if not dataset.coco.anns:
         raise DataError(f"{config.data}: field 'annotations' is empty; nothing to train on")
-    model = build_fcos(**model_args(config, len(dataset.class_ids)), weights=config.weights).to(device)
+    model = build_detector(model_args(config, len(dataset.class_ids)), config.weights)
+    if config.init_from and not (resume and last.is_file()):
+        init_backbone(model, config.init_from)
+    model = model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
@@ -107,6 +140,6 @@ def train(config: TrainConfig, resume: bool = False, on_progress=None) -> dict:
         save_checkpoint({"kind": "fcos", "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "epoch": epoch + 1, "history": history, "config": config.model_dump(),
                          "model_args": model_args(config, len(dataset.class_ids)), "classes": classes,
-                         "genotype": None}, last)
+                         "genotype": config.genotype}, last)
     return {"checkpoint": str(last), "epochs": config.epochs, "history": history,
             "device": str(device), "train_seconds": sum(h["seconds"] for h in history)}

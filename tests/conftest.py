@@ -71,3 +71,24 @@ def tiny_cache(tiny_coco, tiny_checkpoint, tmp_path_factory):
     r = build_cache(*tiny_coco, out_dir=out, checkpoint=tiny_checkpoint, crop=64, min_size=64,
                     batch_size=4, device="cpu")
     return r["path"]
+
+
+TINY_PROXY = """
+space: nas-fcos
+inputs: [c2, c3, c4, c5]
+width: 8
+fpn_ops: [sep3x3, sep3x3_d3, skip]
+head_ops: [sep3x3, skip]
+head_blocks: 2
+epochs: 1
+batch_size: 6
+lr: 0.001
+controller: {batch: 2}
+"""
+
+
+@pytest.fixture
+def tiny_proxy(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_PROXY)
+    return path

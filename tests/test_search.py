@@ -16,27 +16,6 @@ from nascli.proxy import TrialResult, evaluate, space_for
 from nascli.search import run_search
 from nascli.store import RunStore
 
-TINY_PROXY = """
-space: nas-fcos
-inputs: [c2, c3, c4, c5]
-width: 8
-fpn_ops: [sep3x3, sep3x3_d3, skip]
-head_ops: [sep3x3, skip]
-head_blocks: 2
-epochs: 1
-batch_size: 6
-lr: 0.001
-controller: {batch: 2}
-"""
-
-
-@pytest.fixture
-def tiny_proxy(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY_PROXY)
-    return path
-
-
 def test_proxy_reward_is_the_negative_meta_val_loss(tiny_cache, tiny_proxy):
     spec = load_spec(ProxySpec, tiny_proxy)
     r = evaluate(_valid_genotype(spec), spec, tiny_cache, seed=0)
@@ -117,9 +96,9 @@ def test_resume_after_kill_9_loses_and_duplicates_no_trial(tiny_cache, tiny_prox
     assert r["evaluated_now"] == 6 - len(before)
 
 
-def test_cache_without_the_spec_inputs_is_a_user_error(tiny_cache, tmp_path):
+def test_cache_without_the_spec_inputs_is_a_user_error(tiny_cache, tiny_proxy, tmp_path):
     proxy = tmp_path / "p.yaml"
-    proxy.write_text(TINY_PROXY.replace("[c2, c3, c4, c5]", "[c1, c3]"))
+    proxy.write_text(tiny_proxy.read_text().replace("[c2, c3, c4, c5]", "[c1, c3]"))
     with pytest.raises(SpecError, match="field 'inputs'"):
         run_search("random", proxy, tiny_cache, 1, tmp_path / "run")
 

@@ -121,7 +121,10 @@ def test_zoo_fpn_fcos_matches_torchvision_parameter_for_parameter():
     # Golden count: torchvision's FPN (P6/P7 from P5) + FCOSHead at width 256 on ResNet-50 C3..C5,
     # plus our 5 per-level regression scales (FCOS's Scale; torchvision's FCOS has none).
     from torchvision.models.detection.fcos import FCOSHead as TVHead
-    from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
+    from torchvision.ops.feature_pyramid_network import (
+        FeaturePyramidNetwork,
+        LastLevelP6P7,
+    )
 
     from nascli.spaces import fpn_fcos
 

@@ -32,3 +32,16 @@ class FPN(nn.Module):
         outs = [conv(x) for conv, x in zip(self.output, laterals)]
         p6 = self.p6(outs[-1])
         return outs + [p6, self.p7(F.relu(p6))]
+
+
+class Widen(nn.Module):
+    """A pyramid at one width projected by a shared 1x1 conv to another: the paper's @128-256
+    variants (NAS-FCOS Table 2), FPN at 128 channels feeding a head at 256."""
+
+    def __init__(self, fpn: nn.Module, width: int, head_width: int):
+        super().__init__()
+        self.fpn = fpn
+        self.proj = nn.Conv2d(width, head_width, 1)
+
+    def forward(self, feats):
+        return [self.proj(p) for p in self.fpn(feats)]

@@ -1,3 +1,46 @@
 """WHAT can be searched: one module per published search space, each exposing a genotype class,
 `decisions(spec)`, `decode(choices)` / `encode(genotype)`, `build(genotype, in_channels, spec)`
-and `cost(genotype, spec)`."""
+and `cost(genotype, spec)`.
+
+`load_genotype` and `build_decoder` dispatch on a genotype's `space` tag, so retraining,
+evaluation and the proxy handle every space's genotypes (and the hand-designed FPN) alike.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import SpecError, unknown_name
+from . import fpn_fcos, nas_fcos
+
+#: space tag -> module with Genotype.from_json and build(genotype, in_channels, num_classes, width, head_width)
+SPACES = {nas_fcos.SPACE: nas_fcos, fpn_fcos.SPACE: fpn_fcos}
+
+
+def load_genotype(value, source: str = "genotype"):
+    """A genotype from its JSON text, a dict, a `.json` file path, or `zoo:NAME`."""
+    if isinstance(value, (str, Path)) and str(value).startswith("zoo:"):
+        from . import zoo
+
+        return zoo.get(str(value))
+    if isinstance(value, Path) or (isinstance(value, str) and not value.lstrip().startswith("{")):
+        path = Path(value)
+        if not path.is_file():
+            raise SpecError(f"{path}: genotype file not found (give a .json file or zoo:NAME)")
+        source, value = str(path), path.read_text()
+    try:
+        data = json.loads(value) if isinstance(value, str) else dict(value)
+    except json.JSONDecodeError as e:
+        raise SpecError(f"{source}: malformed JSON ({e.msg})") from None
+    space = data.get("space")
+    if space not in SPACES:
+        raise SpecError(f"{source}: field 'space' is {space!r}, expected one of {sorted(SPACES)}")
+    return SPACES[space].Genotype.from_json(data, source)
+
+
+def build_decoder(genotype, in_channels: dict, num_classes: int, width: int, head_width: int | None = None):
+    """The decoder (FPN + head) a genotype describes, at `width` (head at `head_width` if given)."""
+    if genotype.space not in SPACES:
+        raise unknown_name("space", genotype.space, SPACES)
+    return SPACES[genotype.space].build(genotype, in_channels, num_classes, width, head_width)

@@ -22,14 +22,23 @@ class Genotype:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text, source: str = "genotype") -> "Genotype":
+    def from_json(cls, text, source: str = "genotype") -> Genotype:
         data = json.loads(text) if isinstance(text, str) else dict(text)
         if data.get("space") != SPACE or data.get("version") != VERSION:
             raise SpecError(f"{source}: field 'space'/'version' is not {SPACE!r} / {VERSION}")
         return cls(num_convs=int(data.get("num_convs", 4)))
 
 
-def build(genotype: Genotype, in_channels: dict, num_classes: int, width: int = 256):
-    from ..models.detector import FCOSDecoder
+def build(genotype: Genotype, in_channels: dict, num_classes: int, width: int = 256,
+          head_width: int | None = None):
+    """FPN at `width` + FCOS head with `num_convs` tower convs at `head_width` (default: width)."""
+    from ..models.detector import STRIDES, FCOSDecoder
+    from ..models.fpn import FPN, Widen
+    from ..models.heads import FCOSHead
 
-    return FCOSDecoder(in_channels, num_classes, width=width, num_convs=genotype.num_convs)
+    head_width = head_width or width
+    if head_width == width:
+        return FCOSDecoder(in_channels, num_classes, width=width, num_convs=genotype.num_convs)
+    fpn = Widen(FPN([in_channels[k] for k in ("c3", "c4", "c5")], width), width, head_width)
+    return FCOSDecoder(in_channels, num_classes, fpn=fpn,
+                       head=FCOSHead(head_width, num_classes, genotype.num_convs, STRIDES))

@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from ..errors import SpecError
-from ..models.heads import FCOSHead
 from ..models.detector import STRIDES
+from ..models.fpn import Widen
+from ..models.heads import FCOSHead
 from .ops import OPS, deform_conv_flops, norm_layer, resize_to
 
 SPACE = "nas-fcos"
@@ -87,7 +88,7 @@ class Genotype:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str, source: str = "genotype") -> "Genotype":
+    def from_json(cls, text: str, source: str = "genotype") -> Genotype:
         try:
             data = json.loads(text) if isinstance(text, str) else dict(text)
         except json.JSONDecodeError as e:
@@ -332,19 +333,10 @@ def build(genotype: Genotype, in_channels: dict, num_classes: int, width: int = 
     head_width = head_width or width
     fpn = NasFcosFPN(genotype, in_channels, width)
     if head_width != width:
-        fpn = _Widen(fpn, width, head_width)
+        fpn = Widen(fpn, width, head_width)
     head = FCOSHead(head_width, num_classes, strides=STRIDES, towers=NasFcosTowers(genotype, head_width))
     return FCOSDecoder(in_channels, num_classes, fpn=fpn, head=head)
 
-
-class _Widen(nn.Module):
-    def __init__(self, fpn, width, head_width):
-        super().__init__()
-        self.fpn = fpn
-        self.proj = nn.Conv2d(width, head_width, 1)
-
-    def forward(self, feats):
-        return [self.proj(p) for p in self.fpn(feats)]
 
 
 def cost(decoder: nn.Module, feature_shapes: dict) -> dict:

@@ -1,0 +1,166 @@
+"""Promotion: a search's winners (and the hand-designed baseline) trained in full from images.
+
+Each promoted architecture becomes a full detector: the baseline's backbone (its trained weights,
+or a torchvision weights file), the searched decoder at the retraining width, trained with the
+baseline's own schedule, data and seed, then evaluated with pycocotools. The baseline decoder
+(FPN + FCOS head as the baseline had it) is always retrained the same way as the reference row,
+and scored by the run's proxy too, so proxy fidelity covers it.
+
+Everything lands in the run: `RUN/retrain/<name>/last.pt` per architecture, and one row per
+architecture in run.db's `retrained` table ('training' -> 'done' | 'failed'). Running the same
+command again resumes: finished architectures are skipped, an interrupted one continues from its
+last epoch (train.py's resume is exact), so Ctrl-C or kill loses at most one epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import ProxySpec, TrainConfig, load_spec, validate
+from .errors import NascliError, SpecError
+from .runtime import load_checkpoint
+from .store import RunStore
+from .train import TrainingDiverged, train
+
+BASELINE = "baseline"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One architecture to retrain: its folder name, genotype, the trial it won (if any) and the
+    proxy reward (None until scored)."""
+
+    name: str
+    genotype: object
+    trial: int | None = None
+    reward: float | None = None
+
+
+def candidates(store: RunStore, top: int, archs, baseline_convs: int) -> list[Candidate]:
+    """The baseline, then the run's `top` best finished trials, then each `--arch` genotype."""
+    from .spaces import fpn_fcos, load_genotype
+
+    out = [Candidate(BASELINE, fpn_fcos.Genotype(num_convs=baseline_convs))]
+    for t in store.top(top):
+        out.append(Candidate(f"trial-{t.id}", load_genotype(t.genotype, f"trial {t.id}"), t.id, t.reward))
+    for arch in archs:
+        name = str(arch).replace("zoo:", "zoo-") if str(arch).startswith("zoo:") else Path(arch).stem
+        out.append(Candidate(name, load_genotype(arch)))
+    return out
+
+
+def _inputs(store: RunStore, checkpoint, val, val_image_dir):
+    """Baseline checkpoint and evaluation set: given, else where the run's cache was built from."""
+    from .features import describe
+
+    sources = {}
+    cache = store.meta().get("cache")
+    if cache and Path(cache).is_file():
+        sources = describe(cache).get("sources", {})
+    checkpoint = checkpoint or sources.get("checkpoint")
+    val = val or sources.get("val")
+    if checkpoint is None:
+        raise SpecError(f"{store.run_dir}: give --checkpoint (the baseline whose backbone and schedule "
+                        f"retraining uses); the run's cache does not record one")
+    if val is None:
+        raise SpecError(f"{store.run_dir}: give --val (the COCO json to evaluate on)")
+    return Path(checkpoint), Path(val), val_image_dir or sources.get("val_image_dir")
+
+
+def _config(base: dict, candidate: Candidate, out: Path, overrides: dict) -> TrainConfig:
+    """The baseline's config with the given overrides, this candidate's decoder and folder."""
+    data = {**base, **{k: v for k, v in overrides.items() if v is not None},
+            "out": str(out), "genotype": json.loads(candidate.genotype.to_json())}
+    return validate(TrainConfig, data, "retrain options")
+
+
+def _check_resumable(last: Path, config: TrainConfig) -> None:
+    """A checkpoint left by an earlier retrain must come from the same request."""
+    old = load_checkpoint(last)["config"]
+    new = config.model_dump()
+    for k in new:
+        if k != "device" and old.get(k) != new[k]:
+            raise NascliError(f"{last}: field '{k}' was {old.get(k)!r} when this retraining started, now "
+                              f"{new[k]!r}; retrain into another run folder or delete {last.parent}")
+
+
+def _proxy_reward(store: RunStore, genotype, seed: int) -> float | None:
+    """The run's proxy reward for an architecture the search did not score (the baseline)."""
+    from .proxy import evaluate as proxy_evaluate
+
+    meta = store.meta()
+    spec_path = store.run_dir / "spec.yaml"
+    if not meta.get("cache") or not spec_path.is_file() or not Path(meta["cache"]).is_file():
+        return None
+    result = proxy_evaluate(genotype, load_spec(ProxySpec, spec_path), meta["cache"], seed)
+    return result.reward if result.status == "done" else None
+
+
+def retrain(run_dir, top: int = 3, archs=(), checkpoint=None, weights=None, data=None, val=None,
+            image_dir=None, val_image_dir=None, epochs: int | None = None, width: int | None = None,
+            head_width: int | None = None, seed: int | None = None, device: str = "auto",
+            on_progress=None, train_fn=train) -> dict:
+    """Retrains and evaluates the promoted set of a run; returns {run, checkpoint, val, rows}.
+
+    Defaults come from the baseline checkpoint's config (data, schedule, width, seed): only what is
+    given here changes, identically for every architecture.
+    """
+    from .evaluate import evaluate
+
+    run_dir = Path(run_dir)
+    store = RunStore(run_dir, create=bool(archs))
+    try:
+        checkpoint, val, val_image_dir = _inputs(store, checkpoint, val, val_image_dir)
+        base = load_checkpoint(checkpoint)
+        # the backbone starts from the baseline's trained weights, or from a weights file if given
+        base_cfg = {**base["config"], "init_from": None if weights else str(checkpoint),
+                    "weights": str(weights) if weights else None}
+        overrides = {"data": str(data) if data else None, "image_dir": str(image_dir) if image_dir else None,
+                     "epochs": epochs, "width": width, "head_width": head_width, "seed": seed,
+                     "device": device, "val": str(val)}
+        promoted = candidates(store, top, archs, base["model_args"]["num_convs"])
+        rows = [_retrain_one(store, cand, base_cfg, overrides, val, val_image_dir, device, on_progress,
+                             train_fn, evaluate) for cand in promoted]
+        return {"run": str(run_dir), "checkpoint": str(checkpoint), "val": str(val), "rows": rows}
+    finally:
+        store.close()
+
+
+def _retrain_one(store, cand: Candidate, base_cfg, overrides, val, val_image_dir, device, on_progress,
+                 train_fn, evaluate) -> dict:
+    out = store.run_dir / "retrain" / cand.name
+    config = _config(base_cfg, cand, out, overrides)
+    last = out / "last.pt"
+    previous = {r["name"]: r for r in store.retrained()}.get(cand.name)
+    if previous and previous["status"] == "done" and last.is_file():
+        _check_resumable(last, config)
+        return previous
+    reward = cand.reward
+    if cand.trial is None:
+        reward = previous["reward"] if previous and previous["reward"] is not None else \
+            _proxy_reward(store, cand.genotype, config.seed)
+    genotype = cand.genotype.to_json()
+    store.set_retrained(cand.name, cand.trial, genotype, reward, "training", str(last), {})
+    resume = last.is_file()
+    if resume:
+        _check_resumable(last, config)
+    progress = (lambda e: on_progress({**e, "arch": cand.name})) if on_progress else None
+    try:
+        if not (resume and load_checkpoint(last)["epoch"] >= config.epochs):
+            train_fn(config, resume=resume, on_progress=progress)
+    except TrainingDiverged as e:
+        metrics = {"reason": str(e)}
+        store.set_retrained(cand.name, cand.trial, genotype, reward, "failed", str(last), metrics)
+        return {"name": cand.name, "trial": cand.trial, "genotype": genotype, "reward": reward,
+                "status": "failed", "checkpoint": str(last), "metrics": metrics}
+    ckpt = load_checkpoint(last)
+    started = time.perf_counter()
+    metrics = evaluate(last, val, val_image_dir, device)
+    metrics["eval_seconds"] = time.perf_counter() - started
+    metrics["train_seconds"] = sum(h["seconds"] for h in ckpt["history"])
+    store.set_retrained(cand.name, cand.trial, genotype, reward, "done", str(last), metrics)
+    return {"name": cand.name, "trial": cand.trial, "genotype": genotype, "reward": reward,
+            "status": "done", "checkpoint": str(last), "metrics": metrics}
