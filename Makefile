@@ -38,7 +38,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+# The benchmarks compare against optional references (faster-coco-eval): installed on first use.
+$(VENV)/.bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks
 
 # nas-fcos vs random on the demo's cache (run `make demo` first).

@@ -6,7 +6,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from . import bench_cache, bench_kernels
+from . import bench_ap, bench_cache, bench_kernels
 
 
 def main():
@@ -27,6 +27,8 @@ def main():
     for name, uncached, cached, share in bench_cache.rows():
         table.add_row(name, f"{uncached:.1f}", f"{cached:.1f}", f"{uncached / cached:.1f}x", f"{100 * share:.1f}%")
     console.print(table)
+
+    bench_ap.main()
 
 
 if __name__ == "__main__":

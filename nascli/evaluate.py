@@ -164,3 +164,30 @@ def predict(checkpoint, images, out_dir, device="auto", score_thresh: float = 0.
             pngs.append(str(png))
     json_path = write_json(results, out_dir / "detections.json")
     return {"detections": str(json_path), "images": pngs, "count": len(results)}
+
+
+def fast_coco_ap(coco_gt, detections: list[dict]) -> dict:
+    """The six COCOeval AP numbers from the numba kernel (same values as `coco_ap`, many times
+    faster): ground truth from a pycocotools COCO object, detections as COCO results entries."""
+    from .kernels import coco_precision, summarize
+
+    img_ids, cat_ids = sorted(coco_gt.getImgIds()), sorted(coco_gt.getCatIds())
+    img_index = {i: k for k, i in enumerate(img_ids)}
+    cat_index = {c: k for k, c in enumerate(cat_ids)}
+    anns = [a for a in coco_gt.dataset["annotations"] if a["category_id"] in cat_index]
+    dets = [d for d in detections if d["category_id"] in cat_index]
+    unknown = [d["image_id"] for d in dets if d["image_id"] not in img_index]
+    if unknown:
+        raise DataError(f"detections: field 'image_id' {unknown[0]} is not an image of the ground truth")
+    precision = coco_precision(
+        np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4),
+        np.array([cat_index[a["category_id"]] for a in anns], np.int64),
+        np.array([img_index[a["image_id"]] for a in anns], np.int64),
+        np.array([a.get("area", a["bbox"][2] * a["bbox"][3]) for a in anns], np.float64),
+        np.array([bool(a.get("iscrowd", 0)) for a in anns], np.bool_),
+        np.array([d["bbox"] for d in dets], np.float64).reshape(-1, 4),
+        np.array([d["score"] for d in dets], np.float64),
+        np.array([cat_index[d["category_id"]] for d in dets], np.int64),
+        np.array([img_index[d["image_id"]] for d in dets], np.int64),
+        len(cat_ids), len(img_ids))
+    return summarize(precision)
