@@ -218,24 +218,39 @@ def train_cmd(
             for h in summary["history"]])
 
 
+ExitAfterOpt = Annotated[int | None, typer.Option(
+    "--exit-after", min=1, help="Anytime detection: stop a stacked NAS-FPN after K pyramids.")]
+
+
 @app.command("eval")
 def eval_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by train.")],
     data: Annotated[Path, typer.Option(help="COCO json to evaluate on.")],
     image_dir: ImageDirOpt = None,
+    exit_after: ExitAfterOpt = None,
+    all_exits: Annotated[bool, typer.Option("--all-exits", help="Evaluate every early exit K = 1..stages.")] = False,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
 ):
     """COCO evaluation (pycocotools): AP, AP50, AP75, APs/m/l, params, FLOPs, latency per image.
 
     Example: [cyan]nascli eval runs/baseline/last.pt --data data/val.json[/]
+    Example: [cyan]nascli eval runs/s1/retrain/zoo-nas-fpn/last.pt --data data/val.json --all-exits[/]
     """
-    from .evaluate import METRICS, evaluate
+    from .evaluate import METRICS, evaluate, stages_of
 
+    exits = list(range(1, stages_of(checkpoint) + 1)) if all_exits else [exit_after]
+    results = []
     with _progress("eval", not as_json) as on_progress:
-        r = evaluate(checkpoint, data, image_dir, device, on_progress=on_progress)
+        for k in exits:
+            results.append(evaluate(checkpoint, data, image_dir, device, on_progress=on_progress, exit_after=k))
     if as_json:
-        return _emit_json(r)
+        return _emit_json(results if all_exits else results[0])
+    if all_exits:
+        return _table(f"{checkpoint} on {data}: anytime detection", ["exit after", "AP", "AP50", "GFLOPs", "ms/img"],
+                      [(r["exit_after"], f"{100 * r['AP']:.1f}", f"{100 * r['AP50']:.1f}",
+                        f"{r['flops'] / 1e9:.2f}", f"{r['latency_ms']:.1f}") for r in results])
+    r = results[0]
     rows = [(m, "n/a" if r[m] < 0 else f"{100 * r[m]:.1f}") for m in METRICS]
     rows += [("params", f"{r['params'] / 1e6:.2f} M"),
              ("FLOPs", f"{r['flops'] / 1e9:.2f} G at {r['flops_input'][0]}x{r['flops_input'][1]}"),
@@ -249,6 +264,7 @@ def predict_cmd(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     out: Annotated[Path, typer.Option(help="Output folder for detections.json and PNGs.")] = Path("predictions"),
     score_thresh: Annotated[float, typer.Option(help="Minimum score to draw.")] = 0.3,
+    exit_after: ExitAfterOpt = None,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
 ):
@@ -258,7 +274,7 @@ def predict_cmd(
     """
     from .evaluate import predict
 
-    r = predict(checkpoint, images, out, device, score_thresh)
+    r = predict(checkpoint, images, out, device, score_thresh, exit_after)
     _emit_json(r) if as_json else console.print(f"{r['count']} detections -> {r['detections']}; "
                                                 f"{len(r['images'])} images drawn in {out}")
 
@@ -334,8 +350,8 @@ RunArg = Annotated[Path, typer.Argument(help="Run folder (holds run.db).")]
 
 @app.command("search")
 def search_cmd(
-    method: Annotated[str, typer.Option(help="nas-fcos (LSTM+PPO controller) | random.")] = "nas-fcos",
-    proxy: Annotated[str, typer.Option(help="Proxy spec: a YAML path or a name in ./proxies/.")] = "nas-fcos",
+    method: Annotated[str, typer.Option(help="nas-fcos | nas-fpn (LSTM+PPO controller) | random.")] = "nas-fcos",
+    proxy: Annotated[str | None, typer.Option(help="Proxy spec: a YAML path or a name in ./proxies/ (default: the method's).")] = None,
     cache: Annotated[Path | None, typer.Option(help="Feature cache file from cache-features.")] = None,
     trials: Annotated[int | None, typer.Option(min=1, help="Trials to finish in total.")] = None,
     run: Annotated[Path, typer.Option(help="Run folder (created; holds run.db, spec.yaml, best.json).")] = Path("runs/search"),
@@ -354,7 +370,8 @@ def search_cmd(
     if resume is None and (cache is None or trials is None):
         raise NascliError("search: give --cache and --trials (or --resume RUN)")
     with _progress("search", not as_json) as on_progress:
-        r = run_search(method, proxy, cache, trials, resume or run, seed, resume is not None, on_progress)
+        r = run_search(method, proxy or (method if method != "random" else "nas-fcos"), cache, trials,
+                       resume or run, seed, resume is not None, on_progress)
     if as_json:
         return _emit_json(r)
     _print_top(r, top)
@@ -445,6 +462,7 @@ def retrain_cmd(
     width: Annotated[int | None, typer.Option(min=8, help="Decoder width, e.g. 128 or 256 (default: the baseline's).")] = None,
     head_width: Annotated[int | None, typer.Option(min=8, help="Head width if not --width (@128-256: --width 128 --head-width 256).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: the baseline's).")] = None,
+    deep_supervision: Annotated[bool, typer.Option("--deep-supervision", help="NAS-FPN: train the head on every stacked pyramid (anytime detection).")] = False,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
 ):
@@ -460,7 +478,7 @@ def retrain_cmd(
 
     with _progress("retrain", not as_json) as on_progress:
         r = retrain(run, top, arch or (), checkpoint, weights, data, val, image_dir, None, epochs, width,
-                    head_width, seed, device, on_progress)
+                    head_width, seed, device, on_progress, deep_supervision=deep_supervision)
     if as_json:
         return _emit_json(r)
     _print_compare(compare([run]))

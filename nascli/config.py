@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -32,6 +32,7 @@ class TrainConfig(Spec):
     num_convs: int = Field(4, ge=0, le=8, description="head tower depth (FCOS: 4)")
     genotype: dict | None = Field(None, description="searched decoder (default: FPN + FCOS head)")
     head_width: int | None = Field(None, ge=8, description="head channels if not `width` (@128-256)")
+    deep_supervision: bool = Field(False, description="NAS-FPN anytime detection: train the head on every stage")
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(0.01, gt=0)
@@ -48,13 +49,20 @@ class TrainConfig(Spec):
 
 
 class ProxySpec(Spec):
-    """A NAS-FCOS proxy task: the space's size and how one candidate is trained and scored.
+    """A proxy task: the space's size and how one candidate is trained and scored.
 
-    Paper values (NAS-FCOS §4.1): C2..C5 inputs, width 64, 7 FPN blocks, 5 head blocks, Adam 8e-4,
-    batch 200, Polyak averaging 0.9, 15 epochs, 384×384 crops. CPU specs scale these down.
+    NAS-FCOS (§4.1): C2..C5 inputs, width 64, 7 FPN blocks, 5 head blocks, Adam 8e-4, batch 200,
+    Polyak averaging 0.9, 15 epochs, 384×384 crops, reward -(L_cls + L_reg + L_ctr).
+    NAS-FPN (§4.2): 7 merging cells, 3 stacked pyramids, 10 epochs, reward AP on held-out images.
+    CPU specs scale these down.
     """
 
-    space: Literal["nas-fcos"] = "nas-fcos"
+    space: Literal["nas-fcos", "nas-fpn"] = "nas-fcos"
+    reward: Optional[Literal["loss", "ap"]] = Field(
+        None, description="loss: -(sum of the detector's losses) on meta-val; ap: AP@[.5:.95] on "
+                          "meta-val (default: loss for nas-fcos, ap for nas-fpn, as the papers)")
+    cells: int = Field(7, ge=5, description="NAS-FPN merging cells")
+    repeats: int = Field(3, ge=1, description="NAS-FPN stacked pyramids")
     inputs: list[str] = ["c2", "c3", "c4", "c5"]
     width: int = Field(64, ge=4)
     fpn_blocks: int = Field(7, ge=3)

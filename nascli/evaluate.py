@@ -11,15 +11,16 @@ import numpy as np
 import torch
 
 from .data.coco import CocoDetection, Transform, to_chw, write_json
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, DataError, SpecError
 from .runtime import load_checkpoint, resolve_device
 from .train import build_detector, collate
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def load_detector(checkpoint, device="cpu"):
-    """(model in eval mode, checkpoint dict) from a nascli checkpoint."""
+def load_detector(checkpoint, device="cpu", exit_after: int | None = None):
+    """(model in eval mode, checkpoint dict) from a nascli checkpoint; `exit_after` = K stops a
+    stacked NAS-FPN after K pyramids (anytime detection)."""
     ckpt = load_checkpoint(checkpoint)
     model = build_detector(ckpt["model_args"])
     try:
@@ -27,6 +28,12 @@ def load_detector(checkpoint, device="cpu"):
     except RuntimeError:
         raise CheckpointError(f"{checkpoint}: field 'model' does not fit the detector described by "
                               f"'model_args' (written by another nascli version?)") from None
+    if exit_after is not None:
+        stages = getattr(model.decoder, "stages", 1)
+        if not 1 <= exit_after <= stages:
+            raise SpecError(f"--exit-after {exit_after}: {checkpoint} has {stages} stacked pyramid(s); "
+                            f"choose 1..{stages} (only NAS-FPN decoders stack)")
+        model.decoder.exit_after = exit_after
     return model.to(device).eval(), ckpt
 
 
@@ -82,11 +89,18 @@ def count_flops(model, height: int, width: int, device) -> int:
     return int(counter.get_total_flops())
 
 
+def stages_of(checkpoint) -> int:
+    """How many stacked pyramids a checkpoint's decoder has (1 unless NAS-FPN)."""
+    model, _ = load_detector(checkpoint)
+    return getattr(model.decoder, "stages", 1)
+
+
 def evaluate(checkpoint, data, image_dir=None, device="auto", batch_size: int = 4,
-             latency_images: int = 20, on_progress=None) -> dict:
-    """Runs the detector over a COCO json and returns AP metrics, params, FLOPs and latency/image."""
+             latency_images: int = 20, on_progress=None, exit_after: int | None = None) -> dict:
+    """Runs the detector over a COCO json and returns AP metrics, params, FLOPs and latency/image
+    (with `exit_after`, of the detector stopped after that many stacked pyramids)."""
     device = resolve_device(device)
-    model, ckpt = load_detector(checkpoint, device)
+    model, ckpt = load_detector(checkpoint, device, exit_after)
     dataset = CocoDetection(data, image_dir, eval_transform(ckpt))
     names = ckpt["classes"]["names"]
     if [dataset.coco.cats[c]["name"] for c in dataset.class_ids] != names:
@@ -106,7 +120,7 @@ def evaluate(checkpoint, data, image_dir=None, device="auto", batch_size: int = 
     return {**metrics, "images": len(dataset), "detections": len(detections),
             "params": sum(p.numel() for p in model.parameters()), "flops": flops,
             "flops_input": [int(h), int(w)], "latency_ms": latency * 1000, "device": str(device),
-            "checkpoint": str(checkpoint), "data": str(data)}
+            "checkpoint": str(checkpoint), "data": str(data), "exit_after": exit_after}
 
 
 def _latency(model, dataset, device, n: int) -> float:
@@ -126,14 +140,15 @@ def _latency(model, dataset, device, n: int) -> float:
     return float(np.mean(times))
 
 
-def predict(checkpoint, images, out_dir, device="auto", score_thresh: float = 0.3) -> dict:
+def predict(checkpoint, images, out_dir, device="auto", score_thresh: float = 0.3,
+            exit_after: int | None = None) -> dict:
     """Writes `detections.json` (COCO results, image_id = position in `images`) and one PNG per
     image with its boxes drawn; returns the paths."""
     from PIL import Image
     from torchvision.utils import draw_bounding_boxes
 
     device = resolve_device(device)
-    model, ckpt = load_detector(checkpoint, device)
+    model, ckpt = load_detector(checkpoint, device, exit_after)
     transform, names = eval_transform(ckpt), ckpt["classes"]["names"]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

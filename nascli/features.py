@@ -7,7 +7,8 @@ the same request reuses it and a different one never mixes with it. Layout (one 
     attrs      format, key, key_fields (json), levels, strides, complete, checksums (json)
     train/     c2..c5   N×C×H×W float16, one sample per chunk   (or `images`: N×3×S×S uint8)
                image_id N int64; boxes, labels (variable length, crop pixels / class index)
-               fcos/labels N×P int16 (-1 background), fcos/ltrb N×P×4 float32, fcos/ctr N×P float32
+               fcos/labels N×P int16 (-1 background), fcos/ltrb N×P×4 float32, fcos/ctr N×P float32,
+               retina/labels N×A int16 (-1 background, -2 ignored), retina/deltas N×A×4 float16
     val/       the same
 
 Written to `<key>.h5.partial` and renamed when complete; an interrupted build resumes from the
@@ -27,7 +28,7 @@ import numpy as np
 
 from .errors import CacheError, SpecError
 
-FORMAT = "nascli-features/1"
+FORMAT = "nascli-features/2"  # 2: + RetinaNet anchor targets
 FEATURE_LEVELS = ("c2", "c3", "c4", "c5")
 LEVEL_STRIDES = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}
 PYRAMID_STRIDES = (8, 16, 32, 64, 128)
@@ -170,6 +171,7 @@ def _write(partial, key, key_fields, sources, datasets, net, levels, crop, crops
     import torch
 
     from .kernels import fcos_points, fcos_targets
+    from .models.retinanet import anchor_targets, anchors_for
 
     f = _open_partial(partial, key)
     if f is None:
@@ -181,13 +183,15 @@ def _write(partial, key, key_fields, sources, datasets, net, levels, crop, crops
                         "classes": json.dumps(datasets["train"].class_names)})
     seed = int(key_fields["seed"])
     points, ranges = fcos_points(pyramid_sizes(crop))
+    anchors = anchors_for(pyramid_sizes(crop))
     total = sum(len(ds) * crops_per_image for ds in datasets.values())
     done_before = sum(int(f[s].attrs["done"]) for s in datasets if s in f)
     computed, started = 0, time.perf_counter()
     with f, torch.no_grad():
         for split, ds in datasets.items():
             n = len(ds) * crops_per_image
-            g = f[split] if split in f else _create_split(f, split, n, net, levels, crop, len(points))
+            g = f[split] if split in f else _create_split(f, split, n, net, levels, crop, len(points),
+                                                          len(anchors))
             done = int(g.attrs["done"])
             for lo in range(done, n, batch_size):
                 hi = min(n, lo + batch_size)
@@ -212,6 +216,9 @@ def _write(partial, key, key_fields, sources, datasets, net, levels, crop, crops
                     g["fcos/labels"][lo + j] = lab
                     g["fcos/ltrb"][lo + j] = ltrb
                     g["fcos/ctr"][lo + j] = ctr
+                    anchor_labels, anchor_deltas = anchor_targets(anchors, boxes, labels)
+                    g["retina/labels"][lo + j] = anchor_labels
+                    g["retina/deltas"][lo + j] = anchor_deltas
                 g.attrs["done"] = hi
                 computed += hi - lo
                 if computed % FLUSH_EVERY < batch_size or hi == n:
@@ -262,7 +269,7 @@ def _pad(image: np.ndarray, crop: int) -> np.ndarray:
     return out
 
 
-def _create_split(f, split, n, net, levels, crop, num_points):
+def _create_split(f, split, n, net, levels, crop, num_points, num_anchors):
     import h5py
     import torch
 
@@ -281,6 +288,8 @@ def _create_split(f, split, n, net, levels, crop, num_points):
     g.create_dataset("fcos/labels", (n, num_points), np.int16, chunks=(1, num_points))
     g.create_dataset("fcos/ltrb", (n, num_points, 4), np.float32, chunks=(1, num_points, 4))
     g.create_dataset("fcos/ctr", (n, num_points), np.float32, chunks=(1, num_points))
+    g.create_dataset("retina/labels", (n, num_anchors), np.int16, chunks=(1, num_anchors))
+    g.create_dataset("retina/deltas", (n, num_anchors, 4), np.float16, chunks=(1, num_anchors, 4))
     g.attrs["done"] = 0
     return g
 
@@ -288,7 +297,8 @@ def _create_split(f, split, n, net, levels, crop, num_points):
 # ------------------------------------------------------------------ checking
 
 
-ARRAY_FIELDS = ("c2", "c3", "c4", "c5", "images", "image_id", "fcos/labels", "fcos/ltrb", "fcos/ctr")
+ARRAY_FIELDS = ("c2", "c3", "c4", "c5", "images", "image_id", "fcos/labels", "fcos/ltrb", "fcos/ctr",
+                "retina/labels", "retina/deltas")
 
 
 def _checksums(f) -> dict:
@@ -419,7 +429,8 @@ class CachedSplit:
         self.crop = int(self.file.attrs["crop"])
         self.classes = json.loads(self.file.attrs["classes"])
         self.feature_sizes = pyramid_sizes(self.crop)
-        self.fields = [*self.levels, "fcos/labels", "fcos/ltrb", "fcos/ctr", "image_id"]
+        self.fields = [*self.levels, "fcos/labels", "fcos/ltrb", "fcos/ctr", "retina/labels", "retina/deltas",
+                       "image_id"]
         size = sum(self.group[k].size * self.group[k].dtype.itemsize for k in self.fields)
         if in_memory == "auto":
             in_memory = size < _available_ram() // 2
@@ -447,7 +458,8 @@ class CachedSplit:
     def batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, device="cpu",
                 dtype=None, drop_last: bool = False, limit: int | None = None):
         """Yields dicts of torch tensors: each level (N×C×H×W, fp16 -> `dtype`, default float32),
-        `labels` (N×P), `ltrb` (N×P×4), `ctr` (N×P), `image_id` (N), `index` (N).
+        `labels` (N×P), `ltrb` (N×P×4), `ctr` (N×P) (FCOS targets), `anchor_labels` (N×A),
+        `anchor_deltas` (N×A×4) (RetinaNet targets), `image_id` (N), `index` (N).
 
         `limit` uses only the first `limit` samples (a proxy's sample budget), in full batches."""
         import torch
@@ -473,6 +485,8 @@ class CachedSplit:
             batch["labels"] = torch.from_numpy(raw["fcos/labels"].astype(np.int64)).to(device)
             batch["ltrb"] = torch.from_numpy(raw["fcos/ltrb"]).to(device)
             batch["ctr"] = torch.from_numpy(raw["fcos/ctr"]).to(device)
+            batch["anchor_labels"] = torch.from_numpy(raw["retina/labels"].astype(np.int64)).to(device)
+            batch["anchor_deltas"] = torch.from_numpy(raw["retina/deltas"]).to(device).float()
             batch["image_id"] = torch.from_numpy(raw["image_id"])
             batch["index"] = torch.from_numpy(np.arange(n)[index])
             yield batch

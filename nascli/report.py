@@ -29,7 +29,7 @@ def reward_figure(run_dir, out=None) -> Path:
         ax.plot(ids, best, color="C3", label="best so far")
         ax.legend()
     ax.set_xlabel("trial")
-    ax.set_ylabel("reward = -(L_cls + L_reg + L_ctr) on meta-val")
+    ax.set_ylabel("AP on meta-val" if meta.get("space") == "nas-fpn" else "reward = -(sum of losses) on meta-val")
     ax.set_title(f"{Path(run_dir).name}: {meta.get('method', '?')}")
     fig.tight_layout()
     fig.savefig(out, dpi=100)

@@ -102,7 +102,7 @@ def _proxy_reward(store: RunStore, genotype, seed: int) -> float | None:
 def retrain(run_dir, top: int = 3, archs=(), checkpoint=None, weights=None, data=None, val=None,
             image_dir=None, val_image_dir=None, epochs: int | None = None, width: int | None = None,
             head_width: int | None = None, seed: int | None = None, device: str = "auto",
-            on_progress=None, train_fn=train) -> dict:
+            on_progress=None, train_fn=train, deep_supervision: bool = False) -> dict:
     """Retrains and evaluates the promoted set of a run; returns {run, checkpoint, val, rows}.
 
     Defaults come from the baseline checkpoint's config (data, schedule, width, seed): only what is
@@ -121,9 +121,12 @@ def retrain(run_dir, top: int = 3, archs=(), checkpoint=None, weights=None, data
         overrides = {"data": str(data) if data else None, "image_dir": str(image_dir) if image_dir else None,
                      "epochs": epochs, "width": width, "head_width": head_width, "seed": seed,
                      "device": device, "val": str(val)}
+        deep = {"deep_supervision": True} if deep_supervision else {}
         promoted = candidates(store, top, archs, base["model_args"]["num_convs"])
-        rows = [_retrain_one(store, cand, base_cfg, overrides, val, val_image_dir, device, on_progress,
-                             train_fn, evaluate) for cand in promoted]
+        # deep supervision applies to the stacked (NAS-FPN) decoders only
+        rows = [_retrain_one(store, cand, base_cfg, {**overrides, **(deep if getattr(cand.genotype, "repeats", 1) > 1
+                                                                  else {})},
+                             val, val_image_dir, device, on_progress, train_fn, evaluate) for cand in promoted]
         return {"run": str(run_dir), "checkpoint": str(checkpoint), "val": str(val), "rows": rows}
     finally:
         store.close()

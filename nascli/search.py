@@ -64,6 +64,9 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
             raise NascliError(f"{run_dir}: run already has {store.count()} trials; pass --resume or a new --run")
         proxy_path = resolve_proxy(proxy)
     spec = load_spec(ProxySpec, proxy_path)
+    if method != "random" and method != spec.space:
+        raise SpecError(f"{proxy_path}: field 'space' is {spec.space!r}, but --method {method} searches "
+                        f"the {method} space (pass --proxy {method} or a spec of that space)")
     _check_cache(spec, cache, proxy_path)
     if not resume:
         shutil.copyfile(proxy_path, run_dir / "spec.yaml")

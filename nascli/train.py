@@ -11,7 +11,7 @@ import torch
 
 from .config import TrainConfig
 from .data.coco import CocoDetection, Transform
-from .errors import CheckpointError, DataError, NascliError
+from .errors import CheckpointError, DataError, NascliError, SpecError
 from .models.backbones import build_backbone
 from .models.detector import FCOS, build_fcos
 from .runtime import load_checkpoint, resolve_device, save_checkpoint, seed_everything
@@ -46,14 +46,14 @@ def model_args(config: TrainConfig, num_classes: int) -> dict:
     """The plain arguments `build_detector` needs; checkpoints store them to rebuild the model."""
     return {"num_classes": num_classes, "backbone": config.backbone, "frozen_bn": config.frozen_bn,
             "width": config.width, "num_convs": config.num_convs, "genotype": config.genotype,
-            "head_width": config.head_width}
+            "head_width": config.head_width, "deep_supervision": config.deep_supervision}
 
 
 def build_detector(args: dict, weights=None) -> FCOS:
     """The detector `model_args` describe: the hand-designed FPN + FCOS head, or the decoder of
     any space's genotype (retraining a search's winners) on the same backbone."""
-    if not args.get("genotype") and not args.get("head_width"):
-        return build_fcos(**{k: v for k, v in args.items() if k not in ("genotype", "head_width")},
+    if not args.get("genotype") and not args.get("head_width") and not args.get("deep_supervision"):
+        return build_fcos(**{k: v for k, v in args.items() if k not in ("genotype", "head_width", "deep_supervision")},
                           weights=weights)
     from .spaces import build_decoder, fpn_fcos, load_genotype
 
@@ -62,6 +62,11 @@ def build_detector(args: dict, weights=None) -> FCOS:
     net = build_backbone(args["backbone"], weights, args.get("frozen_bn", False))
     decoder = build_decoder(genotype, net.out_channels, args["num_classes"], args["width"],
                             args.get("head_width"))
+    if args.get("deep_supervision"):
+        if getattr(decoder, "stages", 1) < 2:
+            raise SpecError("deep_supervision: needs a decoder of stacked pyramids (a nas-fpn genotype "
+                            "with repeats >= 2)")
+        decoder.deep_supervision = True
     return FCOS(net, decoder)
 
 

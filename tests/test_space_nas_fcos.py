@@ -153,8 +153,8 @@ def test_zoo_nas_fcos_parameter_count_follows_from_its_wiring():
     decoder = S.build(zoo.NAS_FCOS, r50, num_classes=k, width=w)
     assert sum(p.numel() for p in decoder.fpn.parameters()) == fpn
     assert sum(p.numel() for p in decoder.parameters()) == fpn + towers + outputs
-    with pytest.raises(Exception, match="unknown zoo architecture 'nas-fpn'"):
-        zoo.get("zoo:nas-fpn")
+    with pytest.raises(Exception, match="unknown zoo architecture 'no-such-net'"):
+        zoo.get("zoo:no-such-net")
 
 
 def test_wider_head_variant_at_128_256_style():

@@ -65,6 +65,10 @@ class FCOSDecoder(nn.Module):
         return fcos_loss(outputs["cls_logits"], outputs["box_ltrb"], outputs["ctr_logits"],
                          labels.to(device).long(), ltrb.to(device).float(), ctr.to(device).float())
 
+    def loss_from_batch(self, outputs: dict, batch: dict) -> dict:
+        """Loss against a feature-cache batch (its FCOS targets)."""
+        return self.loss_from_targets(outputs, batch["labels"], batch["ltrb"], batch["ctr"])
+
     @torch.no_grad()
     def postprocess(self, outputs: dict, image_sizes) -> list[dict]:
         """Per image: score = sqrt(cls · centerness) above `score_thresh`, top-k per level, boxes

@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 
 from ..errors import SpecError, unknown_name
-from . import fpn_fcos, nas_fcos
+from . import fpn_fcos, nas_fcos, nas_fpn
 
 #: space tag -> module with Genotype.from_json and build(genotype, in_channels, num_classes, width, head_width)
-SPACES = {nas_fcos.SPACE: nas_fcos, fpn_fcos.SPACE: fpn_fcos}
+SPACES = {nas_fcos.SPACE: nas_fcos, fpn_fcos.SPACE: fpn_fcos, nas_fpn.SPACE: nas_fpn}
 
 
 def load_genotype(value, source: str = "genotype"):
