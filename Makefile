@@ -6,9 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NASCLI := $(BIN)/nascli
-DEMO := demo
+DEMO := pipelines/nas-fcos
 SEED ?= 0
-DEMO_EPOCHS ?= 16
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
@@ -22,18 +21,36 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-DEMO_TRIALS ?= 20
-# synth -> split -> train baseline -> eval -> cache features -> NAS-FCOS search -> top-k.
-demo: $(STAMP)
-	rm -rf $(DEMO)
-	$(NASCLI) data synth --out $(DEMO)/synth --images 300 --size 256 --seed $(SEED)
-	$(NASCLI) data split $(DEMO)/synth/instances.json --train $(DEMO)/train.json --val $(DEMO)/val.json --val-size 60 --seed $(SEED)
-	$(NASCLI) data stats $(DEMO)/train.json
-	$(NASCLI) train --data $(DEMO)/train.json --out $(DEMO)/baseline --epochs $(DEMO_EPOCHS) $(DEMO_TRAIN) --seed $(SEED)
-	$(NASCLI) eval $(DEMO)/baseline/last.pt --data $(DEMO)/val.json
-	$(NASCLI) cache-features --data $(DEMO)/train.json --val $(DEMO)/val.json --checkpoint $(DEMO)/baseline/last.pt --levels c3,c4,c5 --out $(DEMO)/cache --seed $(SEED)
-	$(NASCLI) search --method nas-fcos --proxy nas-fcos-demo --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --trials $(DEMO_TRIALS) --run $(DEMO)/runs/nas-fcos --seed $(SEED)
-	$(NASCLI) runs show $(DEMO)/runs/nas-fcos --top 5
+# A pipeline per method on the synthetic default: data -> train -> eval -> cache -> search ->
+# retrain (top K + the FPN baseline, backbone from the baseline) -> compare. Sized so that
+# `make demo` (= pipeline-nas-fcos) ends inside 15 minutes on 2 CPU cores; raise the knobs for
+# a real run, e.g. `make pipeline-nas-fpn PIPE_IMAGES=1000 PIPE_TRIALS=200 PIPE_TOP=3`.
+PIPE_IMAGES ?= 200
+PIPE_VAL ?= 40
+PIPE_SIZE ?= 256
+PIPE_EPOCHS ?= 12
+PIPE_TRIALS ?= 20
+PIPE_TOP ?= 1
+PIPE_RETRAIN_EPOCHS ?= 4
+PROXY_nas-fcos := nas-fcos-demo
+PROXY_nas-fpn := nas-fpn
+PROXY_random := nas-fcos-demo
+
+pipeline-%: $(STAMP)
+	rm -rf pipelines/$*
+	$(NASCLI) data synth --out pipelines/$*/synth --images $(PIPE_IMAGES) --size $(PIPE_SIZE) --seed $(SEED)
+	$(NASCLI) data split pipelines/$*/synth/instances.json --train pipelines/$*/train.json --val pipelines/$*/val.json --val-size $(PIPE_VAL) --seed $(SEED)
+	$(NASCLI) data stats pipelines/$*/train.json
+	$(NASCLI) train --data pipelines/$*/train.json --out pipelines/$*/baseline --epochs $(PIPE_EPOCHS) $(DEMO_TRAIN) --seed $(SEED)
+	$(NASCLI) eval pipelines/$*/baseline/last.pt --data pipelines/$*/val.json
+	$(NASCLI) cache-features --data pipelines/$*/train.json --val pipelines/$*/val.json --checkpoint pipelines/$*/baseline/last.pt --levels c3,c4,c5 --crop $(PIPE_SIZE) --out pipelines/$*/cache --seed $(SEED)
+	$(NASCLI) search --method $* --proxy $(or $(PROXY_$*),$*) --cache $$(ls pipelines/$*/cache/*.h5 | head -1) --trials $(PIPE_TRIALS) --run pipelines/$*/run --seed $(SEED)
+	$(NASCLI) runs show pipelines/$*/run --top 5
+	$(NASCLI) retrain pipelines/$*/run --top $(PIPE_TOP) --epochs $(PIPE_RETRAIN_EPOCHS)
+	$(NASCLI) compare pipelines/$*/run
+
+# The main job on the built-in default: the NAS-FCOS pipeline, ending with the compare table.
+demo: pipeline-nas-fcos
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -73,4 +90,4 @@ bccd-nas-fcos: $(STAMP)
 	$(NASCLI) compare bccd/runs/nas-fcos
 
 clean:
-	rm -rf $(DEMO) bccd .pytest_cache
+	rm -rf pipelines bccd .pytest_cache
