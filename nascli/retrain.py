@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ProxySpec, TrainConfig, load_spec, validate
-from .errors import NascliError, SpecError
+from .errors import CacheError, NascliError, SpecError
 from .runtime import load_checkpoint
 from .store import RunStore
 from .train import TrainingDiverged, train
@@ -59,7 +59,10 @@ def _inputs(store: RunStore, checkpoint, val, val_image_dir):
     sources = {}
     cache = store.meta().get("cache")
     if cache and Path(cache).is_file():
-        sources = describe(cache).get("sources", {})
+        try:
+            sources = describe(cache).get("sources", {})
+        except CacheError:  # an older cache format: the options must say what it would have
+            sources = {}
     checkpoint = checkpoint or sources.get("checkpoint")
     val = val or sources.get("val")
     if checkpoint is None:
@@ -95,7 +98,10 @@ def _proxy_reward(store: RunStore, genotype, seed: int) -> float | None:
     spec_path = store.run_dir / "spec.yaml"
     if not meta.get("cache") or not spec_path.is_file() or not Path(meta["cache"]).is_file():
         return None
-    result = proxy_evaluate(genotype, load_spec(ProxySpec, spec_path), meta["cache"], seed)
+    try:
+        result = proxy_evaluate(genotype, load_spec(ProxySpec, spec_path), meta["cache"], seed)
+    except CacheError:  # the run's cache is of an older format: no proxy reward for this row
+        return None
     return result.reward if result.status == "done" else None
 
 
