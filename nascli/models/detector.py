@@ -87,21 +87,32 @@ class FCOSDecoder(nn.Module):
                 start += n
                 prob = cls[i, sl]
                 loc, lab = np.nonzero(prob > self.score_thresh)
-                score = np.sqrt(prob[loc, lab] * ctr[i, sl][loc])
-                if len(score) > self.topk_per_level:
-                    top = np.argpartition(-score, self.topk_per_level)[:self.topk_per_level]
-                    loc, lab, score = loc[top], lab[top], score[top]
+                loc, lab, score = top_k(loc, lab, np.sqrt(prob[loc, lab] * ctr[i, sl][loc]), self.topk_per_level)
                 pt, d = points[sl][loc], ltrb[i, sl][loc]
                 boxes.append(np.concatenate([pt - d[:, :2], pt + d[:, 2:]], axis=1))
                 scores.append(score)
                 labels.append(lab)
-            boxes = np.concatenate(boxes).astype(np.float32)
-            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-            scores, labels = np.concatenate(scores).astype(np.float32), np.concatenate(labels)
-            keep = kernels.batched_nms(boxes, scores, labels, self.nms_thresh)[:self.detections_per_img]
-            results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+            results.append(clip_and_nms(boxes, scores, labels, (h, w), self.nms_thresh, self.detections_per_img))
         return results
+
+
+def top_k(loc, lab, score, k: int):
+    """The k best-scored candidates of one level (all of them when there are fewer)."""
+    if len(score) > k:
+        top = np.argpartition(-score, k)[:k]
+        return loc[top], lab[top], score[top]
+    return loc, lab, score
+
+
+def clip_and_nms(boxes, scores, labels, image_size, nms_thresh: float, max_dets: int) -> dict:
+    """Per-level candidates of one image -> boxes clipped to it, per-class NMS, the best max_dets."""
+    h, w = image_size
+    boxes = np.concatenate(boxes).astype(np.float32)
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+    scores, labels = np.concatenate(scores).astype(np.float32), np.concatenate(labels)
+    keep = kernels.batched_nms(boxes, scores, labels, nms_thresh)[:max_dets]
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
 
 class FCOS(nn.Module):

@@ -18,6 +18,7 @@ from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
 from .. import kernels
+from .detector import clip_and_nms, top_k
 
 STRIDES = (8, 16, 32, 64, 128)
 ANCHOR_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
@@ -193,18 +194,10 @@ class RetinaDecoder(nn.Module):
             for n in level_sizes:
                 prob = probs[i, start:start + n]
                 loc, lab = np.nonzero(prob > self.score_thresh)
-                score = prob[loc, lab]
-                if len(score) > self.topk_per_level:
-                    top = np.argpartition(-score, self.topk_per_level)[:self.topk_per_level]
-                    loc, lab, score = loc[top], lab[top], score[top]
+                loc, lab, score = top_k(loc, lab, prob[loc, lab], self.topk_per_level)
                 boxes.append(decode(anchors[start + loc], deltas[i, start + loc]))
                 scores.append(score)
                 labels.append(lab)
                 start += n
-            boxes = np.concatenate(boxes).astype(np.float32)
-            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-            scores, labels = np.concatenate(scores).astype(np.float32), np.concatenate(labels)
-            keep = kernels.batched_nms(boxes, scores, labels, self.nms_thresh)[:self.detections_per_img]
-            results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+            results.append(clip_and_nms(boxes, scores, labels, (h, w), self.nms_thresh, self.detections_per_img))
         return results

@@ -19,6 +19,7 @@ with the other levels (layers before it are the level's own). The released code'
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -367,25 +368,29 @@ def cost(decoder: nn.Module, feature_shapes: dict) -> dict:
 
 
 class Space:
-    """The space bundled for strategies and the proxy: they see only decisions and genotypes."""
+    """The space bundled for strategies and the proxy: they see only decisions and genotypes.
 
+    Every space module (this one, nas_fpn) exposes the same functions; a subclass names its module.
+    """
+
+    module = sys.modules[__name__]
     name = SPACE
     genotype_class = Genotype
 
-    def __init__(self, spec: SpaceSpec = SpaceSpec()):
-        self.spec = spec
+    def __init__(self, spec=None):
+        self.spec = spec if spec is not None else self.module.SpaceSpec()
 
     def decisions(self) -> list[Decision]:
-        return decisions(self.spec)
+        return self.module.decisions(self.spec)
 
-    def decode(self, choices) -> Genotype:
-        return decode(choices, self.spec)
+    def decode(self, choices):
+        return self.module.decode(choices, self.spec)
 
-    def encode(self, genotype: Genotype) -> list[int]:
-        return encode(genotype, self.spec)
+    def encode(self, genotype) -> list[int]:
+        return self.module.encode(genotype, self.spec)
 
     def is_valid(self, choices) -> bool:
-        return is_valid(choices, self.spec)
+        return self.module.is_valid(choices, self.spec)
 
-    def build(self, genotype: Genotype, in_channels: dict, num_classes: int):
-        return build(genotype, in_channels, num_classes, self.spec.width)
+    def build(self, genotype, in_channels: dict, num_classes: int):
+        return self.module.build(genotype, in_channels, num_classes, self.spec.width)

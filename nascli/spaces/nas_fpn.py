@@ -19,6 +19,7 @@ Genotype cells are (first, second, level, op): candidate indices, level 3..7, op
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SpecError
+from . import nas_fcos
 from .nas_fcos import Decision
 
 SPACE = "nas-fpn"
@@ -265,26 +267,9 @@ def build(genotype: Genotype, in_channels: dict, num_classes: int, width: int = 
                          num_classes)
 
 
-class Space:
-    """The space bundled for strategies and the proxy."""
+class Space(nas_fcos.Space):
+    """The space bundled for strategies and the proxy (the same contract as NAS-FCOS's)."""
 
+    module = sys.modules[__name__]
     name = SPACE
     genotype_class = Genotype
-
-    def __init__(self, spec: SpaceSpec = SpaceSpec()):
-        self.spec = spec
-
-    def decisions(self) -> list[Decision]:
-        return decisions(self.spec)
-
-    def decode(self, choices) -> Genotype:
-        return decode(choices, self.spec)
-
-    def encode(self, genotype: Genotype) -> list[int]:
-        return encode(genotype, self.spec)
-
-    def is_valid(self, choices) -> bool:
-        return is_valid(choices, self.spec)
-
-    def build(self, genotype: Genotype, in_channels: dict, num_classes: int):
-        return build(genotype, in_channels, num_classes, self.spec.width)
