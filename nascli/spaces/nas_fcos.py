@@ -3,7 +3,7 @@
 FPN: the pool starts as the backbone levels (C2..C5 as in the released code, each mapped to the
 search width by a 1×1 conv-BN-ReLU). Each of the 7 basic blocks picks two pool nodes, applies one
 unary op to each (sep3×3, sep3×3 dil 3, sep5×5 dil 6, skip, deformable 3×3), aggregates them by a
-per-channel weighted sum or concat -> BN -> ReLU -> 1×1 conv (the smaller input bilinearly
+per-channel weighted sum or concat -> BN -> ReLU -> grouped 1×1 conv (the smaller input bilinearly
 upsampled, so a block's stride is the smaller of its inputs'), and appends the result to the pool.
 Block outputs never used as inputs are the "dangling" nodes: the last three become P5, P4, P3
 (resized to C5/C4/C3 size), every other one is added to each of them; P6/P7 are stride-2 3×3
@@ -222,9 +222,9 @@ class BasicBlock(nn.Module):
         if agg == "sum":  # per-channel weighted sum a·x + b·y (released code)
             self.a = nn.Parameter(torch.ones(1, width, 1, 1))
             self.b = nn.Parameter(torch.ones(1, width, 1, 1))
-        else:
+        else:  # released code and mmdetection: norm -> ReLU -> grouped 1×1 (channel j mixes 2j, 2j+1)
             self.fuse = nn.Sequential(norm_layer(norm, 2 * width), nn.ReLU(inplace=True),
-                                      nn.Conv2d(2 * width, width, 1))
+                                      nn.Conv2d(2 * width, width, 1, groups=width, bias=False))
 
     def forward(self, x1, x2, keep_ops: bool = False):
         y1, y2 = self.op1(x1), self.op2(x2)
@@ -262,7 +262,7 @@ class NasFcosFPN(nn.Module):
                 x = x + resize_to(pool[e], x.shape[-2:])
             outs.append(resize_to(x, feats[level].shape[-2:]))
         p6 = self.p6(outs[-1])
-        return outs + [p6, self.p7(p6)]
+        return outs + [p6, self.p7(torch.relu(p6))]  # P7 = conv(relu(P6)), as the released code
 
 
 class _HeadLayers(nn.Module):

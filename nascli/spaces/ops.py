@@ -41,19 +41,24 @@ class SepConv(nn.Sequential):
 
 
 class DeformConv(nn.Module):
-    """Deformable 3×3 convolution (Dai et al. 2017; torchvision.ops) -> norm -> ReLU. The offsets
-    come from a 3×3 conv initialised at zero, so it starts as a plain 3×3 convolution."""
+    """Modulated deformable 3×3 convolution (DCNv2, Zhu et al. 2019; `torchvision.ops.deform_conv2d`
+    with `mask=`) -> norm -> ReLU, as the released NAS-FCOS code builds it: 2 deformable groups, conv
+    bias, offsets and masks from one 3×3 conv (`conv_offset_mask`, 3·9·groups channels, with bias).
+    That conv starts at zero (zero offsets, masks sigmoid(0) = 0.5), so the op starts as a plain
+    3×3 convolution; `keep_init` tells head initialisation to leave it so."""
 
-    def __init__(self, channels: int, norm: str):
+    def __init__(self, channels: int, norm: str, groups: int = 2):
         super().__init__()
-        self.offset = nn.Conv2d(channels, 2 * 9, 3, padding=1)
-        nn.init.zeros_(self.offset.weight)
-        nn.init.zeros_(self.offset.bias)
-        self.conv = DeformConv2d(channels, channels, 3, padding=1, bias=False)
+        self.conv_offset_mask = nn.Conv2d(channels, 3 * 9 * groups, 3, padding=1)
+        nn.init.zeros_(self.conv_offset_mask.weight)
+        nn.init.zeros_(self.conv_offset_mask.bias)
+        self.conv_offset_mask.keep_init = True
+        self.conv = DeformConv2d(channels, channels, 3, padding=1, bias=True)
         self.post = nn.Sequential(norm_layer(norm, channels), nn.ReLU(inplace=True))
 
     def forward(self, x):
-        return self.post(self.conv(x, self.offset(x)))
+        o1, o2, mask = torch.chunk(self.conv_offset_mask(x), 3, dim=1)
+        return self.post(self.conv(x, torch.cat([o1, o2], dim=1), torch.sigmoid(mask)))
 
 
 OPS: dict = {}
@@ -78,10 +83,10 @@ for _name, _factory in {
 
 
 def deform_conv_flops(module: nn.Module, x_shape) -> int:
-    """FLOPs FlopCounterMode cannot see: each deformable 3×3 (multiply-adds ×2 + bilinear sampling
-    of 9 points ×4 neighbours per input channel)."""
+    """FLOPs FlopCounterMode cannot see: each deformable 3×3 (multiply-adds ×2, bilinear sampling of
+    9 points ×4 neighbours per input channel, and the modulation mask's multiply)."""
     _, c, h, w = x_shape
-    return 2 * c * c * 9 * h * w + 2 * 4 * c * 9 * h * w
+    return 2 * c * c * 9 * h * w + 2 * 4 * c * 9 * h * w + c * 9 * h * w
 
 
 def resize_to(x: torch.Tensor, size) -> torch.Tensor:
