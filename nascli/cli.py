@@ -378,10 +378,28 @@ def search_cmd(
 
 
 def _print_top(r: dict, top: int) -> None:
-    rows = [(t["trial"], f"{t['reward']:.4f}", f"{(t['params'] or 0) / 1e6:.3f} M",
-             f"{(t['flops'] or 0) / 1e9:.3f} G", f"{t['seconds'] or 0:.1f}") for t in r["top"][:top]]
-    _table(f"{r['run']}: {r['method']}, {r['finished']} trials ({r['failed']} failed)",
-           ["trial", "reward", "params", "FLOPs", "seconds"], rows)
+    """The control, then the best trials (re-scored ones as mean ± std over their fresh seeds),
+    the proxy's seed noise and the verdict."""
+    def cost(x):
+        return f"{(x['params'] or 0) / 1e6:.3f} M", f"{(x['flops'] or 0) / 1e9:.3f} G"
+
+    def spread(x):
+        if x["mean"] is None:
+            return ""
+        return f"{x['mean']:.4f} ± {x['std']:.4f} ({x['seeds']})" if x["std"] is not None else f"{x['mean']:.4f} (1)"
+
+    rows = []
+    if r.get("control"):
+        c = r["control"]
+        rows.append(("control", "", spread(c) if c["mean"] is not None else c["status"], *cost(c), ""))
+    rows += [(t["trial"], f"{t['reward']:.4f}", spread(t), *cost(t), f"{t['seconds'] or 0:.1f}")
+             for t in r["top"][:top]]
+    _table(f"{r['run']}: {r['method']}, {r['finished']} trials ({r['failed']} failed) + the control",
+           ["trial", "search reward", "mean ± std (seeds)", "params", "FLOPs", "seconds"], rows)
+    if r.get("noise") is not None:
+        console.print(f"proxy seed noise (pooled std over re-scored genotypes): {r['noise']:.4f}")
+    if r.get("verdict"):
+        console.print(f"verdict: {r['verdict']['text']}")
 
 
 @runs_app.command("list")
@@ -430,17 +448,19 @@ def export_cmd(run: RunArg, top: Annotated[int, typer.Option(help="How many of t
 
     Example: [cyan]nascli export runs/s1 --top 3[/]
     """
+    from .search import ranked
     from .store import RunStore
 
     store = RunStore(run, create=False)
-    best = store.top(top)
+    best = ranked(store)[:top]
     store.close()
     folder = out or run / "export"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for rank, t in enumerate(best, start=1):
-        path = folder / f"rank{rank}_trial{t.id}.json"
-        path.write_text(json.dumps({**json.loads(t.genotype), "reward": t.reward}, indent=2))
+        path = folder / f"rank{rank}_trial{t['trial']}.json"
+        path.write_text(json.dumps({**json.loads(t["genotype"]), "reward": t["reward"], "mean": t["mean"],
+                                    "std": t["std"]}, indent=2))
         paths.append(str(path))
     _emit_json(paths) if as_json else console.print("\n".join(paths) or "no finished trials")
 
@@ -456,7 +476,7 @@ def retrain_cmd(
     checkpoint: Annotated[Path | None, typer.Option(help="Baseline checkpoint (default: the one the run's cache was built from).")] = None,
     weights: Annotated[Path | None, typer.Option(help="Start the backbone from this torchvision state_dict instead of the baseline's.")] = None,
     data: Annotated[Path | None, typer.Option(help="Training COCO json (default: the baseline's).")] = None,
-    val: Annotated[Path | None, typer.Option(help="COCO json to evaluate on (default: the cache's meta-val).")] = None,
+    val: Annotated[Path | None, typer.Option(help="Test COCO json to evaluate on: images the search never saw (required).")] = None,
     image_dir: ImageDirOpt = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the baseline's schedule).")] = None,
     width: Annotated[int | None, typer.Option(min=8, help="Decoder width, e.g. 128 or 256 (default: the baseline's).")] = None,
@@ -524,6 +544,8 @@ def _print_compare(r: dict) -> None:
     if not r["rows"]:
         console.print("no retrained architectures yet: run [cyan]nascli retrain RUN[/]")
     for run, f in r["fidelity"].items():
+        if f.get("verdict"):
+            console.print(f"search verdict {run}: {f['verdict']}")
         if f["kendall_tau"] is None:
             console.print(f"proxy fidelity {run}: needs 2+ retrained architectures with a proxy reward (has {f['n']})")
         else:

@@ -69,13 +69,20 @@ class ProxySpec(Spec):
     head_blocks: int = Field(5, ge=0)
     fpn_ops: list[str] = ["sep3x3", "sep3x3_d3", "sep5x5_d6", "skip", "deform3x3"]
     head_ops: list[str] = ["sep3x3", "sep3x3_d3", "sep5x5_d6", "skip", "deform3x3"]
-    epochs: int = Field(15, ge=1)
+    epochs: int = Field(15, ge=1, description="passes over meta-train (at least; see min_steps)")
+    min_steps: int = Field(0, ge=0, description="optimiser steps at least: more epochs on a small meta-train")
     batch_size: int = Field(200, ge=1)
     lr: float = Field(8e-4, gt=0)
     polyak: float = Field(0.9, ge=0, lt=1, description="decay of the weight average used for scoring")
     max_train_samples: int | None = Field(None, ge=1)
     max_val_samples: int | None = Field(None, ge=1)
     controller: dict = Field(default_factory=dict, description="options of the LSTM+PPO controller")
+    control: Optional[str] = Field(
+        None, description="the control arm, scored first outside the budget: zoo:NAME or a genotype "
+                          "json (default: the family's hand design, FPN + FCOS head with the baseline's "
+                          "tower depth for nas-fcos, zoo:fpn-retinanet for nas-fpn)")
+    rescore_top: int = Field(3, ge=0, description="the best K trials re-scored with fresh seeds at the end")
+    rescore_seeds: int = Field(3, ge=2, description="seeds per re-scored genotype (and for the control)")
 
 
 def resolve_proxy(name_or_path) -> Path:

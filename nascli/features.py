@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CacheError, SpecError
+from .errors import CacheError, DataError, SpecError
 
 FORMAT = "nascli-features/2"  # 2: + RetinaNet anchor targets
 FEATURE_LEVELS = ("c2", "c3", "c4", "c5")
@@ -127,6 +127,8 @@ def build_cache(data, val, out_dir=None, checkpoint=None, backbone: str | None =
                                          "image_ids": hashlib.sha256(str(ds.image_ids).encode()).hexdigest()}
     if datasets["train"].class_names != datasets["val"].class_names:
         raise SpecError(f"{val}: field 'categories' differs from {data}'s")
+    if checkpoint is not None:
+        _refuse_leak(checkpoint, ckpt, val, datasets["val"])
     key = cache_key(key_fields)
     out_dir = default_cache_dir(out_dir)
     final = out_dir / f"{key}.h5"
@@ -137,6 +139,7 @@ def build_cache(data, val, out_dir=None, checkpoint=None, backbone: str | None =
     started = time.perf_counter()
     # Where the request came from (not part of the key): what `retrain` defaults to.
     sources = {"checkpoint": str(checkpoint) if checkpoint else None, "data": str(data), "val": str(val),
+               "model_args": ckpt["model_args"] if checkpoint is not None else None,
                "image_dir": str(image_dir) if image_dir else None,
                "val_image_dir": str(val_image_dir) if val_image_dir else None}
     computed = _write(partial, key, key_fields, sources, datasets, net, levels, crop, crops_per_image,
@@ -145,6 +148,18 @@ def build_cache(data, val, out_dir=None, checkpoint=None, backbone: str | None =
     os.replace(partial, final)
     return {"path": str(final), "key": key, "reused": False, "computed_samples": computed,
             "seconds": time.perf_counter() - started, **describe(final)}
+
+
+def _refuse_leak(checkpoint, ckpt: dict, val, val_dataset) -> None:
+    """A backbone that trained on meta-val images would make every candidate look better on them
+    than it is: refuse it (checkpoints record their training images; older ones cannot be checked)."""
+    from .data.split import shared_images
+
+    leaked = shared_images(ckpt.get("train_images") or (), val_dataset)
+    if leaked:
+        raise DataError(f"{checkpoint}: field 'train_images' includes {len(leaked)} of the {len(val_dataset)} "
+                        f"meta-val images of {val} (e.g. {Path(leaked[0]).name}); train the baseline on "
+                        f"meta-train only, so the search scores on images its backbone never saw")
 
 
 def _open_partial(partial: Path, key: str):

@@ -1,15 +1,25 @@
 """Train and score one candidate decoder on cached features: the search's reward.
 
-The candidate trains on meta-train crops with Adam for a fixed number of epochs while a Polyak
-(exponential) average of its weights is kept; the averaged weights are scored on meta-val, by
-R = -(L_cls + L_reg + L_ctr), the detector's losses summed over the meta-val batches (NAS-FCOS
-§3.3), or by the AP@[.5:.95] of its detections on the meta-val crops (NAS-FPN §4.2), computed by
-the numba AP kernel. A loss that turns NaN/inf, or running out of memory, makes a failed trial,
-never a crashed search.
+The candidate trains on meta-train crops with Adam while a Polyak (exponential) average of its
+weights is kept; the averaged weights are scored on meta-val, by R = -(L_cls + L_reg + L_ctr),
+the detector's losses summed over the meta-val batches (NAS-FCOS §3.3), or by the AP@[.5:.95] of
+its detections on the meta-val crops (NAS-FPN §4.2), computed by the numba AP kernel.
+
+What makes two rewards comparable (the evaluation protocol of DESIGN.md):
+- the average warms up (decay min(polyak, (1+t)/(10+t)) at step t), so the first steps' weights
+  do not dominate a short run; it averages parameters only;
+- BatchNorm statistics of the averaged model are recomputed on meta-train, with no gradient,
+  before scoring (averaged running statistics of a short run are mostly their initial values);
+- batches come in one order for every candidate of a search (`data_seed`, the run's seed): the
+  trial's own `seed` draws only the initial weights, so two candidates are a paired comparison.
+
+A loss that turns NaN/inf, or running out of memory, makes a failed trial, never a crashed search.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -50,44 +60,103 @@ def _open_split(path: str, split: str) -> CachedSplit:
     return CachedSplit(path, split)
 
 
-def evaluate(genotype, spec: ProxySpec, cache_path, seed: int = 0) -> TrialResult:
-    """The reward of one genotype (of any space: retrain scores the hand-designed baseline too);
-    pure in its arguments, so any executor can run it."""
+def evaluate(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_seed: int = 0) -> TrialResult:
+    """The reward of one genotype (of any space: the control is scored the same way); pure in its
+    arguments, so any executor can run it. `seed` draws the initial weights, `data_seed` the
+    batch order (the same for every candidate of a search)."""
     started = time.perf_counter()
-    torch.manual_seed(seed)
     train, val = _open_split(str(cache_path), "train"), _open_split(str(cache_path), "val")
-    decoder = build_decoder(genotype, train.in_channels(), len(train.classes), spec.width)
-    shapes = {lv: tuple(train.group[lv].shape[1:]) for lv in train.levels}
-    cost = nas_fcos.cost(decoder, shapes)
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=spec.lr)
-    averaged = torch.optim.swa_utils.AveragedModel(
-        decoder, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(spec.polyak), use_buffers=True)
     try:
-        for epoch in range(spec.epochs):
-            decoder.train()
-            for batch in train.batches(spec.batch_size, True, seed * 1000 + epoch,
-                                       limit=spec.max_train_samples):
-                loss = sum(decoder.loss_from_batch(decoder(batch), batch).values())
-                if not torch.isfinite(loss):
-                    return TrialResult("failed", reason=f"loss diverged ({loss.item()}) in epoch {epoch + 1}",
-                                       seconds=time.perf_counter() - started, **cost)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                averaged.update_parameters(decoder)
-        scorer = averaged.module.eval()
+        scorer, cost = train_candidate(genotype, spec, train, seed, data_seed)
         # AP ranks detections by score: a short proxy run is rarely calibrated above the usual 0.05
         # threshold, so the reward keeps the best 100 boxes per level (then NMS, best 100 per image).
         scorer.score_thresh, scorer.topk_per_level = 0.0, 100
         losses, ap = _score(scorer, val, spec, reward_kind(spec) == "ap")
+    except Diverged as e:
+        return TrialResult("failed", reason=str(e), seconds=time.perf_counter() - started, **e.cost)
     except torch.OutOfMemoryError:
-        return TrialResult("failed", reason="out of memory", seconds=time.perf_counter() - started, **cost)
+        return TrialResult("failed", reason="out of memory", seconds=time.perf_counter() - started)
     total = sum(losses.values())
     if not torch.isfinite(torch.tensor(total)):
         return TrialResult("failed", reason="validation loss is not finite", losses=losses,
                            seconds=time.perf_counter() - started, **cost)
     reward = ap["AP"] if reward_kind(spec) == "ap" else -total
     return TrialResult("done", reward=reward, losses=losses, ap=ap, seconds=time.perf_counter() - started, **cost)
+
+
+class Diverged(Exception):
+    """A candidate's training loss became NaN or infinite (a failed trial, with its cost)."""
+
+    def __init__(self, message: str, cost: dict):
+        super().__init__(message)
+        self.cost = cost
+
+
+def train_candidate(genotype, spec: ProxySpec, train: CachedSplit, seed: int = 0, data_seed: int = 0):
+    """Trains the candidate on meta-train; returns (the model to score, its cost). The model to
+    score is the warmed-up Polyak average with BatchNorm statistics recomputed on meta-train."""
+    torch.manual_seed(seed)
+    decoder = build_decoder(genotype, train.in_channels(), len(train.classes), spec.width)
+    shapes = {lv: tuple(train.group[lv].shape[1:]) for lv in train.levels}
+    cost = nas_fcos.cost(decoder, shapes)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=spec.lr)
+    average = PolyakAverage(decoder, spec.polyak)
+    samples = len(train) if spec.max_train_samples is None else min(len(train), spec.max_train_samples)
+    epochs = max(spec.epochs, math.ceil(spec.min_steps / math.ceil(samples / spec.batch_size)))
+    for epoch in range(epochs):
+        decoder.train()
+        for batch in train.batches(spec.batch_size, True, data_seed * 1000 + epoch, limit=spec.max_train_samples):
+            loss = sum(decoder.loss_from_batch(decoder(batch), batch).values())
+            if not torch.isfinite(loss):
+                raise Diverged(f"loss diverged ({loss.item()}) in epoch {epoch + 1}", cost)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            average.update(decoder)
+    scorer = average.module
+    recompute_batchnorm(scorer, train.batches(spec.batch_size, False, limit=spec.max_train_samples))
+    return scorer.eval(), cost
+
+
+class PolyakAverage:
+    """An exponential moving average of a model's parameters with warm-up: at step t the decay is
+    min(decay, (1 + t) / (10 + t)) (TensorFlow's ExponentialMovingAverage with num_updates), so
+    early weights fade out instead of dominating a run of ~100 steps. Buffers are not averaged:
+    BatchNorm statistics are recomputed for the averaged weights (`recompute_batchnorm`)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.module = copy.deepcopy(model)
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay, self.steps = decay, 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        averaged, current = list(self.module.parameters()), [p.detach() for p in model.parameters()]
+        torch._foreach_lerp_(averaged, current, 1.0 - decay)
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: torch.nn.Module, batches) -> None:
+    """Sets every BatchNorm's running statistics to the average over `batches` of its batch
+    statistics, with the model's current weights and no gradient (torch.optim.swa_utils.update_bn
+    for feature-cache batches). Models without BatchNorm are left as they are."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+    was_training = model.training
+    model.train()
+    for batch in batches:
+        model(batch)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
 
 
 def reward_kind(spec: ProxySpec) -> str:

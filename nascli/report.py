@@ -11,14 +11,19 @@ from .store import RunStore
 
 
 def reward_figure(run_dir, out=None) -> Path:
-    """PNG of every finished trial's reward and the running best, against the trial number."""
+    """PNG of every finished trial's reward and the running best against the trial number, with
+    the control's mean as a line and the proxy's seed noise as a band around it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .search import summarize
+
     store = RunStore(run_dir, create=False)
-    meta, rows = store.meta(), [t for t in store.trials() if t.status == "done"]
+    meta, rows = store.meta(), [t for t in store.trials("id > 0") if t.status == "done"]
+    summary = summarize(store)
+    control, noise = summary["control"], summary["noise"]
     store.close()
     out = Path(out or Path(run_dir) / "rewards.png")
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -27,7 +32,13 @@ def reward_figure(run_dir, out=None) -> Path:
         best = [max(rewards[:i + 1]) for i in range(len(rewards))]
         ax.scatter(ids, rewards, s=12, alpha=0.6, label="trial reward")
         ax.plot(ids, best, color="C3", label="best so far")
-        ax.legend()
+    if control and control["mean"] is not None:
+        ax.axhline(control["mean"], color="k", lw=1.2, label=f"control (mean of {control['seeds']} seeds)")
+        if noise is not None:
+            ax.axhspan(control["mean"] - noise, control["mean"] + noise, color="k", alpha=0.1,
+                       label="± proxy seed noise")
+    if rows or control:
+        ax.legend(fontsize=8)
     ax.set_xlabel("trial")
     ax.set_ylabel("AP on meta-val" if meta.get("space") == "nas-fpn" else "reward = -(sum of losses) on meta-val")
     ax.set_title(f"{Path(run_dir).name}: {meta.get('method', '?')}")
@@ -43,7 +54,7 @@ def list_runs(root="runs") -> list[dict]:
     for db in sorted(Path(root).glob("*/run.db")):
         store = RunStore(db.parent, create=False)
         meta, best = store.meta(), store.top(1)
-        rows = store.trials()
+        rows = store.trials("id > 0")
         out.append({"run": str(db.parent), "method": meta.get("method"), "target": meta.get("trials"),
                     "finished": sum(t.status != "pending" for t in rows),
                     "failed": sum(t.status == "failed" for t in rows),
@@ -125,12 +136,23 @@ def compare(runs) -> dict:
         enough = len(scored) >= 2
         fidelity[str(run)] = {"n": len(scored), "kendall_tau": kendall_tau(*pairs) if enough else None,
                               "spearman_rho": spearman_rho(*pairs) if enough else None,
-                              "architectures": [r["name"] for r in scored]}
+                              "architectures": [r["name"] for r in scored], "verdict": _verdict(run)}
     done = [k for k, r in enumerate(rows) if r["status"] == "done"]
     front = pareto_front([rows[k]["flops"] for k in done], [rows[k]["AP"] for k in done])
     for k, r in enumerate(rows):
         r["pareto"] = k in {done[f] for f in front}
     return {"rows": rows, "fidelity": fidelity}
+
+
+def _verdict(run) -> str | None:
+    """The search's own verdict (best re-scored candidate vs the control, on the proxy)."""
+    from .search import summarize
+
+    store = RunStore(run, create=False)
+    try:
+        return summarize(store)["verdict"]["text"] if store.control() is not None else None
+    finally:
+        store.close()
 
 
 _COMPARED = ("AP", "AP50", "AP75", "APs", "APm", "APl", "params", "flops", "flops_input", "latency_ms",

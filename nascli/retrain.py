@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ProxySpec, TrainConfig, load_spec, validate
-from .errors import CacheError, NascliError, SpecError
+from .errors import CacheError, DataError, NascliError, SpecError
 from .runtime import load_checkpoint
 from .store import RunStore
 from .train import TrainingDiverged, train
@@ -40,12 +40,23 @@ class Candidate:
 
 
 def candidates(store: RunStore, top: int, archs, baseline_convs: int) -> list[Candidate]:
-    """The baseline, then the run's `top` best finished trials, then each `--arch` genotype."""
+    """The reference row, then the run's `top` best trials (re-scored ones by their mean over
+    seeds first), then each `--arch` genotype. The reference is the run's control (the family's
+    hand design: FPN + RetinaNet head for a NAS-FPN run) with its mean reward; a run without one
+    (older, or made by --arch alone) gets the FPN + FCOS head as the baseline had it."""
+    from .search import ranked, seed_stats
     from .spaces import fpn_fcos, load_genotype
 
-    out = [Candidate(BASELINE, fpn_fcos.Genotype(num_convs=baseline_convs))]
-    for t in store.top(top):
-        out.append(Candidate(f"trial-{t.id}", load_genotype(t.genotype, f"trial {t.id}"), t.id, t.reward))
+    control = store.control()
+    if control is not None:
+        mean = seed_stats(list(store.scores(0).get(0, {}).values()))["mean"]
+        out = [Candidate(BASELINE, load_genotype(control.genotype, "control"), reward=mean)]
+    else:
+        out = [Candidate(BASELINE, fpn_fcos.Genotype(num_convs=baseline_convs))]
+    for t in ranked(store)[:top]:
+        reward = t["mean"] if t["mean"] is not None else t["reward"]
+        out.append(Candidate(f"trial-{t['trial']}", load_genotype(t["genotype"], f"trial {t['trial']}"),
+                             t["trial"], reward))
     for arch in archs:
         name = str(arch).replace("zoo:", "zoo-") if str(arch).startswith("zoo:") else Path(arch).stem
         out.append(Candidate(name, load_genotype(arch)))
@@ -53,7 +64,10 @@ def candidates(store: RunStore, top: int, archs, baseline_convs: int) -> list[Ca
 
 
 def _inputs(store: RunStore, checkpoint, val, val_image_dir):
-    """Baseline checkpoint and evaluation set: given, else where the run's cache was built from."""
+    """Baseline checkpoint (given, else the one the run's cache was built from) and the test split
+    to evaluate on, which must share no image with the meta-val the search selected on."""
+    from .data.coco import CocoDetection
+    from .data.split import shared_images
     from .features import describe
 
     sources = {}
@@ -64,12 +78,20 @@ def _inputs(store: RunStore, checkpoint, val, val_image_dir):
         except CacheError:  # an older cache format: the options must say what it would have
             sources = {}
     checkpoint = checkpoint or sources.get("checkpoint")
-    val = val or sources.get("val")
     if checkpoint is None:
         raise SpecError(f"{store.run_dir}: give --checkpoint (the baseline whose backbone and schedule "
                         f"retraining uses); the run's cache does not record one")
     if val is None:
-        raise SpecError(f"{store.run_dir}: give --val (the COCO json to evaluate on)")
+        raise SpecError(f"{store.run_dir}: give --val TEST.json, a test split the search never saw "
+                        f"(not the meta-val that selected the winners)")
+    meta_val = sources.get("val")
+    if meta_val and Path(meta_val).is_file():
+        shared = shared_images(CocoDetection(meta_val, sources.get("val_image_dir")).image_files(),
+                               CocoDetection(val, val_image_dir))
+        if shared:
+            raise DataError(f"{val}: field 'images' shares {len(shared)} images with the search's meta-val "
+                            f"{meta_val} (e.g. {Path(shared[0]).name}); evaluate on a test split the search "
+                            f"never saw")
     return Path(checkpoint), Path(val), val_image_dir or sources.get("val_image_dir")
 
 
@@ -99,7 +121,7 @@ def _proxy_reward(store: RunStore, genotype, seed: int) -> float | None:
     if not meta.get("cache") or not spec_path.is_file() or not Path(meta["cache"]).is_file():
         return None
     try:
-        result = proxy_evaluate(genotype, load_spec(ProxySpec, spec_path), meta["cache"], seed)
+        result = proxy_evaluate(genotype, load_spec(ProxySpec, spec_path), meta["cache"], seed, meta.get("seed", 0))
     except CacheError:  # the run's cache is of an older format: no proxy reward for this row
         return None
     return result.reward if result.status == "done" else None
@@ -148,7 +170,7 @@ def _retrain_one(store, cand: Candidate, base_cfg, overrides, val, val_image_dir
         _check_resumable(last, config)
         return previous
     reward = cand.reward
-    if cand.trial is None:
+    if cand.trial is None and reward is None:
         reward = previous["reward"] if previous and previous["reward"] is not None else \
             _proxy_reward(store, cand.genotype, config.seed)
     genotype = cand.genotype.to_json()

@@ -1,9 +1,15 @@
-"""run_search(): the ask/tell loop over the run database, with crash-safe resume.
+"""run_search(): the evaluation protocol around the ask/tell loop, with crash-safe resume.
 
-Order of events per trial: the strategy asks -> the trial is stored as pending together with the
-strategy's state -> it is evaluated -> its result is committed -> the strategy is told -> the
-trial is marked told together with the new strategy state. A kill at any point loses at most the
-trial in flight, which `resume` re-queues; nothing finished is evaluated twice.
+1. The control (the family's hand-designed decoder) is scored first with `rescore_seeds` seeds,
+   outside the trial budget: its mean is the line to beat, its spread the proxy's seed noise.
+2. The ask/tell loop: the strategy asks -> the trial is stored as pending together with the
+   strategy's state -> it is evaluated (one seed; every candidate sees the same batch order) ->
+   its result is committed -> the strategy is told -> the trial is marked told together with the
+   new strategy state. A kill loses at most the trial in flight, which `resume` re-queues.
+3. The top `rescore_top` trials are re-scored with fresh seeds and ranked by their mean (the
+   search's own seed is left out: it is the one that selected them, and it flatters them).
+4. The verdict: does the best re-scored candidate beat the control by more than the noise?
+Every score is a row in run.db before the next starts, so a resumed run re-runs nothing finished.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from .config import ProxySpec, load_spec, resolve_proxy
 from .errors import NascliError, SpecError, unknown_name
 from .features import describe
 from .proxy import evaluate, space_for
+from .spaces import load_genotype
 from .store import RunStore
 from .strategies import STRATEGIES
 
@@ -82,8 +89,10 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
         strategy.tell(space.genotype_class.from_json(t.genotype), t.reward)
         store.mark_told([t.id], _pack(strategy.state_dict()))
 
-    started, evaluated = time.perf_counter(), 0
-    done_before = store.count() - len(store.pending())
+    started, evaluated, rescored = time.perf_counter(), 0, 0
+    paired = lambda g, s: evaluate_fn(g, spec, cache, s, seed)  # noqa: E731  same batches for all
+    store.add_control(control_genotype(spec, cache, proxy_path).to_json())
+    rescored += _rescore(store, 0, spec.rescore_seeds, seed, paired, on_progress, "control")
     while True:
         queue = store.pending()
         if not queue:
@@ -95,32 +104,136 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
             queue = store.pending()
         trial = queue[0]
         genotype = space.genotype_class.from_json(trial.genotype)
-        result = evaluate_fn(genotype, spec, cache, trial.seed)
+        result = paired(genotype, trial.seed)
         store.finish(trial.id, result.status, result.reward, result.to_dict())
         strategy.tell(genotype, result.reward if result.status == "done" else None)
         store.mark_told([trial.id], _pack(strategy.state_dict()))
         evaluated += 1
         if on_progress:
             best = store.top(1)
-            on_progress({"step": done_before + evaluated, "steps": trials,
+            on_progress({"step": store.count() - len(store.pending()), "steps": trials,
                          "reward": result.reward if result.reward is not None else result.reason,
                          "best": best[0].reward if best else float("nan")})
+    for t in store.top(spec.rescore_top):
+        rescored += _rescore(store, t.id, spec.rescore_seeds, seed, paired, on_progress, f"re-score trial {t.id}")
     summary = summarize(store, top=5)
     summary["seconds"] = time.perf_counter() - started
-    summary["evaluated_now"] = evaluated
+    summary["evaluated_now"], summary["rescored_now"] = evaluated, rescored  # trials; extra seeds
     if summary["top"]:
         (run_dir / "best.json").write_text(json.dumps(json.loads(summary["top"][0]["genotype"]), indent=2))
     store.close()
     return summary
 
 
+def control_genotype(spec: ProxySpec, cache, source):
+    """The control arm: the spec's `control`, else the family's hand design (FPN + FCOS head with
+    the tower depth of the baseline the cache was built from; FPN + RetinaNet head for nas-fpn)."""
+    from .spaces import fpn_fcos, fpn_retinanet
+
+    if spec.control:
+        return load_genotype(spec.control, f"{source}: field 'control'")
+    if spec.space == "nas-fpn":
+        return fpn_retinanet.Genotype()
+    convs = describe(cache).get("sources", {}).get("model_args", {}).get("num_convs", 4)
+    return fpn_fcos.Genotype(num_convs=convs)
+
+
+def rescore_seed(run_seed: int, trial_id: int, k: int) -> int:
+    """The k-th re-scoring seed of a trial: fresh (never a search trial's seed) and reproducible."""
+    return 1_000_000 * (k + 1) + 1000 * run_seed + trial_id
+
+
+def _rescore(store: RunStore, trial_id: int, seeds: int, run_seed: int, paired, on_progress, what) -> int:
+    """Scores trial `trial_id`'s genotype with `seeds` fresh seeds (those not already stored);
+    the control's trial row then holds their mean. Returns how many were evaluated now."""
+    trial = store.trials(f"id = {int(trial_id)}")[0]
+    space = load_genotype(trial.genotype, f"trial {trial_id}")
+    done, evaluated = store.scores(trial_id).get(trial_id, {}), 0
+    for k in range(seeds):
+        s = rescore_seed(run_seed, trial_id, k)
+        if s in done:
+            continue
+        result = paired(space, s)
+        store.add_score(trial_id, s, result.status, result.reward, result.to_dict())
+        evaluated += 1
+        if on_progress:
+            on_progress({"step": k + 1, "steps": seeds, "phase": what,
+                         "reward": result.reward if result.reward is not None else result.reason})
+    if trial_id == 0 and store.control().status == "pending":
+        rewards = [r for r in store.scores(0).get(0, {}).values() if r is not None]
+        mean = sum(rewards) / len(rewards) if rewards else None
+        first = store.db.execute("SELECT metrics FROM scores WHERE trial = 0 ORDER BY seed").fetchone()
+        cost = {k: v for k, v in json.loads(first[0]).items() if k in ("params", "flops")} if first else {}
+        store.finish(0, "done" if rewards else "failed", mean, {"seeds": len(rewards), **cost})
+    return evaluated
+
+
+def seed_stats(rewards) -> dict:
+    """Mean, sample std and count of one genotype's rewards over seeds (failed seeds left out)."""
+    ok = [r for r in rewards if r is not None]
+    n = len(ok)
+    mean = sum(ok) / n if n else None
+    std = (sum((r - mean) ** 2 for r in ok) / (n - 1)) ** 0.5 if n > 1 else None
+    return {"mean": mean, "std": std, "seeds": n, "failed_seeds": len(rewards) - n}
+
+
+def seed_noise(stats: list[dict]) -> float | None:
+    """The proxy's seed noise: the pooled std of every re-scored genotype's rewards over seeds."""
+    parts = [(s["seeds"] - 1, s["std"] ** 2) for s in stats if s["std"] is not None]
+    dof = sum(d for d, _ in parts)
+    return (sum(d * v for d, v in parts) / dof) ** 0.5 if dof else None
+
+
+def verdict(best: dict | None, control: dict | None, noise: float | None) -> dict:
+    """Whether the best re-scored candidate beats the control beyond noise: by more than twice
+    the standard error of the difference of two means, sigma·sqrt(1/n_best + 1/n_control)."""
+    if not control or control.get("mean") is None:
+        return {"beats_control": None, "text": "no verdict: the control failed to train"}
+    if not best or best.get("mean") is None or noise is None:
+        return {"beats_control": None, "text": "no verdict yet: no candidate has been re-scored"}
+    diff = best["mean"] - control["mean"]
+    se = noise * (1 / best["seeds"] + 1 / control["seeds"]) ** 0.5
+    beats = diff > 2 * se
+    text = (f"trial {best['trial']} beats the control by {diff:.4f} (noise ±{noise:.4f}, 2 s.e. {2 * se:.4f})"
+            if beats else f"no candidate beats the hand design beyond noise (best trial {best['trial']}: "
+                          f"{diff:+.4f} vs the control, noise ±{noise:.4f}, 2 s.e. {2 * se:.4f})")
+    return {"beats_control": beats, "difference": diff, "noise": noise, "two_se": 2 * se,
+            "best_trial": best["trial"], "text": text}
+
+
+def ranked(store: RunStore) -> list[dict]:
+    """Search trials best first: the re-scored ones by their mean over fresh seeds, then the
+    others by their single search reward. Each: trial, reward, mean, std, seeds, params, FLOPs,
+    seconds, losses, genotype."""
+    scores = store.scores()
+    rows = []
+    for t in store.trials("status = 'done' AND id > 0", "reward DESC, id"):
+        stats = seed_stats(list(scores[t.id].values())) if t.id in scores else \
+            {"mean": None, "std": None, "seeds": 0, "failed_seeds": 0}
+        rows.append({"trial": t.id, "reward": t.reward, **stats, "params": t.metrics.get("params"),
+                     "flops": t.metrics.get("flops"), "seconds": t.metrics.get("seconds"),
+                     "losses": t.metrics.get("losses"), "genotype": t.genotype})
+    rescored = sorted((r for r in rows if r["mean"] is not None), key=lambda r: (-r["mean"], r["trial"]))
+    return rescored + [r for r in rows if r["mean"] is None]
+
+
 def summarize(store: RunStore, top: int = 5) -> dict:
-    """Counts, the top-k trials (reward, losses, params, FLOPs, genotype) and the reward curve."""
-    rows = store.trials()
+    """Counts, the control, the best trials (re-scored first, by mean), the seed noise, the
+    verdict and the reward curve."""
+    rows = store.trials("id > 0")
+    best = ranked(store)
+    control, scores = store.control(), store.scores()
+    control_row = None
+    if control is not None:
+        control_row = {"trial": 0, "status": control.status, "genotype": control.genotype,
+                       "params": control.metrics.get("params"), "flops": control.metrics.get("flops"),
+                       **seed_stats(list(scores.get(0, {}).values()))}
+    stats = ([control_row] if control_row else []) + [r for r in best if r["mean"] is not None]
+    noise = seed_noise(stats)
+    rescored = best[0] if best and best[0]["mean"] is not None else None
     return {"run": str(store.run_dir), **store.meta(),
             "finished": sum(t.status != "pending" for t in rows),
             "failed": sum(t.status == "failed" for t in rows),
-            "top": [{"trial": t.id, "reward": t.reward, "params": t.metrics.get("params"),
-                     "flops": t.metrics.get("flops"), "seconds": t.metrics.get("seconds"),
-                     "losses": t.metrics.get("losses"), "genotype": t.genotype} for t in store.top(top)],
+            "control": control_row, "noise": noise, "verdict": verdict(rescored, control_row, noise),
+            "top": best[:top],
             "curve": [[t.id, t.reward] for t in rows if t.status == "done"]}

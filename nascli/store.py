@@ -3,6 +3,10 @@
 Every finished trial is committed before the strategy is told about it; the strategy's state is
 saved in the same transaction that marks trials as told, and right after each ask, so after a
 crash or a kill a resumed run re-queues what was in flight and re-runs nothing that finished.
+
+Trial 0 is the control (the hand-designed decoder of the searched family): it is stored like a
+trial but counts outside the budget and is never shown to the strategy. `scores` holds the extra
+seeds of re-scored genotypes (the control and the top K), one row per (trial, seed).
 """
 
 from __future__ import annotations
@@ -27,6 +31,14 @@ CREATE TABLE IF NOT EXISTS trials (
     told INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
     finished REAL
+);
+CREATE TABLE IF NOT EXISTS scores (
+    trial INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('done', 'failed')),
+    reward REAL,
+    metrics TEXT,
+    PRIMARY KEY (trial, seed)
 );
 CREATE TABLE IF NOT EXISTS strategy (id INTEGER PRIMARY KEY CHECK (id = 1), state BLOB NOT NULL, saved REAL);
 CREATE TABLE IF NOT EXISTS retrained (
@@ -87,6 +99,16 @@ class RunStore:
 
     # -- trials
 
+    def add_control(self, genotype: str) -> None:
+        """Records the control as trial 0 (done once every seed of it is scored; never told)."""
+        with self._transaction():
+            self.db.execute("INSERT OR IGNORE INTO trials (id, genotype, status, seed, told, created) "
+                            "VALUES (0, ?, 'pending', 0, 1, ?)", (genotype, time.time()))
+
+    def control(self) -> Trial | None:
+        rows = self.trials("id = 0")
+        return rows[0] if rows else None
+
     def add_pending(self, genotypes: list[str], seeds: list[int], state: bytes) -> list[int]:
         """Records asked trials and the strategy state right after the ask, atomically."""
         now = time.time()
@@ -113,16 +135,35 @@ class RunStore:
                 for r in rows]
 
     def pending(self) -> list[Trial]:
-        return self.trials("status = 'pending'")
+        """Search trials asked but not finished (the control, trial 0, is scored on its own)."""
+        return self.trials("status = 'pending' AND id > 0")
 
     def finished_untold(self) -> list[Trial]:
         return self.trials("status != 'pending' AND told = 0")
 
     def top(self, k: int) -> list[Trial]:
-        return self.trials("status = 'done'", "reward DESC, id")[:k]
+        """The k best search trials by their (single-seed) search reward."""
+        return self.trials("status = 'done' AND id > 0", "reward DESC, id")[:k]
 
     def count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+        """Search trials asked so far (the budget; the control is outside it)."""
+        return self.db.execute("SELECT COUNT(*) FROM trials WHERE id > 0").fetchone()[0]
+
+    # -- re-scoring seeds
+
+    def add_score(self, trial_id: int, seed: int, status: str, reward: float | None, metrics: dict) -> None:
+        with self._transaction():
+            self.db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?)",
+                            (trial_id, seed, status, reward, json.dumps(metrics)))
+
+    def scores(self, trial_id: int | None = None) -> dict:
+        """{trial: {seed: reward or None (failed)}} of the re-scoring seeds (of one trial if given)."""
+        where, args = ("WHERE trial = ?", (trial_id,)) if trial_id is not None else ("", ())
+        out: dict = {}
+        for trial, seed, status, reward in self.db.execute(
+                f"SELECT trial, seed, status, reward FROM scores {where} ORDER BY trial, seed", args):
+            out.setdefault(trial, {})[seed] = reward if status == "done" else None
+        return out
 
     # -- promoted architectures (retrain)
 

@@ -115,6 +115,7 @@ def train(config: TrainConfig, resume: bool = False, on_progress=None) -> dict:
     steps = math.ceil(len(dataset) / config.batch_size)
     total = steps * config.epochs
     classes = {"ids": dataset.class_ids, "names": dataset.class_names}
+    train_images = dataset.image_files()  # so a cache or a test split can prove it never saw them
     for epoch in range(start_epoch, config.epochs):
         dataset.epoch = epoch
         order = torch.Generator().manual_seed(config.seed * 1000 + epoch)
@@ -145,6 +146,6 @@ def train(config: TrainConfig, resume: bool = False, on_progress=None) -> dict:
         save_checkpoint({"kind": "fcos", "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "epoch": epoch + 1, "history": history, "config": config.model_dump(),
                          "model_args": model_args(config, len(dataset.class_ids)), "classes": classes,
-                         "genotype": config.genotype}, last)
+                         "genotype": config.genotype, "train_images": train_images}, last)
     return {"checkpoint": str(last), "epochs": config.epochs, "history": history,
             "device": str(device), "train_seconds": sum(h["seconds"] for h in history)}

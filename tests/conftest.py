@@ -10,15 +10,23 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def tiny_coco(tmp_path_factory):
-    """16 images of 64x64 px, 3 shape classes, split 12 / 4; returns (train_json, val_json)."""
+    """20 images of 64x64 px, 3 shape classes: 4 held out as test.json, the rest split 12 / 4 into
+    meta-train / meta-val; returns (train_json, val_json) (test.json lies beside them)."""
     from nascli.data.split import split_coco
     from nascli.data.synth import make_synthetic
 
     root = tmp_path_factory.mktemp("tiny")
-    instances = make_synthetic(root / "synth", num_images=16, image_size=64, num_classes=3,
+    instances = make_synthetic(root / "synth", num_images=20, image_size=64, num_classes=3,
                                max_objects=4, seed=1)
-    split_coco(instances, root / "train.json", root / "val.json", val=4, seed=0)
+    split_coco(instances, root / "trainval.json", root / "test.json", val=4, seed=0)
+    split_coco(root / "trainval.json", root / "train.json", root / "val.json", val=4, seed=0)
     return root / "train.json", root / "val.json"
+
+
+@pytest.fixture(scope="session")
+def tiny_test(tiny_coco):
+    """The tiny dataset's test split: images neither the baseline nor the search saw."""
+    return tiny_coco[0].parent / "test.json"
 
 
 def _tiny_config(data, out, **kw):
@@ -83,6 +91,8 @@ head_blocks: 2
 epochs: 1
 batch_size: 6
 lr: 0.001
+rescore_top: 2
+rescore_seeds: 2
 controller: {batch: 2}
 """
 

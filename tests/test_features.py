@@ -147,3 +147,18 @@ def test_cli_info_verify_and_bad_file(run_cli, tiny_cache, tmp_path):
     (tmp_path / "junk.h5").write_bytes(b"junk")
     code, _, err = run_cli("cache-features", "--verify", tmp_path / "junk.h5")
     assert code == 2 and "junk.h5" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_trained_on_meta_val_images_is_refused(tiny_coco, tiny_config, tmp_path, run_cli):
+    """The baseline whose features the search trains on must not have seen meta-val: train one on
+    train + val (the whole of trainval.json) and cache-features refuses it, naming the field."""
+    from nascli.train import train
+
+    trainval = tiny_coco[0].parent / "trainval.json"
+    train(tiny_config(trainval, tmp_path / "leaky", epochs=1))
+    ckpt = tmp_path / "leaky" / "last.pt"
+    assert len(load_checkpoint(ckpt)["train_images"]) == 16
+    code, _, err = run_cli("cache-features", "--data", tiny_coco[0], "--val", tiny_coco[1], "--checkpoint", ckpt,
+                           "--crop", 64, "--out", tmp_path / "cache", "--device", "cpu")
+    assert code == 2 and "field 'train_images' includes 4 of the 4 meta-val images" in err
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())

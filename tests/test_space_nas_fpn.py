@@ -159,10 +159,38 @@ def test_nas_fpn_search_runs_and_shows(tiny_cache, tiny_fpn_proxy, tmp_path, run
     r = json.loads(out)
     assert r["finished"] == 3 and r["space"] == "nas-fpn"
     code, out, _ = run_cli("runs", "show", tmp_path / "run", "--json")
-    assert code == 0 and json.loads(json.loads(out)["top"][0]["genotype"])["space"] == "nas-fpn"
+    shown = json.loads(out)
+    assert code == 0 and json.loads(shown["top"][0]["genotype"])["space"] == "nas-fpn"
+    # the control of a NAS-FPN search is the hand-designed RetinaNet (FPN + the same head), scored
+    # by the same AP reward, and it is the reference row retraining promotes
+    assert json.loads(shown["control"]["genotype"])["space"] == "fpn-retinanet"
+    assert 0.0 <= shown["control"]["mean"] <= 1.0 and shown["control"]["seeds"] == 3  # the default
+    from nascli.retrain import candidates
+    from nascli.store import RunStore
+
+    reference = candidates(RunStore(tmp_path / "run", create=False), 1, (), baseline_convs=1)[0]
+    assert reference.name == "baseline" and reference.genotype.space == "fpn-retinanet"
+    code, out, _ = run_cli("runs", "show", tmp_path / "run")
+    assert code == 0 and "control" in out and "verdict:" in out
     code, _, err = run_cli("search", "--method", "nas-fcos", "--proxy", tiny_fpn_proxy, "--cache", tiny_cache,
                            "--trials", 1, "--run", tmp_path / "other")
     assert code == 2 and "field 'space'" in err
+
+
+def test_zoo_fpn_retinanet_matches_torchvision_up_to_its_bn_towers():
+    # torchvision's RetinaNet (v1: FPN with P6/P7 from P5, 4-conv towers with bias, no norm); ours
+    # puts BN after every tower conv as NAS-FPN does, without the conv bias: +8 x (2·256) - 8 x 256.
+    from torchvision.models.detection import retinanet_resnet50_fpn
+
+    from nascli.spaces import build_decoder, zoo
+
+    tv = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=80)
+    expected = sum(p.numel() for m in (tv.backbone.fpn, tv.head) for p in m.parameters()) + 8 * 256
+    decoder = build_decoder(zoo.get("zoo:fpn-retinanet"), {"c3": 512, "c4": 1024, "c5": 2048}, 80, 256)
+    assert sum(p.numel() for p in decoder.parameters()) == expected
+    out = decoder({"c3": torch.zeros(1, 512, 32, 32), "c4": torch.zeros(1, 1024, 16, 16),
+                   "c5": torch.zeros(1, 2048, 8, 8)})
+    assert out["cls_logits"].shape == (1, 9 * (32 * 32 + 16 * 16 + 8 * 8 + 4 * 4 + 2 * 2), 80)
 
 
 def test_anytime_training_and_evaluation_at_every_exit(tiny_coco, tiny_config, tmp_path, run_cli):

@@ -192,6 +192,11 @@ class CocoDetection:
     def image_path(self, image_id) -> Path:
         return self.image_dir / self.coco.imgs[image_id]["file_name"]
 
+    def image_files(self) -> list[str]:
+        """Every image's resolved path: what `train` records and the leak checks compare (the same
+        file on disk is the same image, whatever json or id refers to it)."""
+        return [str(self.image_path(i).resolve()) for i in self.image_ids]
+
     def load_image(self, image_id) -> Image.Image:
         path = self.image_path(image_id)
         try:

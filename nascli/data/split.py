@@ -36,3 +36,9 @@ def split_coco(ann_path, out_train, out_val, val: float = 0.3, seed: int = 0,
         write_json({**part, "info": info}, out)
     return {"train": str(out_train), "val": str(out_val),
             "train_images": len(train_ids), "val_images": len(val_ids), "seed": seed}
+
+
+def shared_images(files, dataset) -> list[str]:
+    """The images of `dataset` (a CocoDetection) whose resolved files are among `files`."""
+    seen = set(files)
+    return [f for f in dataset.image_files() if f in seen]

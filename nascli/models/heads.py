@@ -14,6 +14,19 @@ def group_count(width: int) -> int:
     return max(1, min(32, width // 8))
 
 
+def init_head_convs(head: nn.Module) -> None:
+    """FCOS's head initialisation, for hand-designed and searched towers alike: every convolution
+    (deformable ones too) N(0, 0.01) with zero bias. A conv marked `keep_init` is left alone (the
+    zero-initialised offsets that make a deformable conv start as a plain one)."""
+    from torchvision.ops import DeformConv2d
+
+    for m in head.modules():
+        if isinstance(m, (nn.Conv2d, DeformConv2d)) and not getattr(m, "keep_init", False):
+            nn.init.normal_(m.weight, std=0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 def _tower(width: int, depth: int) -> nn.Sequential:
     layers = []
     for _ in range(depth):
@@ -51,11 +64,7 @@ class FCOSHead(nn.Module):
         self.ctr_pred = nn.Conv2d(width, 1, 3, padding=1)
         self.scales = nn.Parameter(torch.ones(len(strides)))
         self.strides = tuple(strides)
-        convs = [*self.modules()] if towers is None else [self.cls_logits, self.box_pred, self.ctr_pred]
-        for m in convs:
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.01)
-                nn.init.zeros_(m.bias)
+        init_head_convs(self)
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
         # Initial boxes reach one stride to each side of their location. From zero-size boxes
         # GIoU has almost no gradient, and a ReLU pushed below zero never recovers: searched

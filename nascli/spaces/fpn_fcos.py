@@ -23,9 +23,10 @@ class Genotype:
 
     @classmethod
     def from_json(cls, text, source: str = "genotype") -> Genotype:
+        space = cls.__dataclass_fields__["space"].default  # a subclass's own tag (fpn-retinanet)
         data = json.loads(text) if isinstance(text, str) else dict(text)
-        if data.get("space") != SPACE or data.get("version") != VERSION:
-            raise SpecError(f"{source}: field 'space'/'version' is not {SPACE!r} / {VERSION}")
+        if data.get("space") != space or data.get("version") != VERSION:
+            raise SpecError(f"{source}: field 'space'/'version' is not {space!r} / {VERSION}")
         return cls(num_convs=int(data.get("num_convs", 4)))
 
 
