@@ -11,7 +11,7 @@ SEED ?= 0
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: install demo test bench bench-search bench-proxy bccd bccd-nas-fcos clean
+.PHONY: install demo test bench bench-search bench-proxy fidelity bccd bccd-nas-fcos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ PIPE_TEST ?= 40
 PIPE_VAL ?= 40
 PIPE_SIZE ?= 256
 PIPE_EPOCHS ?= 12
-PIPE_TRIALS ?= 16
+PIPE_TRIALS ?= 8
 PIPE_TOP ?= 1
 PIPE_RETRAIN_EPOCHS ?= 4
 PROXY_nas-fcos := nas-fcos-demo
@@ -98,6 +98,15 @@ bccd-nas-fcos: $(STAMP)
 # and the control and 20 random genotypes before and after the proxy's correctness fixes.
 bench-proxy: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_proxy --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --seed $(SEED)
+
+# Proxy fidelity on the synthetic default (README): the demo's run (made first if missing), its
+# control, best 3 and 6 random genotypes, each scored by the proxy with 3 seeds and retrained with
+# the demo's recipe, evaluated on the test split. Resumable: rerun after a kill.
+FIDELITY_RUN ?= $(DEMO)/run
+FIDELITY_TEST ?= $(DEMO)/test.json
+fidelity: $(STAMP)
+	test -f $(FIDELITY_RUN)/run.db || $(MAKE) demo
+	$(BIN)/python -m benchmarks.bench_fidelity --run $(FIDELITY_RUN) --test $(FIDELITY_TEST) --epochs $(PIPE_RETRAIN_EPOCHS) --seed $(SEED)
 
 clean:
 	rm -rf pipelines bccd .pytest_cache

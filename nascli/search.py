@@ -147,13 +147,13 @@ def _rescore(store: RunStore, trial_id: int, seeds: int, run_seed: int, paired, 
     """Scores trial `trial_id`'s genotype with `seeds` fresh seeds (those not already stored);
     the control's trial row then holds their mean. Returns how many were evaluated now."""
     trial = store.trials(f"id = {int(trial_id)}")[0]
-    space = load_genotype(trial.genotype, f"trial {trial_id}")
+    genotype = load_genotype(trial.genotype, f"trial {trial_id}")
     done, evaluated = store.scores(trial_id).get(trial_id, {}), 0
     for k in range(seeds):
         s = rescore_seed(run_seed, trial_id, k)
         if s in done:
             continue
-        result = paired(space, s)
+        result = paired(genotype, s)
         store.add_score(trial_id, s, result.status, result.reward, result.to_dict())
         evaluated += 1
         if on_progress:
@@ -187,7 +187,9 @@ def seed_noise(stats: list[dict]) -> float | None:
 def verdict(best: dict | None, control: dict | None, noise: float | None) -> dict:
     """Whether the best re-scored candidate beats the control beyond noise: by more than twice
     the standard error of the difference of two means, sigma·sqrt(1/n_best + 1/n_control)."""
-    if not control or control.get("mean") is None:
+    if not control:
+        return {"beats_control": None, "text": "no verdict: this run has no control (made before the protocol)"}
+    if control.get("mean") is None:
         return {"beats_control": None, "text": "no verdict: the control failed to train"}
     if not best or best.get("mean") is None or noise is None:
         return {"beats_control": None, "text": "no verdict yet: no candidate has been re-scored"}

@@ -1,0 +1,193 @@
+"""Proxy fidelity: does the proxy's ranking predict the retrained AP? (`make fidelity`)
+
+For a finished search run (its cache, its control, its re-scored best trials), N architectures
+that span the space: the control, the best `--top` trials of the search, and `--random`
+uniformly sampled genotypes (a spread of quality is what makes tau informative). Each is scored by
+the run's proxy (mean of `--seeds` seeds, paired batches) and retrained end to end with one recipe
+for all (`nascli retrain`: the baseline's backbone, schedule and data, `--epochs`), then evaluated
+on the test split. Reported: Kendall tau-b with a bootstrap 90% interval, Spearman rho, the proxy's
+seed noise, the retrained AP's seed noise (a second training seed for the control and the best
+trial), and a figure (proxy mean ± std against AP).
+
+Resumable: every retrained architecture is a row in the run database (RUN/run.db for the first
+seed, RUN/fidelity-seed2/run.db for the second) and every proxy score a line in
+RUN/fidelity/proxy.json, so a killed run continues where it stopped.
+
+`python -m benchmarks.bench_fidelity --run pipelines/nas-fcos/run --test pipelines/nas-fcos/test.json`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+
+def architectures(run: Path, top: int, random: int, seed: int) -> list[tuple[str, object]]:
+    """(name, genotype): the control, the run's best `top` (re-scored first), `random` samples."""
+    from nascli.config import ProxySpec, load_spec
+    from nascli.proxy import space_for
+    from nascli.search import ranked
+    from nascli.spaces import load_genotype
+    from nascli.store import RunStore
+    from nascli.strategies.random import RandomStrategy
+
+    store = RunStore(run, create=False)
+    try:
+        out = [("baseline", load_genotype(store.control().genotype, "control"))]
+        out += [(f"trial-{t['trial']}", load_genotype(t["genotype"])) for t in ranked(store)[:top]]
+    finally:
+        store.close()
+    space = space_for(load_spec(ProxySpec, run / "spec.yaml"))
+    out += [(f"random-{k}", g) for k, g in enumerate(RandomStrategy(space, seed=10_000 + seed).ask(random))]
+    return out
+
+
+def proxy_scores(run: Path, archs, seeds: int) -> dict:
+    """{name: [reward per seed]}, computed once per (architecture, seed) and kept in a json."""
+    from nascli.config import ProxySpec, load_spec
+    from nascli.proxy import evaluate
+    from nascli.search import rescore_seed
+    from nascli.store import RunStore
+
+    path = run / "fidelity" / "proxy.json"
+    path.parent.mkdir(exist_ok=True)
+    done = json.loads(path.read_text()) if path.is_file() else {}
+    store = RunStore(run, create=False)
+    meta = store.meta()
+    store.close()
+    spec = load_spec(ProxySpec, run / "spec.yaml")
+    for k, (name, genotype) in enumerate(archs):
+        while len(done.get(name, [])) < seeds:
+            s = rescore_seed(meta["seed"], 500 + k, len(done.get(name, [])))
+            r = evaluate(genotype, spec, meta["cache"], s, meta["seed"])
+            done.setdefault(name, []).append(r.reward if r.status == "done" else None)
+            path.write_text(json.dumps(done, indent=1))
+            print(f"proxy {name} seed {len(done[name])}: {done[name][-1]}", flush=True)
+    return done
+
+
+def retrained(run: Path, archs, test: Path, epochs: int | None, top: int, seed2_names) -> tuple[dict, dict]:
+    """{name: AP} for every architecture (first training seed), and {name: AP} for the second
+    training seed of `seed2_names`. Each architecture is retrained by `nascli retrain`."""
+    from nascli.retrain import retrain
+    from nascli.runtime import load_checkpoint
+
+    folder = run / "fidelity"
+    files = []
+    for name, genotype in archs:
+        if name.startswith("random-"):
+            path = folder / f"{name}.json"
+            path.write_text(genotype.to_json())
+            files.append(str(path))
+    progress = lambda e: print(f"  {e['arch']} epoch {e['epoch']}/{e['epochs']} step {e['step']}/{e['steps']}",  # noqa: E731
+                               flush=True) if e["step"] == e["steps"] else None
+    first = retrain(run, top=top, archs=files, val=test, epochs=epochs, device="cpu", on_progress=progress)
+    ap = {r["name"]: r["metrics"].get("AP") if r["status"] == "done" else None for r in first["rows"]}
+    base_seed = load_checkpoint(first["checkpoint"])["config"]["seed"]
+    second_run = run / "fidelity-seed2"
+    extra = []
+    for name in seed2_names:
+        if name != "baseline":
+            path = folder / f"{name}.json"
+            path.write_text(dict(archs)[name].to_json())
+            extra.append(str(path))
+    second = retrain(second_run, top=0, archs=extra, checkpoint=first["checkpoint"], val=test, epochs=epochs,
+                     seed=base_seed + 1, device="cpu", on_progress=progress)
+    ap2 = {r["name"]: r["metrics"].get("AP") if r["status"] == "done" else None for r in second["rows"]}
+    return ap, ap2
+
+
+def bootstrap_tau(x, y, rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The 5th and 95th percentiles of Kendall tau-b over architectures resampled with replacement."""
+    from nascli.report import kendall_tau
+
+    rng = np.random.default_rng(seed)
+    x, y = np.asarray(x), np.asarray(y)
+    taus = []
+    for _ in range(rounds):
+        pick = rng.integers(0, len(x), len(x))
+        t = kendall_tau(x[pick], y[pick])
+        if not math.isnan(t):
+            taus.append(t)
+    return float(np.percentile(taus, 5)), float(np.percentile(taus, 95))
+
+
+def figure(rows, result, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for r in rows:
+        color = "C3" if r["name"] == "baseline" else ("C2" if r["name"].startswith("trial") else "C0")
+        ax.errorbar(r["proxy_mean"], 100 * r["AP"], xerr=r["proxy_std"] or 0, fmt="o", color=color, capsize=3)
+        ax.annotate(r["name"], (r["proxy_mean"], 100 * r["AP"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    lo, hi = result["tau_interval"]
+    ax.set_title(f"proxy fidelity over {result['n']} architectures: Kendall tau {result['kendall_tau']:.2f} "
+                 f"[{lo:.2f}, {hi:.2f}], rho {result['spearman_rho']:.2f}", fontsize=9)
+    ax.set_xlabel("proxy reward (mean ± std over seeds)")
+    ax.set_ylabel("retrained AP on the test split (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run(run_dir, test, top: int, random: int, seeds: int, epochs: int | None, seed: int, out: Path) -> dict:
+    from nascli.report import kendall_tau, spearman_rho
+
+    run_dir = Path(run_dir)
+    archs = architectures(run_dir, top, random, seed)
+    proxy = proxy_scores(run_dir, archs, seeds)
+    best_trial = next(name for name, _ in archs if name.startswith("trial-"))
+    ap, ap2 = retrained(run_dir, archs, Path(test), epochs, top, ["baseline", best_trial])
+    rows = []
+    for name, _ in archs:
+        rewards = [r for r in proxy[name] if r is not None]
+        if ap.get(name) is None or not rewards:
+            continue
+        rows.append({"name": name, "proxy_mean": statistics.fmean(rewards),
+                     "proxy_std": statistics.stdev(rewards) if len(rewards) > 1 else None, "AP": ap[name]})
+    x, y = [r["proxy_mean"] for r in rows], [r["AP"] for r in rows]
+    variances = [r["proxy_std"] ** 2 for r in rows if r["proxy_std"] is not None]
+    ap_pairs = [(ap[n], ap2[n]) for n in ap2 if ap.get(n) is not None and ap2.get(n) is not None]
+    result = {"n": len(rows), "kendall_tau": kendall_tau(x, y), "spearman_rho": spearman_rho(x, y),
+              "tau_interval": bootstrap_tau(x, y, seed=seed),
+              "proxy_seed_noise": math.sqrt(statistics.fmean(variances)) if variances else None,
+              "ap_seed_noise": math.sqrt(statistics.fmean((a - b) ** 2 / 2 for a, b in ap_pairs)) if ap_pairs else None,
+              "ap_seed_pairs": {n: [ap[n], ap2[n]] for n in ap2}, "rows": rows}
+    out.write_text(json.dumps(result, indent=1))
+    figure(rows, result, out.with_suffix(".png"))
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="a finished search run (with its control)")
+    parser.add_argument("--test", required=True, help="the test split (COCO json) to evaluate on")
+    parser.add_argument("--top", type=int, default=3)
+    parser.add_argument("--random", type=int, default=6)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=None, help="retraining epochs (default: the baseline's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/fidelity.json")
+    args = parser.parse_args()
+    r = run(args.run, args.test, args.top, args.random, args.seeds, args.epochs, args.seed, Path(args.out))
+    print(f"{'arch':<12} {'proxy mean':>11} {'± std':>8} {'AP':>6}")
+    for row in sorted(r["rows"], key=lambda x: -x["AP"]):
+        std = f"{row['proxy_std']:.4f}" if row["proxy_std"] is not None else ""
+        print(f"{row['name']:<12} {row['proxy_mean']:>11.4f} {std:>8} {100 * row['AP']:>6.1f}")
+    lo, hi = r["tau_interval"]
+    print(f"Kendall tau-b {r['kendall_tau']:.3f} (bootstrap 90% [{lo:.3f}, {hi:.3f}]), Spearman rho "
+          f"{r['spearman_rho']:.3f}, n = {r['n']}; proxy seed noise {r['proxy_seed_noise']}; "
+          f"retrained AP seed noise {r['ap_seed_noise']} ({r['ap_seed_pairs']})")
+
+
+if __name__ == "__main__":
+    main()
