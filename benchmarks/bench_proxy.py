@@ -133,15 +133,13 @@ def figure(result: dict, path: Path) -> Path:
     for ax, name in ((left, "before"), (right, "after")):
         values = result[name]
         order = sorted(range(len(values)), key=lambda i: -values[i] if math.isfinite(values[i]) else math.inf)
-        ax.bar(range(len(values)), [values[i] for i in order],
-               color=["C3" if i == 0 else "C0" for i in order])
+        ax.scatter(range(len(values)), [values[i] for i in order], s=25,
+                   color=["C3" if i == 0 else "C0" for i in order])
         ax.set_title(f"{name}: control (red) ranked {result['control_rank'][name]} of {len(values)}\n"
                      f"seed noise {result['noise'][name]['seed_noise']:.3f}, "
                      f"genotype spread {result['noise'][name]['between_genotypes_std']:.3f}", fontsize=9)
         ax.set_xlabel("architecture, best first")
         ax.set_ylabel("proxy reward")
-        low = min(v for v in values if math.isfinite(v))
-        ax.set_ylim(low - 0.1 * abs(low), None)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
