@@ -44,13 +44,12 @@ def candidates(store: RunStore, top: int, archs, baseline_convs: int) -> list[Ca
     seeds first), then each `--arch` genotype. The reference is the run's control (the family's
     hand design: FPN + RetinaNet head for a NAS-FPN run) with its mean reward; a run without one
     (older, or made by --arch alone) gets the FPN + FCOS head as the baseline had it."""
-    from .search import ranked, seed_stats
+    from .search import ranked
     from .spaces import fpn_fcos, load_genotype
 
     control = store.control()
     if control is not None:
-        mean = seed_stats(list(store.scores(0).get(0, {}).values()))["mean"]
-        out = [Candidate(BASELINE, load_genotype(control.genotype, "control"), reward=mean)]
+        out = [Candidate(BASELINE, load_genotype(control.genotype, "control"), reward=control.reward)]
     else:
         out = [Candidate(BASELINE, fpn_fcos.Genotype(num_convs=baseline_convs))]
     for t in ranked(store)[:top]:

@@ -160,11 +160,9 @@ def _rescore(store: RunStore, trial_id: int, seeds: int, run_seed: int, paired, 
             on_progress({"step": k + 1, "steps": seeds, "phase": what,
                          "reward": result.reward if result.reward is not None else result.reason})
     if trial_id == 0 and store.control().status == "pending":
-        rewards = [r for r in store.scores(0).get(0, {}).values() if r is not None]
-        mean = sum(rewards) / len(rewards) if rewards else None
-        first = store.db.execute("SELECT metrics FROM scores WHERE trial = 0 ORDER BY seed").fetchone()
-        cost = {k: v for k, v in json.loads(first[0]).items() if k in ("params", "flops")} if first else {}
-        store.finish(0, "done" if rewards else "failed", mean, {"seeds": len(rewards), **cost})
+        stats = seed_stats(list(store.scores(0).get(0, {}).values()))
+        cost = {k: v for k, v in store.score_metrics(0).items() if k in ("params", "flops")}
+        store.finish(0, "done" if stats["seeds"] else "failed", stats["mean"], {"seeds": stats["seeds"], **cost})
     return evaluated
 
 

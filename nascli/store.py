@@ -156,6 +156,11 @@ class RunStore:
             self.db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?)",
                             (trial_id, seed, status, reward, json.dumps(metrics)))
 
+    def score_metrics(self, trial_id: int) -> dict:
+        """The metrics of a trial's first re-scoring seed ({} if none): its cost, for the control."""
+        row = self.db.execute("SELECT metrics FROM scores WHERE trial = ? ORDER BY seed", (trial_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else {}
+
     def scores(self, trial_id: int | None = None) -> dict:
         """{trial: {seed: reward or None (failed)}} of the re-scoring seeds (of one trial if given)."""
         where, args = ("WHERE trial = ?", (trial_id,)) if trial_id is not None else ("", ())
