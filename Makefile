@@ -11,7 +11,7 @@ SEED ?= 0
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: install demo test bench bench-search bench-proxy fidelity bccd bccd-nas-fcos clean
+.PHONY: install demo test bench bench-search bench-proxy fidelity bccd bccd-nas-fcos bccd-fidelity clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,14 +27,14 @@ install: $(STAMP)
 # decoders and the control are retrained and evaluated on the test split alone. Sized so that
 # `make demo` (= pipeline-nas-fcos) ends inside 15 minutes on 2 CPU cores; raise the knobs for a
 # real run, e.g. `make pipeline-nas-fpn PIPE_IMAGES=1000 PIPE_TRIALS=200 PIPE_TOP=3`.
-PIPE_IMAGES ?= 200
-PIPE_TEST ?= 40
-PIPE_VAL ?= 40
-PIPE_SIZE ?= 256
+PIPE_IMAGES ?= 660
+PIPE_TEST ?= 80
+PIPE_VAL ?= 60
+PIPE_SIZE ?= 128
 PIPE_EPOCHS ?= 12
-PIPE_TRIALS ?= 6
+PIPE_TRIALS ?= 4
 PIPE_TOP ?= 1
-PIPE_RETRAIN_EPOCHS ?= 4
+PIPE_RETRAIN_EPOCHS ?= 3
 PROXY_nas-fcos := nas-fcos-demo
 PROXY_nas-fpn := nas-fpn
 PROXY_random := nas-fcos-demo
@@ -45,7 +45,7 @@ pipeline-%: $(STAMP)
 	$(NASCLI) data split pipelines/$*/synth/instances.json --train pipelines/$*/trainval.json --val pipelines/$*/test.json --val-size $(PIPE_TEST) --seed $(SEED)
 	$(NASCLI) data split pipelines/$*/trainval.json --train pipelines/$*/meta-train.json --val pipelines/$*/meta-val.json --val-size $(PIPE_VAL) --seed $(SEED)
 	$(NASCLI) data stats pipelines/$*/meta-train.json
-	$(NASCLI) train --data pipelines/$*/meta-train.json --out pipelines/$*/baseline --epochs $(PIPE_EPOCHS) $(DEMO_TRAIN) --seed $(SEED)
+	$(NASCLI) train --data pipelines/$*/meta-train.json --out pipelines/$*/baseline --epochs $(PIPE_EPOCHS) --min-size $(PIPE_SIZE) $(DEMO_TRAIN) --seed $(SEED)
 	$(NASCLI) eval pipelines/$*/baseline/last.pt --data pipelines/$*/test.json
 	$(NASCLI) cache-features --data pipelines/$*/meta-train.json --val pipelines/$*/meta-val.json --checkpoint pipelines/$*/baseline/last.pt --levels c3,c4,c5 --crop $(PIPE_SIZE) --out pipelines/$*/cache --seed $(SEED)
 	$(NASCLI) search --method $* --proxy $(or $(PROXY_$*),$*) --cache $$(ls pipelines/$*/cache/*.h5 | head -1) --trials $(PIPE_TRIALS) --run pipelines/$*/run --seed $(SEED)
@@ -93,6 +93,17 @@ bccd-nas-fcos: $(STAMP)
 	$(NASCLI) search --method nas-fcos --proxy nas-fcos-demo --cache $$(ls bccd/cache/*.h5 | head -1) --trials $(BCCD_TRIALS) --run bccd/runs/nas-fcos --seed $(SEED)
 	$(NASCLI) retrain bccd/runs/nas-fcos --top $(BCCD_TOP) --epochs $(BCCD_RETRAIN_EPOCHS) --val bccd/test.json
 	$(NASCLI) compare bccd/runs/nas-fcos
+
+# Proxy fidelity on BCCD (README; after `make bccd`): cache the meta-train baseline, search on
+# meta-val, then the fidelity benchmark's control, best 3 and 6 random genotypes retrained on
+# meta-train and evaluated on BCCD test. About 2 hours on 2 cores; resumable like `make fidelity`.
+BCCD_FIDELITY_TRIALS ?= 20
+BCCD_FIDELITY_EPOCHS ?= 8
+bccd-fidelity: $(STAMP)
+	test -f bccd/baseline/last.pt || $(MAKE) bccd
+	test -n "$$(ls bccd/cache/*.h5 2>/dev/null)" || $(NASCLI) cache-features --data bccd/meta-train.json --val bccd/meta-val.json --checkpoint bccd/baseline/last.pt --levels c3,c4,c5 --out bccd/cache --seed $(SEED)
+	$(NASCLI) search --method nas-fcos --proxy nas-fcos-demo --cache $$(ls bccd/cache/*.h5 | head -1) --trials $(BCCD_FIDELITY_TRIALS) --run bccd/runs/fidelity --seed $(SEED) $$(test -f bccd/runs/fidelity/run.db && echo --resume bccd/runs/fidelity)
+	$(BIN)/python -m benchmarks.bench_fidelity --run bccd/runs/fidelity --test bccd/test.json --epochs $(BCCD_FIDELITY_EPOCHS) --seed $(SEED) --out benchmarks/fidelity-bccd.json
 
 # How far to trust the NAS-FCOS proxy (run `make demo` first): seed noise, tau between widths,
 # and the control and 20 random genotypes before and after the proxy's correctness fixes.

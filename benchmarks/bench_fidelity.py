@@ -71,7 +71,8 @@ def proxy_scores(run: Path, archs, seeds: int) -> dict:
     return done
 
 
-def retrained(run: Path, archs, test: Path, epochs: int | None, top: int, seed2_names) -> tuple[dict, dict]:
+def retrained(run: Path, archs, test: Path, epochs: int | None, top: int, seed2_names,
+              lr: float | None = None) -> tuple[dict, dict]:
     """{name: AP} for every architecture (first training seed), and {name: AP} for the second
     training seed of `seed2_names`. Each architecture is retrained by `nascli retrain`."""
     from nascli.retrain import retrain
@@ -86,7 +87,7 @@ def retrained(run: Path, archs, test: Path, epochs: int | None, top: int, seed2_
             files.append(str(path))
     progress = lambda e: print(f"  {e['arch']} epoch {e['epoch']}/{e['epochs']} step {e['step']}/{e['steps']}",  # noqa: E731
                                flush=True) if e["step"] == e["steps"] else None
-    first = retrain(run, top=top, archs=files, val=test, epochs=epochs, device="cpu", on_progress=progress)
+    first = retrain(run, top=top, archs=files, val=test, epochs=epochs, lr=lr, device="cpu", on_progress=progress)
     ap = {r["name"]: r["metrics"].get("AP") if r["status"] == "done" else None for r in first["rows"]}
     base_seed = load_checkpoint(first["checkpoint"])["config"]["seed"]
     second_run = run / "fidelity-seed2"
@@ -96,7 +97,7 @@ def retrained(run: Path, archs, test: Path, epochs: int | None, top: int, seed2_
             path = folder / f"{name}.json"
             path.write_text(dict(archs)[name].to_json())
             extra.append(str(path))
-    second = retrain(second_run, top=0, archs=extra, checkpoint=first["checkpoint"], val=test, epochs=epochs,
+    second = retrain(second_run, top=0, archs=extra, checkpoint=first["checkpoint"], val=test, epochs=epochs, lr=lr,
                      seed=base_seed + 1, device="cpu", on_progress=progress)
     ap2 = {r["name"]: r["metrics"].get("AP") if r["status"] == "done" else None for r in second["rows"]}
     return ap, ap2
@@ -139,14 +140,15 @@ def figure(rows, result, path: Path) -> Path:
     return path
 
 
-def run(run_dir, test, top: int, random: int, seeds: int, epochs: int | None, seed: int, out: Path) -> dict:
+def run(run_dir, test, top: int, random: int, seeds: int, epochs: int | None, seed: int, out: Path,
+        lr: float | None = None) -> dict:
     from nascli.report import kendall_tau, spearman_rho
 
     run_dir = Path(run_dir)
     archs = architectures(run_dir, top, random, seed)
     proxy = proxy_scores(run_dir, archs, seeds)
     best_trial = next(name for name, _ in archs if name.startswith("trial-"))
-    ap, ap2 = retrained(run_dir, archs, Path(test), epochs, top, ["baseline", best_trial])
+    ap, ap2 = retrained(run_dir, archs, Path(test), epochs, top, ["baseline", best_trial], lr)
     rows = []
     for name, _ in archs:
         rewards = [r for r in proxy[name] if r is not None]
@@ -175,10 +177,11 @@ def main():
     parser.add_argument("--random", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None, help="retraining epochs (default: the baseline's)")
+    parser.add_argument("--lr", type=float, default=None, help="retraining peak lr (default: the baseline's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/fidelity.json")
     args = parser.parse_args()
-    r = run(args.run, args.test, args.top, args.random, args.seeds, args.epochs, args.seed, Path(args.out))
+    r = run(args.run, args.test, args.top, args.random, args.seeds, args.epochs, args.seed, Path(args.out), args.lr)
     print(f"{'arch':<12} {'proxy mean':>11} {'± std':>8} {'AP':>6}")
     for row in sorted(r["rows"], key=lambda x: -x["AP"]):
         std = f"{row['proxy_std']:.4f}" if row["proxy_std"] is not None else ""

@@ -88,10 +88,11 @@ def _table(title: str, columns, rows):
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="Output folder (images/ + instances.json).")] = Path("data/synth"),
-    images: Annotated[int, typer.Option(min=1, help="Number of images.")] = 300,
-    size: Annotated[int, typer.Option(min=32, help="Image side in pixels.")] = 256,
+    images: Annotated[int, typer.Option(min=1, help="Number of images.")] = 660,
+    size: Annotated[int, typer.Option(min=32, help="Image side in pixels.")] = 128,
     classes: Annotated[int, typer.Option(min=1, max=8, help="Number of shape classes (1-8).")] = 4,
-    max_objects: Annotated[int, typer.Option(min=1, help="Objects per image: 1..this.")] = 15,
+    max_objects: Annotated[int, typer.Option(min=1, help="Objects per image: 1..this.")] = 6,
+    min_object: Annotated[float | None, typer.Option(min=1, help="Smallest object side in pixels (default: size/8).")] = None,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ):
@@ -101,7 +102,7 @@ def data_synth(
     """
     from .data.synth import make_synthetic
 
-    path = make_synthetic(out, images, size, classes, max_objects, seed)
+    path = make_synthetic(out, images, size, classes, max_objects, seed, min_object)
     _emit_json({"instances": str(path)}) if as_json else console.print(f"wrote {path}")
 
 
@@ -348,10 +349,29 @@ app.add_typer(runs_app, name="runs")
 RunArg = Annotated[Path, typer.Argument(help="Run folder (holds run.db).")]
 
 
+@app.command("proxies")
+def proxies_cmd(as_json: JsonOpt = False):
+    """List the proxy specs `--proxy NAME` can name, and where each comes from (./proxies/ wins
+    over the built-in of the same name).
+
+    Example: [cyan]nascli proxies[/]
+    """
+    from .config import BUILTIN_PROXIES, ProxySpec, load_spec, proxy_specs
+
+    rows = []
+    for name, path in proxy_specs().items():
+        origin = "built-in" if path.resolve().parent == BUILTIN_PROXIES.resolve() else "./proxies"
+        rows.append({"name": name, "from": origin, "space": load_spec(ProxySpec, path).space, "path": str(path)})
+    if as_json:
+        return _emit_json(rows)
+    _table("proxy specs", ["name", "space", "from", "path"],
+           [(r["name"], r["space"], r["from"], r["path"]) for r in rows])
+
+
 @app.command("search")
 def search_cmd(
     method: Annotated[str, typer.Option(help="nas-fcos | nas-fpn (LSTM+PPO controller) | random.")] = "nas-fcos",
-    proxy: Annotated[str | None, typer.Option(help="Proxy spec: a YAML path or a name in ./proxies/ (default: the method's).")] = None,
+    proxy: Annotated[str | None, typer.Option(help="Proxy spec: a YAML path, or a name in ./proxies/ or built in (`nascli proxies`; default: the method's).")] = None,
     cache: Annotated[Path | None, typer.Option(help="Feature cache file from cache-features.")] = None,
     trials: Annotated[int | None, typer.Option(min=1, help="Trials to finish in total.")] = None,
     run: Annotated[Path, typer.Option(help="Run folder (created; holds run.db, spec.yaml, best.json).")] = Path("runs/search"),
@@ -482,6 +502,7 @@ def retrain_cmd(
     width: Annotated[int | None, typer.Option(min=8, help="Decoder width, e.g. 128 or 256 (default: the baseline's).")] = None,
     head_width: Annotated[int | None, typer.Option(min=8, help="Head width if not --width (@128-256: --width 128 --head-width 256).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: the baseline's).")] = None,
+    lr: Annotated[float | None, typer.Option(min=0, help="Peak SGD learning rate, the same for every architecture (default: the baseline's).")] = None,
     deep_supervision: Annotated[bool, typer.Option("--deep-supervision", help="NAS-FPN: train the head on every stacked pyramid (anytime detection).")] = False,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
@@ -498,7 +519,7 @@ def retrain_cmd(
 
     with _progress("retrain", not as_json) as on_progress:
         r = retrain(run, top, arch or (), checkpoint, weights, data, val, image_dir, None, epochs, width,
-                    head_width, seed, device, on_progress, deep_supervision=deep_supervision)
+                    head_width, seed, lr, device, on_progress, deep_supervision=deep_supervision)
     if as_json:
         return _emit_json(r)
     _print_compare(compare([run]))

@@ -128,7 +128,7 @@ def _proxy_reward(store: RunStore, genotype, seed: int) -> float | None:
 
 def retrain(run_dir, top: int = 3, archs=(), checkpoint=None, weights=None, data=None, val=None,
             image_dir=None, val_image_dir=None, epochs: int | None = None, width: int | None = None,
-            head_width: int | None = None, seed: int | None = None, device: str = "auto",
+            head_width: int | None = None, seed: int | None = None, lr: float | None = None, device: str = "auto",
             on_progress=None, train_fn=train, deep_supervision: bool = False) -> dict:
     """Retrains and evaluates the promoted set of a run; returns {run, checkpoint, val, rows}.
 
@@ -146,7 +146,7 @@ def retrain(run_dir, top: int = 3, archs=(), checkpoint=None, weights=None, data
         base_cfg = {**base["config"], "init_from": None if weights else str(checkpoint),
                     "weights": str(weights) if weights else None}
         overrides = {"data": str(data) if data else None, "image_dir": str(image_dir) if image_dir else None,
-                     "epochs": epochs, "width": width, "head_width": head_width, "seed": seed,
+                     "epochs": epochs, "width": width, "head_width": head_width, "seed": seed, "lr": lr,
                      "device": device, "val": str(val)}
         deep = {"deep_supervision": True} if deep_supervision else {}
         promoted = candidates(store, top, archs, base["model_args"]["num_convs"])

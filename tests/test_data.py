@@ -32,9 +32,10 @@ def test_synth_covers_classes_sizes_and_borders(tmp_path):
     assert [c["name"] for c in data["categories"]] == list(SHAPES[:4])
     assert {a["category_id"] for a in anns} == {1, 2, 3, 4}
     per_image = np.bincount([a["image_id"] for a in anns], minlength=61)[1:]
-    assert per_image.max() <= 15
+    assert per_image.max() <= 6
     sides = np.array([max(a["bbox"][2:]) for a in anns])
-    assert sides.min() <= 8 and sides.max() >= 48  # a few pixels up to about half the image
+    # from 1/8 of the side (less where occluded or cut) to about half of it: learnable on a CPU budget
+    assert np.median(sides) >= 20 and sides.max() >= 48 and (sides < 12).mean() < 0.15
     boxes = np.array([a["bbox"] for a in anns])
     touching = (boxes[:, 0] == 0) | (boxes[:, 1] == 0) | (boxes[:, 0] + boxes[:, 2] == 128) | \
         (boxes[:, 1] + boxes[:, 3] == 128)

@@ -1,0 +1,109 @@
+"""Does a proxy's reward tell candidates apart? Loss vs AP reward, measured on one cache.
+
+The control and N uniformly sampled genotypes of the spec's space are each trained S times (seeds
+draw the initial weights; the batch order is the search's, shared) and every trained candidate is
+scored both ways at once: AP@[.5:.95] on meta-val and -(sum of the losses) on meta-val. For each
+reward kind: the pooled seed noise (std within a genotype), the spread between genotypes (std of
+the per-genotype means), their ratio, and the share of genotype pairs whose means differ by more
+than two standard errors (the search verdict's rule). A reward whose spread does not clearly
+exceed its noise cannot steer a search; the spec should use the other kind.
+
+`python -m benchmarks.bench_reward_noise --cache pipelines/nas-fcos/cache/<key>.h5 --proxy nas-fpn`
+writes benchmarks/reward_noise-<proxy>.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import statistics
+from pathlib import Path
+
+
+
+def scores(cache, proxy: str, genotypes: int, seeds: int, seed: int) -> dict:
+    """{name: {"ap": [per seed], "loss": [per seed]}} for the control and `genotypes` samples."""
+    from nascli.config import ProxySpec, load_spec, resolve_proxy
+    from nascli.proxy import evaluate, space_for
+    from nascli.search import control_genotype
+    from nascli.strategies.random import RandomStrategy
+
+    spec = load_spec(ProxySpec, resolve_proxy(proxy))
+    both = spec.model_copy(update={"reward": "ap"})  # the AP pass also sums the losses
+    archs = [("control", control_genotype(spec, cache, proxy))]
+    archs += [(f"random-{k}", g) for k, g in enumerate(RandomStrategy(space_for(spec), seed=seed).ask(genotypes))]
+    out = {}
+    for name, genotype in archs:
+        out[name] = {"ap": [], "loss": []}
+        for s in range(seeds):
+            r = evaluate(genotype, both, cache, seed=1000 * s + 7, data_seed=seed)
+            done = r.status == "done"
+            out[name]["ap"].append(r.ap.get("AP") if done else None)
+            out[name]["loss"].append(-sum(r.losses.values()) if done else None)
+            print(f"{name} seed {s}: AP {out[name]['ap'][-1]}, -loss {out[name]['loss'][-1]} "
+                  f"({r.seconds:.1f} s)", flush=True)
+    return out
+
+
+def separation(per_genotype: list[list[float]]) -> dict:
+    """Seed noise, spread between genotype means, and the share of pairs apart by > 2 s.e."""
+    groups = [[v for v in g if v is not None and math.isfinite(v)] for g in per_genotype]
+    groups = [g for g in groups if len(g) >= 2]
+    noise = math.sqrt(statistics.fmean(statistics.variance(g) for g in groups))
+    means = [statistics.fmean(g) for g in groups]
+    spread = statistics.stdev(means)
+    pairs = list(itertools.combinations(range(len(groups)), 2))
+    apart = sum(abs(means[i] - means[j]) > 2 * noise * math.sqrt(1 / len(groups[i]) + 1 / len(groups[j]))
+                for i, j in pairs)
+    return {"seed_noise": noise, "between_genotypes_std": spread,
+            "signal_to_noise": spread / noise if noise > 0 else math.inf,
+            "pairs_apart": apart / len(pairs), "means": means}
+
+
+def figure(raw: dict, result: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(raw)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, kind in zip(axes, ("ap", "loss")):
+        for i, name in enumerate(names):
+            values = [v for v in raw[name][kind] if v is not None]
+            ax.scatter([i] * len(values), values, s=18, color="C3" if name == "control" else "C0")
+        r = result[kind]
+        ax.set_title(f"{'AP' if kind == 'ap' else '-loss'}: seed noise {r['seed_noise']:.4g}, spread "
+                     f"{r['between_genotypes_std']:.4g}\n(ratio {r['signal_to_noise']:.1f}; "
+                     f"{100 * r['pairs_apart']:.0f}% of pairs apart by > 2 s.e.)", fontsize=9)
+        ax.set_xticks(range(len(names)), names, rotation=60, fontsize=7)
+        ax.set_ylabel("reward per seed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", required=True)
+    parser.add_argument("--proxy", default="nas-fpn")
+    parser.add_argument("--genotypes", type=int, default=7)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="default: benchmarks/reward_noise-<proxy>.json")
+    args = parser.parse_args()
+    raw = scores(args.cache, args.proxy, args.genotypes, args.seeds, args.seed)
+    result = {kind: separation([raw[n][kind] for n in raw]) for kind in ("ap", "loss")}
+    out = Path(args.out or f"benchmarks/reward_noise-{Path(args.proxy).stem}.json")
+    out.write_text(json.dumps({"cache": str(args.cache), "proxy": args.proxy, "raw": raw, **result}, indent=1))
+    figure(raw, result, out.with_suffix(".png"))
+    for kind, r in result.items():
+        print(f"{kind:>4}: seed noise {r['seed_noise']:.4g}, spread between genotypes {r['between_genotypes_std']:.4g}, "
+              f"ratio {r['signal_to_noise']:.2f}, pairs apart {100 * r['pairs_apart']:.0f}%")
+
+
+if __name__ == "__main__":
+    main()
