@@ -85,15 +85,30 @@ class ProxySpec(Spec):
     rescore_seeds: int = Field(3, ge=2, description="seeds per re-scored genotype (and for the control)")
 
 
+BUILTIN_PROXIES = Path(__file__).parent / "proxies"  # package data: found from any folder
+
+
+def proxy_specs() -> dict[str, Path]:
+    """Every spec a `--proxy NAME` can name, {name: path}: the package's built-ins, overridden by
+    ./proxies/NAME.yaml in the working folder."""
+    found = {}
+    for folder in (BUILTIN_PROXIES, Path("proxies")):
+        if folder.is_dir():
+            found.update({p.stem: p for p in sorted(folder.glob("*.yaml"))})
+    return found
+
+
 def resolve_proxy(name_or_path) -> Path:
-    """A proxy spec is a path, or a name resolved in ./proxies/ (DESIGN.md lookup rule)."""
+    """A proxy spec is a path, or a name resolved in ./proxies/, then among the specs shipped in
+    the package (DESIGN.md lookup rule)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    candidate = Path("proxies") / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
-    raise SpecError(f"{name_or_path}: proxy spec not found (neither a file nor proxies/{name_or_path}.yaml)")
+    known = proxy_specs()
+    if str(name_or_path) in known:
+        return known[str(name_or_path)]
+    raise SpecError(f"{name_or_path}: proxy spec not found (not a file, not ./proxies/{name_or_path}.yaml, "
+                    f"not a built-in: {', '.join(sorted(known))})")
 
 
 def load_yaml(path) -> dict:

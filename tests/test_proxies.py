@@ -1,0 +1,45 @@
+"""Proxy specs ship with the package and resolve by name from any folder; ./proxies/ overrides."""
+
+import json
+
+import pytest
+
+from nascli.config import BUILTIN_PROXIES, ProxySpec, load_spec, resolve_proxy
+from nascli.errors import SpecError
+
+
+def test_builtin_specs_resolve_from_any_folder_and_a_local_one_overrides(tmp_path, monkeypatch, run_cli):
+    monkeypatch.chdir(tmp_path)  # no ./proxies here: only what the package ships
+    assert resolve_proxy("nas-fcos") == BUILTIN_PROXIES / "nas-fcos.yaml"
+    assert load_spec(ProxySpec, resolve_proxy("nas-fpn")).space == "nas-fpn"
+    with pytest.raises(SpecError, match="nas-fcos-demo"):  # the error lists what exists
+        resolve_proxy("nas-fcos-typo")
+
+    (tmp_path / "proxies").mkdir()
+    (tmp_path / "proxies" / "nas-fcos.yaml").write_text("space: nas-fcos\nwidth: 8\n")
+    assert load_spec(ProxySpec, resolve_proxy("nas-fcos")).width == 8
+    code, out, _ = run_cli("proxies", "--json")
+    assert code == 0
+    listed = {r["name"]: r for r in json.loads(out)}
+    assert listed["nas-fcos"]["from"] == "./proxies" and listed["nas-fcos"]["space"] == "nas-fcos"
+    assert listed["nas-fpn"]["from"] == "built-in" and listed["nas-fcos-demo"]["from"] == "built-in"
+
+
+def test_one_trial_search_by_builtin_name_from_elsewhere(tiny_cache, tmp_path, monkeypatch, run_cli):
+    """The whole path from a name to a finished run, from a folder with no ./proxies. The shipped
+    specs take minutes on real data, so the package's folder holds a tiny spec here."""
+    from nascli import config
+    from conftest import TINY_PROXY
+
+    shipped = tmp_path / "site-packages" / "nascli" / "proxies"
+    shipped.mkdir(parents=True)
+    (shipped / "tiny-builtin.yaml").write_text(TINY_PROXY)
+    monkeypatch.setattr(config, "BUILTIN_PROXIES", shipped)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, err = run_cli("search", "--method", "random", "--proxy", "tiny-builtin", "--cache", tiny_cache,
+                             "--trials", "1", "--run", "r", "--json")
+    assert code == 0, err
+    assert json.loads(out)["finished"] == 1 and (elsewhere / "r" / "run.db").is_file()
+    assert load_spec(ProxySpec, elsewhere / "r" / "spec.yaml").width == 8  # the tiny spec, copied into the run
