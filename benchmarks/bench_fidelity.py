@@ -119,12 +119,9 @@ def bootstrap_tau(x, y, rounds: int = 2000, seed: int = 0) -> tuple[float, float
 
 
 def figure(rows, result, path: Path) -> Path:
-    import matplotlib
+    from benchmarks.common import save_figure, subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = subplots(figsize=(6.5, 4.5))
     for r in rows:
         color = "C3" if r["name"] == "baseline" else ("C2" if r["name"].startswith("trial") else "C0")
         ax.errorbar(r["proxy_mean"], 100 * r["AP"], xerr=r["proxy_std"] or 0, fmt="o", color=color, capsize=3)
@@ -134,10 +131,7 @@ def figure(rows, result, path: Path) -> Path:
                  f"[{lo:.2f}, {hi:.2f}], rho {result['spearman_rho']:.2f}", fontsize=9)
     ax.set_xlabel("proxy reward (mean ± std over seeds)")
     ax.set_ylabel("retrained AP on the test split (%)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def run(run_dir, test, top: int, random: int, seeds: int, epochs: int | None, seed: int, out: Path,

@@ -124,12 +124,9 @@ def run(cache, proxy: str, genotypes: int, seeds: int, widths, width_genotypes: 
 
 
 def figure(result: dict, path: Path) -> Path:
-    import matplotlib
+    from benchmarks.common import save_figure, subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (left, right) = subplots(1, 2, figsize=(11, 4.5))
     for ax, name in ((left, "before"), (right, "after")):
         values = result[name]
         order = sorted(range(len(values)), key=lambda i: -values[i] if math.isfinite(values[i]) else math.inf)
@@ -140,10 +137,7 @@ def figure(result: dict, path: Path) -> Path:
                      f"genotype spread {result['noise'][name]['between_genotypes_std']:.3f}", fontsize=9)
         ax.set_xlabel("architecture, best first")
         ax.set_ylabel("proxy reward")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main():

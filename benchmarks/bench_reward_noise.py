@@ -48,28 +48,28 @@ def scores(cache, proxy: str, genotypes: int, seeds: int, seed: int) -> dict:
 
 
 def separation(per_genotype: list[list[float]]) -> dict:
-    """Seed noise, spread between genotype means, and the share of pairs apart by > 2 s.e."""
-    groups = [[v for v in g if v is not None and math.isfinite(v)] for g in per_genotype]
-    groups = [g for g in groups if len(g) >= 2]
-    noise = math.sqrt(statistics.fmean(statistics.variance(g) for g in groups))
-    means = [statistics.fmean(g) for g in groups]
+    """Seed noise, spread between genotype means, and the share of pairs apart by more than the
+    search verdict's margin (either way round) — the search's own statistics, not a copy."""
+    from nascli.search import seed_noise, seed_stats, verdict
+
+    stats = [dict(seed_stats([v if v is not None and math.isfinite(v) else None for v in g]), trial=k)
+             for k, g in enumerate(per_genotype)]
+    stats = [s for s in stats if s["seeds"] >= 2]
+    noise = seed_noise(stats)
+    means = [s["mean"] for s in stats]
     spread = statistics.stdev(means)
-    pairs = list(itertools.combinations(range(len(groups)), 2))
-    apart = sum(abs(means[i] - means[j]) > 2 * noise * math.sqrt(1 / len(groups[i]) + 1 / len(groups[j]))
-                for i, j in pairs)
+    pairs = list(itertools.combinations(stats, 2))
+    apart = sum(verdict(a, b, noise)["beats_control"] or verdict(b, a, noise)["beats_control"] for a, b in pairs)
     return {"seed_noise": noise, "between_genotypes_std": spread,
             "signal_to_noise": spread / noise if noise > 0 else math.inf,
             "pairs_apart": apart / len(pairs), "means": means}
 
 
 def figure(raw: dict, result: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from benchmarks.common import save_figure, subplots
 
     names = list(raw)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = subplots(1, 2, figsize=(11, 4.2))
     for ax, kind in zip(axes, ("ap", "loss")):
         for i, name in enumerate(names):
             values = [v for v in raw[name][kind] if v is not None]
@@ -80,10 +80,7 @@ def figure(raw: dict, result: dict, path: Path) -> Path:
                      f"{100 * r['pairs_apart']:.0f}% of pairs apart by > 2 s.e.)", fontsize=9)
         ax.set_xticks(range(len(names)), names, rotation=60, fontsize=7)
         ax.set_ylabel("reward per seed")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main():

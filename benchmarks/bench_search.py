@@ -49,12 +49,9 @@ def run(cache, trials: int, proxy: str, seed: int, out_png: Path):
 
 
 def _figure(results: dict, out_png: Path) -> None:
-    import matplotlib
+    from benchmarks.common import save_figure, subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     for method, res in results.items():
         xs = range(1, len(res["best"]) + 1)
         ax.plot(xs, res["best"], label=f"{method}: best so far")
@@ -62,9 +59,7 @@ def _figure(results: dict, out_png: Path) -> None:
     ax.set_xlabel("trial")
     ax.set_ylabel("reward = -(L_cls + L_reg + L_ctr), meta-val")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out_png)
 
 
 def main():
