@@ -17,6 +17,9 @@ from rich.console import Console
 
 from .errors import NascliError
 
+WEIGHTS_HELP = ("none | default | a torchvision weights name (IMAGENET1K_V1, ResNet18_Weights.IMAGENET1K_V1, "
+                "read from or fetched into $TORCH_HOME) | a local state_dict file")
+
 app = typer.Typer(help="Search object-detector necks, heads and backbones for your own dataset.",
                   no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_show_locals=False)
 data_app = typer.Typer(help="Prepare datasets: synthesise, convert, split, inspect.", no_args_is_help=True)
@@ -181,7 +184,7 @@ def train_cmd(
     config: Annotated[Path | None, typer.Option(help="YAML train spec; options given here override it.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder for checkpoints.")] = None,
     backbone: Annotated[str | None, typer.Option(help="resnet18 | resnet34 | resnet50 | mobilenet_v2.")] = None,
-    weights: Annotated[Path | None, typer.Option(help="Local torchvision state_dict for the backbone.")] = None,
+    weights: Annotated[str | None, typer.Option(help=f"Backbone weights: {WEIGHTS_HELP}.")] = None,
     frozen_bn: Annotated[bool | None, typer.Option("--frozen-bn/--no-frozen-bn", help="Freeze backbone batch norm.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
@@ -289,7 +292,7 @@ def cache_features_cmd(
     val: Annotated[Path | None, typer.Option(help="Meta-val COCO json.")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Baseline checkpoint whose backbone to freeze.")] = None,
     backbone: Annotated[str | None, typer.Option(help="torchvision backbone (with --weights) instead.")] = None,
-    weights: Annotated[Path | None, typer.Option(help="Local torchvision state_dict for --backbone.")] = None,
+    weights: Annotated[str | None, typer.Option(help=f"Weights for --backbone: {WEIGHTS_HELP}.")] = None,
     crop: Annotated[int, typer.Option(help="Square crop side (multiple of 32).")] = 256,
     crops_per_image: Annotated[int, typer.Option(min=1, help="Random crops per image.")] = 1,
     min_size: Annotated[int | None, typer.Option(help="Short side before cropping (default: --crop).")] = None,
@@ -494,7 +497,7 @@ def retrain_cmd(
     top: Annotated[int, typer.Option(min=0, help="Retrain the K best finished trials.")] = 3,
     arch: Annotated[list[str] | None, typer.Option(help="Also retrain a genotype: a .json file or zoo:NAME (repeatable).")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Baseline checkpoint (default: the one the run's cache was built from).")] = None,
-    weights: Annotated[Path | None, typer.Option(help="Start the backbone from this torchvision state_dict instead of the baseline's.")] = None,
+    weights: Annotated[str | None, typer.Option(help=f"Start the backbone from these weights instead of the baseline's: {WEIGHTS_HELP}.")] = None,
     data: Annotated[Path | None, typer.Option(help="Training COCO json (default: the baseline's).")] = None,
     val: Annotated[Path | None, typer.Option(help="Test COCO json to evaluate on: images the search never saw (required).")] = None,
     image_dir: ImageDirOpt = None,

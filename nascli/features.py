@@ -82,7 +82,7 @@ def build_cache(data, val, out_dir=None, checkpoint=None, backbone: str | None =
     """Builds (or finds) the cache for this request and returns {path, key, reused, ...}.
 
     The backbone is the trained baseline's (`checkpoint`) or a torchvision one (`backbone`, with
-    optional local `weights`); it runs frozen in eval mode. `levels` is a subset of c2..c5, or
+    `weights`: a file or a torchvision weights name); it runs frozen in eval mode. `levels` is a subset of c2..c5, or
     ("images",) to store the preprocessed uint8 crops instead (backbone searches).
     """
 
@@ -106,9 +106,9 @@ def build_cache(data, val, out_dir=None, checkpoint=None, backbone: str | None =
         prefix = "backbone."
         net.load_state_dict({k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)})
     else:
-        if weights is None:
+        if weights is None or str(weights) == "none":
             raise SpecError("--backbone without --weights would cache random features; "
-                            "give --weights FILE or --checkpoint CKPT")
+                            "give --weights FILE|default|NAME or --checkpoint CKPT")
         net = build_backbone(backbone, weights)
     weights_digest = tensors_digest(net.state_dict())
     net = net.to(device).eval()

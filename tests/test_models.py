@@ -123,3 +123,48 @@ def test_fcos_accepts_a_custom_fpn_and_head():
     model = FCOS(backbone, FCOSDecoder(backbone.out_channels, num_classes=4, fpn=fpn, width=8, num_convs=0))
     assert model.decoder.fpn is fpn
     assert model(torch.zeros(1, 3, 64, 64))["cls_logits"].shape[-1] == 4
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty torchvision cache ($TORCH_HOME) with downloads failing as they do offline."""
+    import urllib.error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return tmp_path / "torch-home" / "hub" / "checkpoints"
+
+
+@pytest.mark.parametrize("name", ["default", "IMAGENET1K_V1", "ResNet18_Weights.IMAGENET1K_V1"])
+def test_weights_by_torchvision_name_come_from_torch_home(torch_home, name):
+    torch.manual_seed(1)
+    reference = models.resnet18(weights=None)
+    torch_home.mkdir(parents=True)
+    torch.save(reference.state_dict(), torch_home / "resnet18-f37072fd.pth")  # torchvision's file name
+    net = build_backbone("resnet18", weights=name)
+    torch.testing.assert_close(net.body.conv1.weight, reference.conv1.weight)
+    assert build_backbone("resnet18", weights="none").body.conv1.weight.abs().sum() != reference.conv1.weight.abs().sum()
+
+
+def test_weights_name_offline_and_not_cached_says_where_to_put_the_file(torch_home):
+    with pytest.raises(CheckpointError, match=r"ResNet18_Weights.IMAGENET1K_V1: not in torchvision's cache .*"
+                                              r"put https://download.pytorch.org/models/resnet18-f37072fd.pth at "
+                                              + str(torch_home)):
+        build_backbone("resnet18", weights="default")
+    with pytest.raises(CheckpointError, match="not weights for backbone 'resnet18'"):
+        build_backbone("resnet18", weights="ResNet50_Weights.IMAGENET1K_V2")
+    with pytest.raises(CheckpointError, match=r"weights file not found, and not a weights name for 'mobilenet_v2' "
+                                              r"\(none, default, IMAGENET1K_V1, IMAGENET1K_V2\)"):
+        build_backbone("mobilenet_v2", weights="IMAGENET1K_V9")
+
+
+def test_cli_weights_offline_is_one_line_exit_2(torch_home, tiny_coco, tmp_path, run_cli):
+    code, out, err = run_cli("train", "--data", tiny_coco[0], "--out", tmp_path / "run", "--weights", "default",
+                             "--epochs", "1", "--device", "cpu")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "not in torchvision's cache" in err
+    assert not (tmp_path / "run" / "last.pt").exists()

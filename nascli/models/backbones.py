@@ -1,7 +1,9 @@
-"""torchvision backbones that return C2..C5 (strides 4, 8, 16, 32), from local weights only."""
+"""torchvision backbones that return C2..C5 (strides 4, 8, 16, 32); weights from a local file or,
+by torchvision weights name, from torchvision's cache (downloaded there by torchvision when online)."""
 
 from __future__ import annotations
 
+import urllib.error
 from pathlib import Path
 
 import torch
@@ -98,14 +100,66 @@ def load_weights(net: nn.Module, path) -> None:
     net.load_state_dict(wanted, strict=False)
 
 
+def _weights_enum(backbone: str, value: str):
+    """The torchvision weights enum member `value` names for `backbone`, or None if it names none."""
+    from torchvision.models import get_model_weights
+
+    enum = get_model_weights(backbone)
+    if value == "default":
+        return enum.DEFAULT
+    prefix, _, member = value.rpartition(".")
+    if prefix and prefix != enum.__name__:
+        if prefix.endswith("_Weights"):
+            raise CheckpointError(f"--weights {value}: {prefix} are not weights for backbone '{backbone}'; "
+                                  f"use one of {', '.join(enum.__name__ + '.' + m.name for m in enum)}")
+        return None
+    return enum.__members__.get(member)
+
+
+def resolve_weights(backbone: str, weights) -> Path | None:
+    """The local state_dict file that `weights` stands for, or None for none: "none", "default" (the
+    backbone's default torchvision weights), a weights name (IMAGENET1K_V1 or
+    ResNet18_Weights.IMAGENET1K_V1) or the path of a state_dict file.
+
+    A torchvision weights name resolves through torchvision's own cache ($TORCH_HOME/hub/checkpoints):
+    if the file is not there, torchvision downloads it; offline that is one error saying where to
+    put the file. A name that is neither a file nor a weights name is an error listing the choices.
+    """
+    if weights is None or str(weights) == "none":
+        return None
+    path = Path(weights)
+    if path.is_file():
+        return path
+    if backbone not in BACKBONES:
+        raise unknown_name("backbone", backbone, BACKBONES)
+    member = _weights_enum(backbone, str(weights))
+    if member is None:
+        from torchvision.models import get_model_weights
+
+        names = ", ".join(m.name for m in get_model_weights(backbone))
+        raise CheckpointError(f"--weights {weights}: weights file not found, and not a weights name for '{backbone}' "
+                              f"(none, default, {names})")
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(member.url).name
+    if not cached.is_file():
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(member.url, str(cached), progress=False)  # temp file, then renamed
+        except (urllib.error.URLError, OSError) as e:
+            raise CheckpointError(f"--weights {type(member).__name__}.{member.name}: not in torchvision's cache "
+                                  f"and could not be downloaded ({type(e).__name__}); put {member.url} at "
+                                  f"{cached} (or set TORCH_HOME), or pass --weights FILE") from None
+    return cached
+
+
 def build_backbone(name: str = "resnet18", weights=None, frozen_bn: bool = False) -> nn.Module:
-    """C2..C5 feature extractor; `weights` is a local torchvision state_dict file (never downloaded).
+    """C2..C5 feature extractor; `weights` as `resolve_weights` takes it (None: random init).
 
     With `frozen_bn`, batch norm becomes FrozenBatchNorm2d (statistics and affine fixed), the usual
     choice when fine-tuning pretrained weights with small batches.
     """
     net = _torchvision_net(name, FrozenBatchNorm2d if frozen_bn else None)
     features = ResNetFeatures(net) if name.startswith("resnet") else MobileNetV2Features(net)
-    if weights is not None:
-        load_weights(features.torchvision_module(), weights)
+    path = resolve_weights(name, weights)
+    if path is not None:
+        load_weights(features.torchvision_module(), path)
     return features
