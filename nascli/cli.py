@@ -371,6 +371,26 @@ def proxies_cmd(as_json: JsonOpt = False):
            [(r["name"], r["space"], r["from"], r["path"]) for r in rows])
 
 
+@app.command("check")
+def check_cmd(path: Annotated[Path, typer.Argument(help="Any file nascli reads, or a run folder.")],
+              kind: Annotated[str | None, typer.Option(help="coco | voc | train-spec | proxy-spec | genotype | "
+                                                             "checkpoint | cache | run (default: from the name).")] = None,
+              as_json: JsonOpt = False):
+    """Read a file the way the command that takes it would, before a long job: a bad one gives one
+    line naming the file and the field (exit 2), and nothing on disk changes.
+
+    Example: [cyan]nascli check data/train.json[/]
+    Example: [cyan]nascli check runs/s1[/]
+    """
+    from .inputs import check
+
+    r = check(path, kind)
+    if as_json:
+        return _emit_json(r)
+    console.print(f"{r['path']}: ok ({r['kind']}; " + ", ".join(f"{k} {v}" for k, v in r.items()
+                                                              if k not in ("path", "kind")) + ")")
+
+
 @app.command("search")
 def search_cmd(
     method: Annotated[str, typer.Option(help="nas-fcos | nas-fpn (LSTM+PPO controller) | random.")] = "nas-fcos",

@@ -17,6 +17,24 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Backbone = Literal["resnet18", "resnet34", "resnet50", "mobilenet_v2"]
+MAX_WIDTH = 4096  # channels: a wider decoder is a typo or a corrupted file, not a model
+
+
+class ModelArgs(Spec):
+    """What rebuilds a checkpoint's detector (stored in it), bounded so that a corrupted file
+    cannot ask for an absurd model."""
+
+    num_classes: int = Field(ge=1, le=100_000)
+    backbone: Backbone
+    frozen_bn: bool = False
+    width: int = Field(ge=8, le=MAX_WIDTH)
+    num_convs: int = Field(ge=0, le=8)
+    genotype: dict | None = None
+    head_width: int | None = Field(None, ge=8, le=MAX_WIDTH)
+    deep_supervision: bool = False
+
+
 class TrainConfig(Spec):
     """Everything that defines a baseline training run; stored in its checkpoints."""
 
@@ -24,14 +42,14 @@ class TrainConfig(Spec):
     val: str | None = None
     image_dir: str | None = None
     out: str = "runs/baseline"
-    backbone: Literal["resnet18", "resnet34", "resnet50", "mobilenet_v2"] = "resnet18"
+    backbone: Backbone = "resnet18"
     weights: str | None = None
     init_from: str | None = Field(None, description="checkpoint whose backbone initialises this one")
     frozen_bn: bool = False
-    width: int = Field(128, ge=8, description="FPN and head channels (FCOS: 256)")
+    width: int = Field(128, ge=8, le=MAX_WIDTH, description="FPN and head channels (FCOS: 256)")
     num_convs: int = Field(4, ge=0, le=8, description="head tower depth (FCOS: 4)")
     genotype: dict | None = Field(None, description="searched decoder (default: FPN + FCOS head)")
-    head_width: int | None = Field(None, ge=8, description="head channels if not `width` (@128-256)")
+    head_width: int | None = Field(None, ge=8, le=MAX_WIDTH, description="head channels if not `width` (@128-256)")
     deep_supervision: bool = Field(False, description="NAS-FPN anytime detection: train the head on every stage")
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -118,6 +136,8 @@ def load_yaml(path) -> dict:
         raise SpecError(f"{path}: spec file not found")
     try:
         data = yaml.safe_load(path.read_text())
+    except (UnicodeDecodeError, RecursionError) as e:
+        raise SpecError(f"{path}: not a text YAML file ({type(e).__name__})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -360,12 +361,38 @@ def open_cache(path):
     return f
 
 
+def cache_header(f, path) -> dict:
+    """The attributes every reader needs (levels, crop, classes), each checked and named on error."""
+    header = {}
+    for name, parse, valid in (("levels", json.loads, lambda v: isinstance(v, list) and v and all(
+                                    lv in (*FEATURE_LEVELS, "images") for lv in v)),
+                               ("crop", int, lambda v: 32 <= v <= 8192 and v % 32 == 0),
+                               ("classes", json.loads, lambda v: isinstance(v, list))):
+        try:
+            header[name] = parse(f.attrs[name])
+        except (KeyError, ValueError, TypeError, RecursionError):
+            raise CacheError(f"{path}: attribute '{name}' is missing or malformed") from None
+        if not valid(header[name]):
+            raise CacheError(f"{path}: attribute '{name}' has an invalid value {header[name]!r:.60}")
+    return header
+
+
+@contextmanager
+def _reading(path):
+    """h5py's errors for a missing or damaged attribute or dataset, as one CacheError line."""
+    try:
+        yield
+    except (KeyError, ValueError, TypeError, OSError, RecursionError) as e:
+        reason = str(e).splitlines()[0] if str(e) else ""
+        raise CacheError(f"{path}: damaged ({type(e).__name__}: {reason})") from None
+
+
 def verify(path) -> dict:
     """Checks attrs, shapes, NaN/inf and the stored checksums; raises CacheError on the first fault."""
     path = Path(path)
-    with open_cache(path) as f:
-        levels = json.loads(f.attrs["levels"])
-        crop = int(f.attrs["crop"])
+    with _reading(path), open_cache(path) as f:
+        header = cache_header(f, path)
+        levels, crop = header["levels"], header["crop"]
         num_points = sum(h * w for h, w in pyramid_sizes(crop))
         for split in ("train", "val"):
             if split not in f:
@@ -388,6 +415,8 @@ def verify(path) -> dict:
             if g["fcos/labels"].shape != (n, num_points):
                 raise CacheError(f"{path}: dataset '{split}/fcos/labels' has shape {g['fcos/labels'].shape}")
         stored = json.loads(f.attrs.get("checksums", "{}"))
+        if not isinstance(stored, dict):
+            raise CacheError(f"{path}: attribute 'checksums' is not a mapping of dataset to digest")
         actual = _checksums(f)
         for name, digest in actual.items():
             if stored.get(name) != digest:
@@ -398,10 +427,9 @@ def verify(path) -> dict:
 def describe(path) -> dict:
     """What a cache holds: key fields, classes, per split the sample count and every dataset's shape."""
     path = Path(path)
-    with open_cache(path) as f:
+    with _reading(path), open_cache(path) as f:
         info = {"path": str(path), "key": f.attrs["key"], "key_fields": json.loads(f.attrs["key_fields"]),
-                "levels": json.loads(f.attrs["levels"]), "crop": int(f.attrs["crop"]),
-                "classes": json.loads(f.attrs["classes"]), "bytes": path.stat().st_size, "splits": {},
+                **cache_header(f, path), "bytes": path.stat().st_size, "splits": {},
                 "sources": json.loads(f.attrs.get("sources", "{}"))}
         for split in ("train", "val"):
             g = f[split]
@@ -440,9 +468,8 @@ class CachedSplit:
         if split not in self.file:
             raise CacheError(f"{self.path}: group '{split}' is missing")
         self.group = self.file[split]
-        self.levels = json.loads(self.file.attrs["levels"])
-        self.crop = int(self.file.attrs["crop"])
-        self.classes = json.loads(self.file.attrs["classes"])
+        header = cache_header(self.file, self.path)
+        self.levels, self.crop, self.classes = header["levels"], header["crop"], header["classes"]
         self.feature_sizes = pyramid_sizes(self.crop)
         self.fields = [*self.levels, "fcos/labels", "fcos/ltrb", "fcos/ctr", "retina/labels", "retina/deltas",
                        "image_id"]

@@ -12,6 +12,7 @@ import torch
 from .errors import CheckpointError, SpecError
 
 CHECKPOINT_FORMAT = "nascli-checkpoint/1"
+CHECKPOINT_FIELDS = {"kind": str, "model": dict, "model_args": dict, "config": dict, "epoch": int, "history": list}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -60,4 +61,26 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: field 'format' is not {CHECKPOINT_FORMAT!r}; not a nascli checkpoint")
+    _validate_checkpoint(ckpt, path)
     return ckpt
+
+
+def _validate_checkpoint(ckpt: dict, path) -> None:
+    """The fields every reader of a checkpoint relies on, checked once here."""
+    from .config import ModelArgs, TrainConfig, validate
+
+    for field, kind in CHECKPOINT_FIELDS.items():
+        if not isinstance(ckpt.get(field), kind) or isinstance(ckpt.get(field), bool):
+            raise CheckpointError(f"{path}: field '{field}' is missing or not a {kind.__name__}")
+    if ckpt["kind"] != "fcos":
+        raise CheckpointError(f"{path}: field 'kind' is {ckpt['kind']!r}, expected 'fcos'")
+    for name, t in ckpt["model"].items():
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"{path}: field 'model.{name}' is not a tensor")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"{path}: field 'model.{name}' holds NaN or inf (a diverged training?)")
+    for field, model in (("model_args", ModelArgs), ("config", TrainConfig)):
+        try:
+            validate(model, ckpt[field], f"{path}: {field}")
+        except SpecError as e:
+            raise CheckpointError(str(e)) from None

@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS retrained (
 """
 
 
+TABLES = ("meta", "trials", "scores", "strategy", "retrained")
+
+
 @dataclass(frozen=True)
 class Trial:
     id: int
@@ -70,11 +73,16 @@ class Trial:
 class RunStore:
     """The trials and strategy state of one run directory (`<run>/run.db`)."""
 
-    def __init__(self, run_dir, create: bool = True):
+    def __init__(self, run_dir, create: bool = True, readonly: bool = False):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "run.db"
-        if not create and not self.path.is_file():
+        if (readonly or not create) and not self.path.is_file():
             raise NascliError(f"{self.path}: no run database here (is '{run_dir}' a run folder?)")
+        if self.path.is_file():
+            self._check_foreign(TABLES if readonly else ("meta", "trials"))
+        if readonly:  # for looking only: nothing, not even the schema, is written
+            self.db = self._connect_readonly()
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -83,6 +91,36 @@ class RunStore:
             self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
             raise NascliError(f"{self.path}: not a nascli run database ({e})") from None
+
+    def _connect_readonly(self):
+        return sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
+
+    def _check_foreign(self, required) -> None:
+        """Reads an existing file before anything writes to it: a damaged or foreign database is
+        an error that leaves it as it was (opening it read-write would add our tables to it)."""
+        try:
+            ro = self._connect_readonly()
+            try:
+                tables = {r[0] for r in ro.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                problem = ro.execute("PRAGMA quick_check").fetchone()[0]
+            finally:
+                ro.close()
+        except sqlite3.DatabaseError as e:
+            raise NascliError(f"{self.path}: not a nascli run database ({e})") from None
+        if problem != "ok":
+            raise NascliError(f"{self.path}: the run database is damaged ({' '.join(problem.split())[:120]})")
+        missing = sorted(set(required) - tables)
+        if missing:
+            raise NascliError(f"{self.path}: table '{missing[0]}' is missing; not a nascli run database")
+
+    def decode_json(self, text, where: str):
+        """A JSON column's value; a damaged one is an error naming the table, row and field."""
+        if text is None or text == "":
+            return None
+        try:
+            return json.loads(text)
+        except (ValueError, TypeError, RecursionError):
+            raise NascliError(f"{self.path}: {where} is not valid JSON") from None
 
     def close(self):
         self.db.close()
@@ -95,7 +133,7 @@ class RunStore:
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, json.dumps(v)))
 
     def meta(self) -> dict:
-        return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
+        return {k: self.decode_json(v, f"meta '{k}'") for k, v in self.db.execute("SELECT key, value FROM meta")}
 
     # -- trials
 
@@ -131,8 +169,8 @@ class RunStore:
     def trials(self, where: str = "1", order: str = "id") -> list[Trial]:
         rows = self.db.execute(f"SELECT id, genotype, status, reward, metrics, seed, told, created, finished "
                                f"FROM trials WHERE {where} ORDER BY {order}")
-        return [Trial(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else {}, r[5], bool(r[6]), r[7], r[8])
-                for r in rows]
+        return [Trial(r[0], r[1], r[2], r[3], self.decode_json(r[4], f"trials row {r[0]} field 'metrics'") or {}, r[5],
+                      bool(r[6]), r[7], r[8]) for r in rows]
 
     def pending(self) -> list[Trial]:
         """Search trials asked but not finished (the control, trial 0, is scored on its own)."""
@@ -159,7 +197,7 @@ class RunStore:
     def score_metrics(self, trial_id: int) -> dict:
         """The metrics of a trial's first re-scoring seed ({} if none): its cost, for the control."""
         row = self.db.execute("SELECT metrics FROM scores WHERE trial = ? ORDER BY seed", (trial_id,)).fetchone()
-        return json.loads(row[0]) if row and row[0] else {}
+        return (self.decode_json(row[0], f"scores of trial {trial_id} field 'metrics'") or {}) if row else {}
 
     def scores(self, trial_id: int | None = None) -> dict:
         """{trial: {seed: reward or None (failed)}} of the re-scoring seeds (of one trial if given)."""
@@ -184,7 +222,8 @@ class RunStore:
         rows = self.db.execute("SELECT name, trial, genotype, reward, status, checkpoint, metrics "
                                "FROM retrained ORDER BY updated")
         return [{"name": r[0], "trial": r[1], "genotype": r[2], "reward": r[3], "status": r[4],
-                 "checkpoint": r[5], "metrics": json.loads(r[6]) if r[6] else {}} for r in rows]
+                 "checkpoint": r[5], "metrics": self.decode_json(r[6], f"retrained row '{r[0]}' field 'metrics'") or {}}
+                for r in rows]
 
     # -- strategy state
 

@@ -35,6 +35,16 @@ def read_json(path) -> dict:
         raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a text JSON file") from None
+    except (ValueError, RecursionError) as e:  # a number too long to convert, nesting too deep
+        raise DataError(f"{path}: malformed JSON ({type(e).__name__})") from None
+
+
+MAX_SIDE = 1_000_000  # pixels: a larger image side or box is a corrupted file
+
+
+def _number(v) -> bool:
+    """A finite int or float (not a bool, not NaN)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def validate_coco(data, path) -> dict:
@@ -50,27 +60,42 @@ def validate_coco(data, path) -> dict:
         raise DataError(f"{path}: field 'categories' is empty")
     cat_ids = set()
     for i, c in enumerate(data["categories"]):
-        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or "name" not in c:
-            raise DataError(f"{path}: categories[{i}] needs an integer 'id' and a 'name'")
+        if (not isinstance(c, dict) or not isinstance(c.get("id"), int) or isinstance(c.get("id"), bool)
+                or not isinstance(c.get("name"), str)):
+            raise DataError(f"{path}: categories[{i}] needs an integer 'id' and a string 'name'")
         cat_ids.add(c["id"])
     image_ids = set()
     for i, im in enumerate(data["images"]):
         for key in ("id", "file_name", "width", "height"):
             if not isinstance(im, dict) or key not in im:
                 raise DataError(f"{path}: images[{i}].{key} is missing")
+        if not isinstance(im["id"], int) or isinstance(im["id"], bool):
+            raise DataError(f"{path}: images[{i}].id must be an integer")
+        if not isinstance(im["file_name"], str) or not im["file_name"]:
+            raise DataError(f"{path}: images[{i}].file_name must be a non-empty string")
+        for key in ("width", "height"):
+            if not _number(im[key]) or not 1 <= im[key] <= MAX_SIDE:
+                raise DataError(f"{path}: images[{i}].{key} must be a number of pixels in 1..{MAX_SIDE}")
+        if im["id"] in image_ids:
+            raise DataError(f"{path}: images[{i}].id {im['id']} appears twice")
         image_ids.add(im["id"])
     for i, a in enumerate(data["annotations"]):
         if not isinstance(a, dict):
             raise DataError(f"{path}: annotations[{i}] is not an object")
-        if a.get("image_id") not in image_ids:
+        if not isinstance(a.get("image_id"), int) or a["image_id"] not in image_ids:
             raise DataError(f"{path}: annotations[{i}].image_id {a.get('image_id')!r} is not in images")
-        if a.get("category_id") not in cat_ids:
+        if not isinstance(a.get("category_id"), int) or a["category_id"] not in cat_ids:
             raise DataError(f"{path}: annotations[{i}].category_id {a.get('category_id')!r} "
                             f"is not a known class id (categories: {sorted(cat_ids)})")
         box = a.get("bbox")
-        if (not isinstance(box, list) or len(box) != 4
-                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)):
-            raise DataError(f"{path}: annotations[{i}].bbox must be [x, y, width, height] numbers")
+        if (not isinstance(box, list) or len(box) != 4 or not all(_number(v) and abs(v) <= MAX_SIDE for v in box)
+                or box[2] < 0 or box[3] < 0):
+            raise DataError(f"{path}: annotations[{i}].bbox must be [x, y, width, height], finite numbers "
+                            f"within {MAX_SIDE} px, width and height >= 0")
+        if a.get("iscrowd", 0) not in (0, 1):
+            raise DataError(f"{path}: annotations[{i}].iscrowd must be 0 or 1")
+        if "area" in a and not (_number(a["area"]) and a["area"] >= 0):
+            raise DataError(f"{path}: annotations[{i}].area must be a finite number >= 0")
     return data
 
 

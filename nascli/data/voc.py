@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..errors import DataError
 from .coco import write_json
+
+MAX_COORDINATE = 1e6  # pixels: anything larger is a corrupted file, not an image
 
 
 def _text(node, field, xml_path):
@@ -18,9 +21,39 @@ def _text(node, field, xml_path):
 
 def _number(node, field, xml_path) -> float:
     try:
-        return float(_text(node, field, xml_path))
+        value = float(_text(node, field, xml_path))
     except ValueError:
         raise DataError(f"{xml_path}: field '{field}' is not a number") from None
+    if not math.isfinite(value) or abs(value) > MAX_COORDINATE:
+        raise DataError(f"{xml_path}: field '{field}' is {value}, not a finite pixel coordinate")
+    return value
+
+
+def read_voc_xml(xml_path) -> dict:
+    """One VOC annotation file as {file_name, width, height, objects: [{name, box, difficult}]};
+    a missing, malformed or incomplete file is a DataError naming the file and the field."""
+    xml_path = Path(xml_path)
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as e:
+        raise DataError(f"{xml_path}: malformed XML ({e})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{xml_path}: unreadable ({type(e).__name__})") from None
+    width, height = (int(_number(root, f"size/{k}", xml_path)) for k in ("width", "height"))
+    if width < 1 or height < 1:
+        raise DataError(f"{xml_path}: field 'size' is {width}x{height}; width and height must be positive")
+    objects = []
+    for obj in root.findall("object"):
+        box = obj.find("bndbox")
+        if box is None:
+            raise DataError(f"{xml_path}: field 'object/bndbox' is missing")
+        difficult = (obj.findtext("difficult", default="0") or "0").strip() or "0"
+        if difficult not in ("0", "1"):
+            raise DataError(f"{xml_path}: field 'object/difficult' is {difficult!r}, not 0 or 1")
+        objects.append({"name": _text(obj, "name", xml_path), "difficult": int(difficult),
+                        "box": tuple(_number(box, k, xml_path) for k in ("xmin", "ymin", "xmax", "ymax"))})
+    return {"file_name": (root.findtext("filename") or f"{xml_path.stem}.jpg").strip(),
+            "width": width, "height": height, "objects": objects}
 
 
 def _image_names(voc_root: Path, split: str | None, annotations_dir: Path):
@@ -43,6 +76,7 @@ def convert_voc(voc_root=None, out_path=None, split: str | None = None, images_d
     Class ids are stable: the given `classes` order, else the sorted class names over *all* XMLs
     in the folder (so train and test converted separately agree), numbered from 1. Boxes with zero
     area after clipping to the image are skipped and counted; `difficult` objects are kept.
+    Every file is read before anything is written: a bad one leaves `out_path` as it was.
     """
     voc_root = Path(voc_root) if voc_root else None
     annotations_dir = Path(annotations_dir) if annotations_dir else voc_root / "Annotations"
@@ -55,8 +89,7 @@ def convert_voc(voc_root=None, out_path=None, split: str | None = None, images_d
     if not names:
         raise DataError(f"{annotations_dir}: no .xml annotations")
     if classes is None:
-        classes = sorted({_text(o, "name", p) for p in annotations_dir.glob("*.xml")
-                          for o in ET.parse(p).getroot().findall("object")})
+        classes = sorted({o["name"] for p in annotations_dir.glob("*.xml") for o in read_voc_xml(p)["objects"]})
     class_id = {name: i + 1 for i, name in enumerate(classes)}
     images, annotations = [], []
     skipped, clipped = 0, 0
@@ -64,22 +97,13 @@ def convert_voc(voc_root=None, out_path=None, split: str | None = None, images_d
         xml_path = annotations_dir / f"{name}.xml"
         if not xml_path.is_file():
             raise DataError(f"{xml_path}: annotation file not found (listed in split '{split}')")
-        try:
-            root = ET.parse(xml_path).getroot()
-        except ET.ParseError as e:
-            raise DataError(f"{xml_path}: malformed XML ({e})") from None
-        file_name = root.findtext("filename", default=f"{name}.jpg").strip()
-        width = int(_number(root, "size/width", xml_path))
-        height = int(_number(root, "size/height", xml_path))
-        images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
-        for obj in root.findall("object"):
-            label = _text(obj, "name", xml_path)
-            if label not in class_id:
-                raise DataError(f"{xml_path}: object name '{label}' is not in --classes")
-            box = obj.find("bndbox")
-            if box is None:
-                raise DataError(f"{xml_path}: field 'object/bndbox' is missing")
-            x0, y0, x1, y1 = (_number(box, k, xml_path) for k in ("xmin", "ymin", "xmax", "ymax"))
+        voc = read_voc_xml(xml_path)
+        width, height = voc["width"], voc["height"]
+        images.append({"id": image_id, "file_name": voc["file_name"], "width": width, "height": height})
+        for obj in voc["objects"]:
+            if obj["name"] not in class_id:
+                raise DataError(f"{xml_path}: object name '{obj['name']}' is not in --classes")
+            x0, y0, x1, y1 = obj["box"]
             cx0, cy0 = min(max(x0, 0), width), min(max(y0, 0), height)
             cx1, cy1 = min(max(x1, 0), width), min(max(y1, 0), height)
             if cx1 - cx0 <= 0 or cy1 - cy0 <= 0:
@@ -88,9 +112,8 @@ def convert_voc(voc_root=None, out_path=None, split: str | None = None, images_d
             clipped += (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1)
             w, h = cx1 - cx0, cy1 - cy0
             annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                "category_id": class_id[label], "bbox": [cx0, cy0, w, h],
-                                "area": w * h, "iscrowd": 0,
-                                "difficult": int(obj.findtext("difficult", default="0").strip() or 0)})
+                                "category_id": class_id[obj["name"]], "bbox": [cx0, cy0, w, h],
+                                "area": w * h, "iscrowd": 0, "difficult": obj["difficult"]})
     categories = [{"id": i, "name": n} for n, i in class_id.items()]
     data = {"images": images, "annotations": annotations, "categories": categories,
             "info": {"description": f"converted from {annotations_dir}",

@@ -29,12 +29,15 @@ def load_genotype(value, source: str = "genotype"):
         path = Path(value)
         if not path.is_file():
             raise SpecError(f"{path}: genotype file not found (give a .json file or zoo:NAME)")
-        source, value = str(path), path.read_text()
+        try:
+            source, value = str(path), path.read_text()
+        except UnicodeDecodeError:
+            raise SpecError(f"{path}: not a text JSON file") from None
     try:
-        data = json.loads(value) if isinstance(value, str) else dict(value)
-    except json.JSONDecodeError as e:
-        raise SpecError(f"{source}: malformed JSON ({e.msg})") from None
-    space = data.get("space")
+        data = json.loads(value) if isinstance(value, str) else value
+    except (ValueError, RecursionError) as e:
+        raise SpecError(f"{source}: malformed JSON ({getattr(e, 'msg', type(e).__name__)})") from None
+    space = data.get("space") if isinstance(data, dict) else None
     if space not in SPACES:
         raise SpecError(f"{source}: field 'space' is {space!r}, expected one of {sorted(SPACES)}")
     return SPACES[space].Genotype.from_json(data, source)

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from ..errors import SpecError
+from .genotype_json import fields_of, read_fields
 
 SPACE = "fpn-fcos"
 VERSION = 1
@@ -24,10 +25,12 @@ class Genotype:
     @classmethod
     def from_json(cls, text, source: str = "genotype") -> Genotype:
         space = cls.__dataclass_fields__["space"].default  # a subclass's own tag (fpn-retinanet)
-        data = json.loads(text) if isinstance(text, str) else dict(text)
-        if data.get("space") != space or data.get("version") != VERSION:
-            raise SpecError(f"{source}: field 'space'/'version' is not {space!r} / {VERSION}")
-        return cls(num_convs=int(data.get("num_convs", 4)))
+        data = read_fields(text, source, space, VERSION)
+        with fields_of(source):
+            num_convs = int(data.get("num_convs", 4))
+        if not 0 <= num_convs <= 8:
+            raise SpecError(f"{source}: field 'num_convs' is {num_convs}, expected 0..8")
+        return cls(num_convs=num_convs)
 
 
 def build(genotype: Genotype, in_channels: dict, num_classes: int, width: int = 256,

@@ -29,6 +29,7 @@ from ..errors import SpecError
 from ..models.detector import STRIDES
 from ..models.fpn import Widen
 from ..models.heads import FCOSHead
+from .genotype_json import fields_of, read_fields
 from .ops import OPS, deform_conv_flops, norm_layer, resize_to
 
 SPACE = "nas-fcos"
@@ -90,24 +91,15 @@ class Genotype:
 
     @classmethod
     def from_json(cls, text: str, source: str = "genotype") -> Genotype:
-        try:
-            data = json.loads(text) if isinstance(text, str) else dict(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"{source}: malformed JSON ({e.msg})") from None
-        if data.get("space") != SPACE:
-            raise SpecError(f"{source}: field 'space' is {data.get('space')!r}, expected {SPACE!r}")
-        if data.get("version") != VERSION:
-            raise SpecError(f"{source}: field 'version' {data.get('version')!r} is not {VERSION}")
-        try:
+        data = read_fields(text, source, SPACE, VERSION)
+        with fields_of(source):
             g = cls(fpn=tuple(tuple(int(v) for v in b) for b in data["fpn"]),
                     head_share=tuple(int(v) for v in data["head_share"]),
                     head_first=None if data.get("head_first") is None else int(data["head_first"]),
                     head_blocks=tuple(tuple(int(v) for v in b) for b in data.get("head_blocks", ())),
                     head_sequence=tuple(int(v) for v in data.get("head_sequence", ())),
                     inputs=tuple(data.get("inputs", ("c2", "c3", "c4", "c5"))))
-        except (KeyError, TypeError, ValueError) as e:
-            raise SpecError(f"{source}: field {e} is missing or malformed") from None
-        problem = validate(g)
+            problem = validate(g)
         if problem:
             raise SpecError(f"{source}: {problem}")
         return g
@@ -123,6 +115,8 @@ def dangling(genotype: Genotype) -> list[int]:
 def validate(g: Genotype) -> str | None:
     """Why a genotype is not a buildable NAS-FCOS decoder, or None when it is."""
     n = len(g.inputs)
+    if not 1 <= n <= 4 or any(lv not in ("c2", "c3", "c4", "c5") for lv in g.inputs) or len(set(g.inputs)) < n:
+        return "field 'inputs': distinct backbone levels among c2, c3, c4, c5"
     for k, (i1, i2, o1, o2, agg) in enumerate(g.fpn):
         if not (0 <= i1 < n + k and 0 <= i2 < n + k):
             return f"field 'fpn[{k}]': inputs must be earlier pool nodes (< {n + k})"

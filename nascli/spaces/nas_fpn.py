@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import SpecError
 from . import nas_fcos
+from .genotype_json import fields_of, read_fields
 from .nas_fcos import Decision
 
 SPACE = "nas-fpn"
@@ -64,20 +65,11 @@ class Genotype:
 
     @classmethod
     def from_json(cls, text, source: str = "genotype") -> Genotype:
-        try:
-            data = json.loads(text) if isinstance(text, str) else dict(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"{source}: malformed JSON ({e.msg})") from None
-        if data.get("space") != SPACE:
-            raise SpecError(f"{source}: field 'space' is {data.get('space')!r}, expected {SPACE!r}")
-        if data.get("version") != VERSION:
-            raise SpecError(f"{source}: field 'version' {data.get('version')!r} is not {VERSION}")
-        try:
+        data = read_fields(text, source, SPACE, VERSION)
+        with fields_of(source):
             g = cls(cells=tuple(tuple(int(v) for v in c) for c in data["cells"]),
                     repeats=int(data.get("repeats", 3)))
-        except (KeyError, TypeError, ValueError) as e:
-            raise SpecError(f"{source}: field {e} is missing or malformed") from None
-        problem = validate(g)
+            problem = validate(g)
         if problem:
             raise SpecError(f"{source}: {problem}")
         return g
