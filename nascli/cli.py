@@ -464,23 +464,50 @@ def runs_list(root: Annotated[Path, typer.Option(help="Folder holding run folder
 
 @runs_app.command("show")
 def runs_show(run: RunArg, top: Annotated[int, typer.Option(help="Rows in the table.")] = 10,
+              arch: Annotated[int | None, typer.Option(help="Draw trial N's architecture (0: the control) to "
+                                                            "RUN/arch-N.png instead.")] = None,
               as_json: JsonOpt = False):
-    """The top-k trials of a run, and its reward-vs-trial figure (RUN/rewards.png).
+    """The top-k trials of a run, and its reward-vs-trial figure (RUN/rewards.png); or, with
+    --arch N, trial N's architecture as a graph (nodes, ops, levels).
 
     Example: [cyan]nascli runs show runs/s1 --top 5[/]
+    Example: [cyan]nascli runs show runs/s1 --arch 12[/]
     """
     from .report import reward_figure
     from .search import summarize
     from .store import RunStore
 
     store = RunStore(run, create=False)
-    r = summarize(store, top)
-    store.close()
+    try:
+        if arch is not None:
+            return _show_arch(store, arch, as_json)
+        r = summarize(store, top)
+    finally:
+        store.close()
     r["figure"] = str(reward_figure(run))
     if as_json:
         return _emit_json(r)
     _print_top(r, top)
     console.print(f"figure: {r['figure']}")
+
+
+def _show_arch(store, trial_id: int, as_json: bool) -> None:
+    from .drawing import draw_genotype
+    from .spaces import load_genotype
+
+    rows = store.trials(f"id = {int(trial_id)}")
+    if not rows:
+        raise NascliError(f"--arch {trial_id}: {store.path} has no trial {trial_id} (trials 0..{store.count()})")
+    t = rows[0]
+    genotype = load_genotype(store.decode_json(t.genotype, f"trials row {t.id} field 'genotype'"),
+                             f"{store.path}: trials row {t.id} field 'genotype'")
+    name = "control" if t.id == 0 else f"trial {t.id}"
+    reward = "" if t.reward is None else f", reward {t.reward:.4f}"
+    path = draw_genotype(genotype, store.run_dir / f"arch-{t.id}.png", f"{store.run_dir.name}: {name}{reward}")
+    if as_json:
+        return _emit_json({"trial": t.id, "space": genotype.space, "genotype": json.loads(genotype.to_json()),
+                           "figure": str(path)})
+    console.print(f"{name} ({genotype.space}): {path}")
 
 
 @app.command("export")
