@@ -42,6 +42,17 @@ class Graph:
         return col
 
 
+def _p6_p7_head_input(graph: Graph) -> str:
+    """P6 and P7 from P5 (stride-2 convs, as FCOS) and the head's input node, shared by the FCOS decoders."""
+    graph.node("P6", "P6", "output")
+    graph.edge("P5", "P6", "conv s2")
+    graph.node("P7", "P7", "output")
+    graph.edge("P6", "P7", "relu, conv s2")
+    head_in = graph.node("h_in", "head input\n(each of P3..P7)", "input")
+    graph.edge("P7", head_in, "each level")
+    return head_in
+
+
 def _nas_fcos(g) -> Graph:
     from .spaces import nas_fcos as s
 
@@ -59,12 +70,7 @@ def _nas_fcos(g) -> Graph:
         graph.edge(pool[index], level)
         for e in extra:
             graph.edge(e, level, "+")
-    graph.node("P6", "P6", "output")
-    graph.edge("P5", "P6", "conv s2")
-    graph.node("P7", "P7", "output")
-    graph.edge("P6", "P7", "relu, conv s2")
-    head_in = graph.node("h_in", "head input\n(each of P3..P7)", "input")
-    graph.edge("P7", head_in, "each level")
+    head_in = _p6_p7_head_input(graph)
     if g.head_sequence:
         prev = head_in
         for k, op in enumerate(g.head_sequence):
@@ -117,12 +123,7 @@ def _hand_fpn(g) -> Graph:
     graph.node("P3", "P3", "output")
     graph.edge("c3", "P3", "1x1")
     graph.edge("P4", "P3", "up +")
-    graph.node("P6", "P6", "output")
-    graph.edge("P5", "P6", "conv s2")
-    graph.node("P7", "P7", "output")
-    graph.edge("P6", "P7", "relu, conv s2")
-    prev = graph.node("h_in", "head input\n(each of P3..P7)", "input")
-    graph.edge("P7", prev, "each level")
+    prev = _p6_p7_head_input(graph)
     for k in range(g.num_convs):
         node = graph.node(f"h{k}", f"tower conv {k}")
         graph.edge(prev, node, "conv3x3")
