@@ -48,15 +48,18 @@ def architectures(run: Path, top: int, random: int, seed: int) -> list[tuple[str
 
 
 def proxy_scores(run: Path, archs, seeds: int) -> dict:
-    """{name: [reward per seed]}, computed once per (architecture, seed) and kept in a json."""
+    """{name: [reward per seed]}, computed once per (architecture, seed) and kept in a json (with
+    each score's seconds in proxy-seconds.json)."""
     from nascli.config import ProxySpec, load_spec
     from nascli.proxy import evaluate
     from nascli.search import rescore_seed
     from nascli.store import RunStore
 
     path = run / "fidelity" / "proxy.json"
+    times_path = path.with_name("proxy-seconds.json")  # beside it: the old format stays readable
     path.parent.mkdir(exist_ok=True)
     done = json.loads(path.read_text()) if path.is_file() else {}
+    times = json.loads(times_path.read_text()) if times_path.is_file() else {}
     store = RunStore(run, create=False)
     meta = store.meta()
     store.close()
@@ -66,15 +69,18 @@ def proxy_scores(run: Path, archs, seeds: int) -> dict:
             s = rescore_seed(meta["seed"], 500 + k, len(done.get(name, [])))
             r = evaluate(genotype, spec, meta["cache"], s, meta["seed"])
             done.setdefault(name, []).append(r.reward if r.status == "done" else None)
+            times.setdefault(name, []).append(r.seconds)
+            times_path.write_text(json.dumps(times, indent=1))
             path.write_text(json.dumps(done, indent=1))
             print(f"proxy {name} seed {len(done[name])}: {done[name][-1]}", flush=True)
     return done
 
 
 def retrained(run: Path, archs, test: Path, epochs: int | None, top: int, seed2_names,
-              lr: float | None = None) -> tuple[dict, dict]:
-    """{name: AP} for every architecture (first training seed), and {name: AP} for the second
-    training seed of `seed2_names`. Each architecture is retrained by `nascli retrain`."""
+              lr: float | None = None) -> tuple[dict, dict, float]:
+    """{name: AP} for every architecture (first training seed), {name: AP} for the second training
+    seed of `seed2_names`, and the seconds all of it took to train and evaluate. Each architecture
+    is retrained by `nascli retrain`."""
     from nascli.retrain import retrain
     from nascli.runtime import load_checkpoint
 
@@ -89,6 +95,7 @@ def retrained(run: Path, archs, test: Path, epochs: int | None, top: int, seed2_
                                flush=True) if e["step"] == e["steps"] else None
     first = retrain(run, top=top, archs=files, val=test, epochs=epochs, lr=lr, device="cpu", on_progress=progress)
     ap = {r["name"]: r["metrics"].get("AP") if r["status"] == "done" else None for r in first["rows"]}
+    seconds = sum(r["metrics"].get("train_seconds", 0) + r["metrics"].get("eval_seconds", 0) for r in first["rows"])
     base_seed = load_checkpoint(first["checkpoint"])["config"]["seed"]
     second_run = run / "fidelity-seed2"
     extra = []
@@ -100,7 +107,8 @@ def retrained(run: Path, archs, test: Path, epochs: int | None, top: int, seed2_
     second = retrain(second_run, top=0, archs=extra, checkpoint=first["checkpoint"], val=test, epochs=epochs, lr=lr,
                      seed=base_seed + 1, device="cpu", on_progress=progress)
     ap2 = {r["name"]: r["metrics"].get("AP") if r["status"] == "done" else None for r in second["rows"]}
-    return ap, ap2
+    seconds += sum(r["metrics"].get("train_seconds", 0) + r["metrics"].get("eval_seconds", 0) for r in second["rows"])
+    return ap, ap2, seconds
 
 
 def bootstrap_tau(x, y, rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -142,7 +150,10 @@ def run(run_dir, test, top: int, random: int, seeds: int, epochs: int | None, se
     archs = architectures(run_dir, top, random, seed)
     proxy = proxy_scores(run_dir, archs, seeds)
     best_trial = next(name for name, _ in archs if name.startswith("trial-"))
-    ap, ap2 = retrained(run_dir, archs, Path(test), epochs, top, ["baseline", best_trial], lr)
+    ap, ap2, retrain_seconds = retrained(run_dir, archs, Path(test), epochs, top, ["baseline", best_trial], lr)
+    times_path = run_dir / "fidelity" / "proxy-seconds.json"
+    proxy_seconds = (sum(sum(v) for v in json.loads(times_path.read_text()).values())
+                     if times_path.is_file() else None)
     rows = []
     for name, _ in archs:
         rewards = [r for r in proxy[name] if r is not None]
@@ -157,7 +168,10 @@ def run(run_dir, test, top: int, random: int, seeds: int, epochs: int | None, se
               "tau_interval": bootstrap_tau(x, y, seed=seed),
               "proxy_seed_noise": math.sqrt(statistics.fmean(variances)) if variances else None,
               "ap_seed_noise": math.sqrt(statistics.fmean((a - b) ** 2 / 2 for a, b in ap_pairs)) if ap_pairs else None,
-              "ap_seed_pairs": {n: [ap[n], ap2[n]] for n in ap2}, "rows": rows}
+              "ap_seed_pairs": {n: [ap[n], ap2[n]] for n in ap2},
+              # compute time summed over the phases (a resumed run's pauses excluded); proxy None
+              # when its scores predate proxy-seconds.json
+              "seconds": {"proxy": proxy_seconds, "retrain": retrain_seconds}, "rows": rows}
     out.write_text(json.dumps(result, indent=1))
     figure(rows, result, out.with_suffix(".png"))
     return result
@@ -183,7 +197,7 @@ def main():
     lo, hi = r["tau_interval"]
     print(f"Kendall tau-b {r['kendall_tau']:.3f} (bootstrap 90% [{lo:.3f}, {hi:.3f}]), Spearman rho "
           f"{r['spearman_rho']:.3f}, n = {r['n']}; proxy seed noise {r['proxy_seed_noise']}; "
-          f"retrained AP seed noise {r['ap_seed_noise']} ({r['ap_seed_pairs']})")
+          f"retrained AP seed noise {r['ap_seed_noise']} ({r['ap_seed_pairs']}); seconds {r['seconds']}")
 
 
 if __name__ == "__main__":
