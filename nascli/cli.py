@@ -393,19 +393,23 @@ def check_cmd(path: Annotated[Path, typer.Argument(help="Any file nascli reads, 
 
 @app.command("search")
 def search_cmd(
-    method: Annotated[str, typer.Option(help="nas-fcos | nas-fpn (LSTM+PPO controller) | random.")] = "nas-fcos",
+    method: Annotated[str, typer.Option(help="nas-fcos | nas-fpn (LSTM+PPO controller) | auto-fpn (differentiable, "
+                                             "a supernet epoch per trial) | random.")] = "nas-fcos",
     proxy: Annotated[str | None, typer.Option(help="Proxy spec: a YAML path, or a name in ./proxies/ or built in (`nascli proxies`; default: the method's).")] = None,
     cache: Annotated[Path | None, typer.Option(help="Feature cache file from cache-features.")] = None,
     trials: Annotated[int | None, typer.Option(min=1, help="Trials to finish in total.")] = None,
     run: Annotated[Path, typer.Option(help="Run folder (created; holds run.db, spec.yaml, best.json).")] = Path("runs/search"),
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run in this folder.")] = None,
     top: Annotated[int, typer.Option(help="Rows in the final table.")] = 5,
+    lam: Annotated[str | None, typer.Option("--lambda", help="auto-fpn resource weight: small (0.2) | middle (0.02) | "
+                                                             "big (0.002) | a number (default: the spec's).")] = None,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ):
     """Search decoders on cached features; every trial is committed to RUN/run.db as it finishes.
 
     Example: [cyan]nascli search --method nas-fcos --proxy nas-fcos --cache cache/<key>.h5 --trials 50 --run runs/s1[/]
+    Example: [cyan]nascli search --method auto-fpn --lambda small --cache cache/<key>.h5 --trials 12 --run runs/a1[/]
     Example: [cyan]nascli search --resume runs/s1[/]
     """
     from .search import run_search
@@ -414,7 +418,7 @@ def search_cmd(
         raise NascliError("search: give --cache and --trials (or --resume RUN)")
     with _progress("search", not as_json) as on_progress:
         r = run_search(method, proxy or (method if method != "random" else "nas-fcos"), cache, trials,
-                       resume or run, seed, resume is not None, on_progress)
+                       resume or run, seed, resume is not None, on_progress, lam=lam)
     if as_json:
         return _emit_json(r)
     _print_top(r, top)

@@ -75,7 +75,7 @@ class ProxySpec(Spec):
     CPU specs scale these down.
     """
 
-    space: Literal["nas-fcos", "nas-fpn"] = "nas-fcos"
+    space: Literal["nas-fcos", "nas-fpn", "auto-fpn"] = "nas-fcos"
     reward: Optional[Literal["loss", "ap"]] = Field(
         None, description="loss: -(sum of the detector's losses) on meta-val; ap: AP@[.5:.95] on "
                           "meta-val (default: loss for nas-fcos, ap for nas-fpn, as the papers)")
@@ -95,6 +95,10 @@ class ProxySpec(Spec):
     max_train_samples: int | None = Field(None, ge=1)
     max_val_samples: int | None = Field(None, ge=1)
     controller: dict = Field(default_factory=dict, description="options of the LSTM+PPO controller")
+    layers: int = Field(2, ge=1, description="Auto-FPN neck layers (paper: 2)")
+    head_cells: int = Field(2, ge=1, description="Auto-FPN head cells (paper: 2)")
+    darts: dict = Field(default_factory=dict, description="options of the Auto-FPN supernet training "
+                                                          "(nascli.strategies.darts.DartsOptions)")
     control: Optional[str] = Field(
         None, description="the control arm, scored first outside the budget: zoo:NAME or a genotype "
                           "json (default: the family's hand design, FPN + FCOS head with the baseline's "

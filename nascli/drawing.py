@@ -110,6 +110,37 @@ def _nas_fpn(g) -> Graph:
     return graph
 
 
+def _auto_fpn(g) -> Graph:
+    from .spaces import auto_fpn as s
+
+    graph = Graph(f"Auto-FPN decoder: {len(g.neck)} fusion layers, {len(g.head)} head cells")
+    levels = [graph.node(lv, lv.upper(), "input") for lv in s.LEVELS]
+    for l, layer in enumerate(g.neck):
+        last = l == len(g.neck) - 1
+        nodes = [graph.node(f"P{3 + i}" if last else f"l{l}p{3 + i}", f"P{3 + i}" if last else f"layer {l} P{3 + i}",
+                            "output" if last else "cell") for i in range(len(s.LEVELS))]
+        for i, row in enumerate(layer):
+            for j, op in enumerate(row):
+                if op:
+                    graph.edge(levels[j], nodes[i], s.NECK_OPS[op])
+        levels = nodes
+    outputs = [_p6_p7_head_input(graph)] * 2  # the inputs of cell 0: cells m-2 and m-1
+    for m, cell in enumerate(g.head):
+        states = outputs[-2:]
+        for node in range(s.HEAD_NODES):
+            states.append(graph.node(f"c{m}n{node}", f"cell {m} node {node}"))
+            for e, (n_, k) in enumerate(s.head_edges()):
+                if n_ == node and cell[e]:
+                    graph.edge(states[k], states[-1], s.HEAD_OPS[cell[e]])
+        out = graph.node(f"c{m}", f"cell {m} out")
+        for node in states[-s.HEAD_NODES:]:
+            graph.edge(node, out, "concat")
+        outputs.append(out)
+    graph.notes.append("each fusion link: 1x1 conv, the op, then max-pooled / upsampled to its level; "
+                       "a level sums its links")
+    return graph
+
+
 def _hand_fpn(g) -> Graph:
     head = "RetinaNet" if g.space == "fpn-retinanet" else "FCOS"
     graph = Graph(f"hand-designed FPN + {head} head ({g.num_convs} tower convs)")
@@ -131,7 +162,8 @@ def _hand_fpn(g) -> Graph:
     return graph
 
 
-GRAPHS = {"nas-fcos": _nas_fcos, "nas-fpn": _nas_fpn, "fpn-fcos": _hand_fpn, "fpn-retinanet": _hand_fpn}
+GRAPHS = {"nas-fcos": _nas_fcos, "nas-fpn": _nas_fpn, "auto-fpn": _auto_fpn, "fpn-fcos": _hand_fpn,
+          "fpn-retinanet": _hand_fpn}
 
 
 def genotype_graph(genotype) -> Graph:

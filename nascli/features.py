@@ -498,20 +498,23 @@ class CachedSplit:
         return self.group["boxes"][i].reshape(-1, 4), self.group["labels"][i]
 
     def batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, device="cpu",
-                dtype=None, drop_last: bool = False, limit: int | None = None):
+                dtype=None, drop_last: bool = False, limit: int | None = None, indices=None):
         """Yields dicts of torch tensors: each level (N×C×H×W, fp16 -> `dtype`, default float32),
         `labels` (N×P), `ltrb` (N×P×4), `ctr` (N×P) (FCOS targets), `anchor_labels` (N×A),
         `anchor_deltas` (N×A×4) (RetinaNet targets), `image_id` (N), `index` (N).
 
-        `limit` uses only the first `limit` samples (a proxy's sample budget), in full batches."""
+        `limit` uses only the first `limit` samples (a proxy's sample budget), in full batches;
+        `indices` only those samples (one half of meta-train, for a bi-level search)."""
         import torch
 
         dtype = dtype or torch.float32
         n = len(self) if limit is None else min(limit, len(self))
         rng = np.random.default_rng(seed)
-        if self.in_memory:
-            order = rng.permutation(n) if shuffle else np.arange(n)
-            chunks = [np.sort(order[lo:lo + batch_size]) for lo in range(0, n, batch_size)]
+        if self.in_memory or indices is not None:
+            pool = np.arange(n) if indices is None else np.asarray(indices)
+            n = n if indices is None else len(self)
+            order = rng.permutation(pool) if shuffle else pool
+            chunks = [np.sort(order[lo:lo + batch_size]) for lo in range(0, len(pool), batch_size)]
         else:
             starts = np.arange(0, n, batch_size)
             if shuffle:

@@ -27,8 +27,9 @@ from functools import lru_cache
 import torch
 
 from .config import ProxySpec
+from .errors import SpecError
 from .features import CachedSplit
-from .spaces import build_decoder, nas_fcos, nas_fpn
+from .spaces import auto_fpn, build_decoder, nas_fcos, nas_fpn
 
 
 @dataclass
@@ -47,6 +48,10 @@ class TrialResult:
 
 
 def space_for(spec: ProxySpec):
+    if spec.space == "auto-fpn":
+        if not set(auto_fpn.LEVELS) <= set(spec.inputs):  # (C2, in the default inputs, is not used)
+            raise SpecError(f"field 'inputs': Auto-FPN fuses {list(auto_fpn.LEVELS)} (P3..P5); {spec.inputs} lacks some")
+        return auto_fpn.Space(auto_fpn.SpaceSpec(layers=spec.layers, head_cells=spec.head_cells, width=spec.width))
     if spec.space == "nas-fpn":
         return nas_fpn.Space(nas_fpn.SpaceSpec(cells=spec.cells, width=spec.width, repeats=spec.repeats))
     return nas_fcos.Space(nas_fcos.SpaceSpec(inputs=tuple(spec.inputs), width=spec.width,

@@ -29,6 +29,7 @@ from .proxy import evaluate, space_for
 from .spaces import load_genotype
 from .store import RunStore
 from .strategies import STRATEGIES
+from .strategies.darts import resolve_lambda
 
 
 def _pack(state: dict) -> bytes:
@@ -53,8 +54,9 @@ def _check_cache(spec: ProxySpec, cache, proxy_path) -> None:
 
 
 def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, resume: bool = False,
-               on_progress=None, evaluate_fn=evaluate) -> dict:
-    """Runs (or resumes) a search until `trials` trials are finished; returns the summary."""
+               on_progress=None, evaluate_fn=evaluate, lam=None) -> dict:
+    """Runs (or resumes) a search until `trials` trials are finished; returns the summary.
+    `lam` (auto-fpn): the resource weight λ, a number or small|middle|big, over the spec's."""
     if method not in STRATEGIES:
         raise unknown_name("method", method, STRATEGIES)
     run_dir = Path(run_dir)
@@ -65,7 +67,12 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
             raise NascliError(f"{run_dir}: nothing to resume (empty run database)")
         method, cache, seed = meta["method"], meta["cache"], meta["seed"]
         proxy_path = run_dir / "spec.yaml"
-        trials = max(trials, meta["trials"]) if trials else meta["trials"]
+        if lam is not None and meta.get("lambda") is not None and resolve_lambda(lam) != meta["lambda"]:
+            raise SpecError(f"--lambda {lam}: {run_dir} was searched with lambda {meta['lambda']}; "
+                            f"resume it without --lambda, or start a new --run")
+        lam = meta.get("lambda")
+        # a supernet's schedule (cosine, α frozen for the first third) is fixed by its epochs at start
+        trials = meta["trials"] if not trials or method == "auto-fpn" else max(trials, meta["trials"])
     else:
         if store.count():
             raise NascliError(f"{run_dir}: run already has {store.count()} trials; pass --resume or a new --run")
@@ -77,10 +84,10 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
     _check_cache(spec, cache, proxy_path)
     if not resume:
         shutil.copyfile(proxy_path, run_dir / "spec.yaml")
+    options = strategy_options(method, spec, cache, trials, lam)
     store.set_meta(method=method, cache=str(cache), seed=seed, trials=trials, space=spec.space,
-                   proxy=str(proxy_path))
+                   proxy=str(proxy_path), **({"lambda": options["lambda"]} if "lambda" in options else {}))
     space = space_for(spec)
-    options = spec.controller if method != "random" else {}
     strategy = STRATEGIES[method](space, seed=seed, **options)
     blob = store.load_state()
     if blob is not None:
@@ -123,6 +130,20 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
         (run_dir / "best.json").write_text(json.dumps(json.loads(summary["top"][0]["genotype"]), indent=2))
     store.close()
     return summary
+
+
+def strategy_options(method: str, spec: ProxySpec, cache, trials: int, lam=None) -> dict:
+    """What the method's strategy is built with: the controller's options, or for auto-fpn the
+    supernet's (`darts:`, λ resolved to a number) with the cache it trains on and its epochs."""
+    if method == "random":
+        return {}
+    if method == "auto-fpn":
+        darts = dict(spec.darts)
+        darts["lambda"] = resolve_lambda(lam if lam is not None else darts.get("lambda", "middle"))
+        return {**darts, "cache": str(cache), "epochs": trials}
+    if lam is not None:
+        raise SpecError(f"--lambda: only auto-fpn has a resource weight, not --method {method}")
+    return dict(spec.controller)
 
 
 def control_genotype(spec: ProxySpec, cache, source):

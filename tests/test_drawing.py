@@ -66,3 +66,13 @@ def test_runs_show_arch_draws_a_trial_and_names_a_missing_one(tmp_path, run_cli)
     assert (tmp_path / "run" / "arch-1.png").read_bytes()[:8] == PNG
     code, _, err = run_cli("runs", "show", tmp_path / "run", "--arch", 7)
     assert code == 2 and "has no trial 7" in err
+
+
+def test_auto_fpn_graph_has_every_link_and_head_edge_that_is_not_none():
+    g = _sampled("auto-fpn", 0)
+    graph = genotype_graph(g)
+    links = sum(op != 0 for layer in g.neck for row in layer for op in row)
+    head_edges = sum(op != 0 for cell in g.head for op in cell)
+    assert sum(label not in ("", "concat", "conv s2", "relu, conv s2", "each level") for *_, label in graph.edges) \
+        == links + head_edges
+    assert {"P3", "P4", "P5", "P6", "P7"} <= set(graph.nodes)

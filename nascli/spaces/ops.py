@@ -70,7 +70,15 @@ def register(name: str, factory) -> None:
     OPS[name] = factory
 
 
+class Zero(nn.Module):
+    """The "none" op of the differentiable spaces: no connection (zeros of the input's shape)."""
+
+    def forward(self, x):
+        return x.mul(0.0)
+
+
 for _name, _factory in {
+    "none": lambda c, norm: Zero(),
     "skip": lambda c, norm: nn.Identity(),
     "conv1x1": lambda c, norm: ConvNormAct(c, 1, norm),
     "conv3x3": lambda c, norm: ConvNormAct(c, 3, norm),
@@ -78,6 +86,13 @@ for _name, _factory in {
     "sep3x3_d3": lambda c, norm: SepConv(c, 3, norm, dilation=3),
     "sep5x5_d6": lambda c, norm: SepConv(c, 5, norm, dilation=6),
     "deform3x3": lambda c, norm: DeformConv(c, norm),
+    # Auto-FPN's sets (its dilated convs are depthwise-separable, as DARTS's dil_conv)
+    "conv5x5": lambda c, norm: ConvNormAct(c, 5, norm),
+    "sep5x5": lambda c, norm: SepConv(c, 5, norm),
+    "dil3x3_r2": lambda c, norm: SepConv(c, 3, norm, dilation=2),
+    "dil3x3_r3": lambda c, norm: SepConv(c, 3, norm, dilation=3),
+    "dil5x5_r2": lambda c, norm: SepConv(c, 5, norm, dilation=2),
+    "dil5x5_r3": lambda c, norm: SepConv(c, 5, norm, dilation=3),
 }.items():
     register(_name, _factory)
 

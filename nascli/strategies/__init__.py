@@ -1,10 +1,13 @@
 """HOW a space is searched: ask/tell strategies over a space's decision sequence.
 
 STRATEGIES maps a method name to its strategy class; a plain dict, filled once, here. A method
-named after a space (nas-fcos, nas-fpn) searches that space only; random searches any.
+named after a space (nas-fcos, nas-fpn, auto-fpn) searches that space only; random searches any.
+Auto-FPN's strategy trains a supernet on the cache itself, one epoch per ask.
 """
 
 from .controller import ControllerStrategy
+from .darts import DartsStrategy
 from .random import RandomStrategy
 
-STRATEGIES = {"random": RandomStrategy, "nas-fcos": ControllerStrategy, "nas-fpn": ControllerStrategy}
+STRATEGIES = {"random": RandomStrategy, "nas-fcos": ControllerStrategy, "nas-fpn": ControllerStrategy,
+              "auto-fpn": DartsStrategy}

@@ -1,0 +1,145 @@
+"""Auto-FPN's search (papers/auto-fpn.md §3.4-3.5, §4.1): first-order bi-level optimisation of
+the supernet on the feature cache, as an ask/tell strategy.
+
+Each `ask` trains the supernet for one epoch and returns the genotype decoded from α (argmax), which
+`run_search` scores with the proxy like any other trial. Meta-train is split once, by the seed,
+into two disjoint halves: the weights learn on trainA (SGD, cosine schedule lr -> lr_min), the
+architecture parameters α on trainB (Adam, lr 3e-3, weight decay 1e-3), by the detection loss plus
+λ·Σ softmax(α)·C(op) with C the normalised params + FLOPs + MAC of each op. α stays frozen for the
+first third of the epochs (`alpha_start`). The whole state (α, weights, both optimisers, the
+epoch) is the strategy's `state_dict`, saved in the run database after every epoch, so a killed
+search resumes exactly. A batch whose loss is not finite is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from pydantic import ConfigDict, Field
+
+from ..config import Spec, validate
+from ..errors import SpecError
+from ..spaces import auto_fpn
+
+#: The paper's resource presets (§4.1): small models come from the strongest constraint.
+LAMBDA_PRESETS = {"small": 0.2, "middle": 0.02, "big": 0.002}
+
+
+class DartsOptions(Spec):
+    """`darts:` in an auto-fpn proxy spec (paper values; a CPU spec may shrink the batch)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    lambda_: float | str = Field("middle", alias="lambda", description="resource weight λ or small|middle|big")
+    lr: float = Field(0.02, gt=0)
+    lr_min: float = Field(0.001, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    alpha_lr: float = Field(3e-3, gt=0)
+    alpha_weight_decay: float = Field(1e-3, ge=0)
+    alpha_start: float = Field(1 / 3, ge=0, le=1, description="fraction of the epochs with α frozen")
+    batch_size: int = Field(16, ge=1)
+    max_samples: int | None = Field(None, ge=2, description="use only the first N meta-train crops")
+
+
+def resolve_lambda(value) -> float:
+    """λ from a preset name or a number (a string of one, from the command line)."""
+    if isinstance(value, str) and value in LAMBDA_PRESETS:
+        return LAMBDA_PRESETS[value]
+    try:
+        lam = float(value)
+    except (TypeError, ValueError):
+        raise SpecError(f"--lambda {value}: a number or one of {', '.join(LAMBDA_PRESETS)}") from None
+    if not lam >= 0 or not math.isfinite(lam):
+        raise SpecError(f"--lambda {value}: must be a finite number >= 0")
+    return lam
+
+
+class DartsStrategy:
+    """Trains the Auto-FPN supernet an epoch per `ask`; see the module docstring."""
+
+    def __init__(self, space, seed: int = 0, cache=None, epochs: int = 1, **options):
+        from ..proxy import _open_split
+
+        if not isinstance(space, auto_fpn.Space):
+            raise SpecError(f"the darts strategy searches the auto-fpn space, not {space.name!r}")
+        self.options = validate(DartsOptions, options, "proxy spec field 'darts'")
+        self.lam = resolve_lambda(self.options.lambda_)
+        self.space, self.seed, self.epochs, self.epoch = space, seed, max(1, epochs), 0
+        self.train = _open_split(str(cache), "train")
+        n = len(self.train) if self.options.max_samples is None else min(len(self.train), self.options.max_samples)
+        order = np.random.default_rng(seed).permutation(n)
+        self.half_a, self.half_b = np.sort(order[: n // 2]), np.sort(order[n // 2:])
+        torch.manual_seed(seed)
+        self.net = auto_fpn.Supernet(space.spec, self.train.in_channels(), len(self.train.classes))
+        o = self.options
+        self.w_opt = torch.optim.SGD(self.net.weight_parameters(), lr=o.lr, momentum=o.momentum,
+                                     weight_decay=o.weight_decay)
+        self.a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=o.alpha_lr, betas=(0.5, 0.999),
+                                      weight_decay=o.alpha_weight_decay)
+        self.costs = (auto_fpn.op_costs(auto_fpn.NECK_OPS, space.spec.width),
+                      auto_fpn.op_costs(auto_fpn.HEAD_OPS, space.spec.width))
+        self.skipped, self.rewards = 0, []
+
+    def lr_at(self, epoch: int) -> float:
+        o = self.options
+        return o.lr_min + 0.5 * (o.lr - o.lr_min) * (1 + math.cos(math.pi * epoch / self.epochs))
+
+    def searching_alpha(self, epoch: int) -> bool:
+        return epoch >= math.ceil(self.options.alpha_start * self.epochs)
+
+    def ask(self, n: int = 1) -> list:
+        out = []
+        for _ in range(n):
+            self._train_epoch()
+            out.append(self.net.decode())
+        return out
+
+    def tell(self, genotype, reward: float | None) -> None:
+        self.rewards.append(reward)
+
+    def _loss(self, batch) -> torch.Tensor:
+        return sum(self.net.loss_from_batch(self.net(batch), batch).values())
+
+    def _train_epoch(self) -> None:
+        o, e = self.options, self.epoch
+        for group in self.w_opt.param_groups:
+            group["lr"] = self.lr_at(e)
+        self.net.train()
+        data_seed = self.seed * 1000 + e
+        batches_a = self.train.batches(o.batch_size, True, data_seed, indices=self.half_a)
+        batches_b = self.train.batches(o.batch_size, True, data_seed + 500, indices=self.half_b)
+        for batch_a, batch_b in zip(batches_a, batches_b):
+            loss = self._loss(batch_a)  # the weights, on trainA
+            if torch.isfinite(loss):
+                self.w_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), 5.0)
+                self.w_opt.step()
+            else:
+                self.skipped += 1
+            if self.searching_alpha(e):  # α, on trainB (first order: the weights are taken as they are)
+                loss = self._loss(batch_b) + self.lam * self.net.resource(self.costs)
+                if torch.isfinite(loss):
+                    grads = torch.autograd.grad(loss, self.net.arch_parameters())
+                    for p, g in zip(self.net.arch_parameters(), grads):
+                        p.grad = g
+                    self.a_opt.step()
+                    self.a_opt.zero_grad(set_to_none=True)
+                else:
+                    self.skipped += 1
+        self.epoch += 1
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "net": self.net.state_dict(), "w_opt": self.w_opt.state_dict(),
+                "a_opt": self.a_opt.state_dict(), "skipped": self.skipped,
+                "rewards": [float("nan") if r is None else r for r in self.rewards]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.skipped = int(state["epoch"]), int(state["skipped"])
+        self.net.load_state_dict(state["net"])
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.a_opt.load_state_dict(state["a_opt"])
+        self.rewards = [None if r != r else r for r in state["rewards"]]
