@@ -11,7 +11,7 @@ SEED ?= 0
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: install demo test bench bench-search bench-proxy fidelity bccd bccd-nas-fcos bccd-fidelity clean
+.PHONY: install demo test bench bench-search bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -104,6 +104,12 @@ bccd-fidelity: $(STAMP)
 	test -n "$$(ls bccd/cache/*.h5 2>/dev/null)" || $(NASCLI) cache-features --data bccd/meta-train.json --val bccd/meta-val.json --checkpoint bccd/baseline/last.pt --levels c3,c4,c5 --out bccd/cache --seed $(SEED)
 	$(NASCLI) search --method nas-fcos --proxy nas-fcos-demo --cache $$(ls bccd/cache/*.h5 | head -1) --trials $(BCCD_FIDELITY_TRIALS) --run bccd/runs/fidelity --seed $(SEED) $$(test -f bccd/runs/fidelity/run.db && echo --resume bccd/runs/fidelity)
 	$(BIN)/python -m benchmarks.bench_fidelity --run bccd/runs/fidelity --test bccd/test.json --epochs $(BCCD_FIDELITY_EPOCHS) --seed $(SEED) --out benchmarks/fidelity-bccd.json
+
+# Auto-FPN's three lambda presets on the demo's cache against the control, and the wall time of
+# a NAS-FCOS search with as many trials (run `make demo` first; resumable).
+AUTO_FPN_TRIALS ?= 6
+bench-auto-fpn: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_auto_fpn --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --trials $(AUTO_FPN_TRIALS) --seed $(SEED)
 
 # How far to trust the NAS-FCOS proxy (run `make demo` first): seed noise, tau between widths,
 # and the control and 20 random genotypes before and after the proxy's correctness fixes.
