@@ -1,0 +1,112 @@
+"""SP-NAS serial space: encodings (paper <-> Vega), ResNets as encodings with torchvision's weights,
+and the function-preserving morphisms expand and swap."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision import models
+
+from nascli.errors import SpecError
+from nascli.spaces import spnas
+from nascli.spaces.spnas import RESNET18, RESNET50, Serial, SerialNet, expand, swap
+
+SPNET_VOC = "BB(11d,1111,d11111111,d111,1,1111)"  # the paper's Table 7
+
+
+@pytest.mark.parametrize("text, vega", [("BB(11,d1,d1,d1)", "11-21-21-21"),
+                                        ("BNB(111,d111,d11111,d11)", "111-2111-211111-211"),
+                                        (SPNET_VOC, "112-1111-211111111-2111-1-1111")])
+def test_paper_and_vega_encodings_round_trip(text, vega):
+    serial = Serial.parse(text)
+    assert str(serial) == text and serial.to_vega() == vega
+    assert Serial.from_vega(vega, serial.block) == serial
+
+
+@pytest.mark.parametrize("bad", ["BB(11,d1)", "CB(11,d1,d1,d1)", "BB(11,x1,d1,d1)", "BB(11,,d1,d1)",
+                                 "BB(" + ",".join(["1"] * 8) + ")"])
+def test_malformed_encodings_name_what_is_wrong(bad):
+    with pytest.raises(SpecError, match="serial encoding"):
+        Serial.parse(bad)
+
+
+@pytest.mark.parametrize("serial, factory", [(RESNET18, models.resnet18), (RESNET50, models.resnet50),
+                                             (Serial.parse("XB(111,d111,d11111,d11)"), models.resnext50_32x4d)])
+def test_resnets_are_their_encodings_and_load_torchvision_weights(serial, factory):
+    torch.manual_seed(0)
+    reference = factory(weights=None).eval()
+    net = SerialNet(serial, stem="resnet").eval()
+    net.load_state_dict({k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")})  # strict
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        want = reference.layer4(reference.layer3(reference.layer2(reference.layer1(
+            reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))))))
+        torch.testing.assert_close(net(x)["c5"], want)
+
+
+def _flops(net, size=64):
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops()
+
+
+def _trained_like(net):
+    """Random BatchNorm statistics and affine weights, so that identities are not trivial."""
+    torch.manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+@pytest.mark.parametrize("serial", [RESNET18, Serial.parse("BNB(11,d1,d1,d1)")])
+@pytest.mark.parametrize("position", [1, 2, 5, 8])
+def test_expand_leaves_the_output_unchanged_and_adds_one_blocks_flops(serial, position):
+    net = _trained_like(SerialNet(serial, base_channels=16))
+    grown = expand(net, position).eval()
+    assert len(grown.serial.codes) == len(serial.codes) + 1
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before, after = net(x), grown(x)
+    for level in before:  # exactly: the new block adds zero to its residual
+        torch.testing.assert_close(after[level], before[level], rtol=0, atol=1e-6)
+    added = _flops(grown) - _flops(net)
+    inserted = [b for layer in grown.stages() for b in layer][grown.inserted]
+    shapes = []
+    hook = inserted.register_forward_hook(lambda module, inputs, output: shapes.append(inputs[0].shape))
+    grown(torch.zeros(1, 3, 64, 64))
+    hook.remove()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        inserted(torch.zeros(shapes[0]))
+    assert added == counter.get_total_flops() > 0  # exactly one more block's FLOPs
+
+
+@pytest.mark.parametrize("stage, later", [(2, True), (2, False), (3, True), (4, False)])
+def test_swap_keeps_every_weight_and_the_output_shapes(stage, later):
+    net = _trained_like(SerialNet(RESNET18, base_channels=16))
+    moved = swap(net, stage, later).eval()
+    assert moved.dropped == []
+    assert [len(s) for s in moved.serial.stages] != [len(s) for s in net.serial.stages]
+    new_blocks = [b for layer in moved.stages() for b in layer]
+    for i, old in enumerate(b for layer in net.stages() for b in layer):
+        new_state = new_blocks[i].state_dict()
+        for key, value in old.state_dict().items():
+            assert torch.equal(new_state[key], value), (i, key)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before, after = net(x), moved(x)
+    assert before["c5"].shape == after["c5"].shape
+    assert not torch.allclose(before["c5"], after["c5"])  # the stride moved: values move
+
+
+def test_morphisms_refuse_what_would_remove_a_stage():
+    net = SerialNet(Serial.parse("BB(11,d,d1,d1)"), base_channels=8)
+    with pytest.raises(SpecError, match="would vanish"):
+        swap(net, 2, later=True)
+    with pytest.raises(SpecError, match="a block position"):
+        expand(net, 0)
+    assert spnas.MIN_STAGES <= len(net.serial.stages) <= spnas.MAX_STAGES
