@@ -110,3 +110,28 @@ def test_morphisms_refuse_what_would_remove_a_stage():
     with pytest.raises(SpecError, match="a block position"):
         expand(net, 0)
     assert spnas.MIN_STAGES <= len(net.serial.stages) <= spnas.MAX_STAGES
+
+
+def test_parallel_level_with_no_subnets_is_the_serial_network_and_subnets_copy_their_stage():
+    import numpy as np
+
+    net = _trained_like(SerialNet(RESNET18, base_channels=8))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        serial = net(x)
+        plain = spnas.ParallelNet(net, (0, 0, 0, 0)).eval()(x)
+        grown = spnas.ParallelNet(net, (0, 2, 1, 0)).eval()
+        parallel = grown(x)
+    for level in serial:
+        torch.testing.assert_close(plain[level], serial[level], rtol=0, atol=0)
+        assert parallel[level].shape == serial[level].shape
+    torch.testing.assert_close(parallel["c2"], serial["c2"])  # stage 1 has no subnet
+    assert not torch.allclose(parallel["c3"], serial["c3"])
+    for copy in grown.subnets[1]:
+        for (_, a), (_, b) in zip(copy.state_dict().items(), net.layer2.state_dict().items()):
+            assert torch.equal(a, b)
+    deep_first = SerialNet(Serial.parse("BB(1111,d1,d1,d1)"), base_channels=8)  # stage 1 costs ~2x stage 3
+    counts = [spnas.sample_parallel(deep_first, np.random.default_rng(s), size=64) for s in range(200)]
+    share = np.mean(counts, axis=0)  # cheaper stages get subnets more often
+    assert all(0 <= c <= 3 for cs in counts for c in cs)
+    assert share[0] < share[2]

@@ -130,8 +130,11 @@ class SerialNet(nn.Module):
     def stages(self) -> list[nn.Sequential]:
         return [getattr(self, f"layer{s + 1}") for s in range(len(self.serial.stages))]
 
+    def run_stem(self, x):
+        return self.stem(x) if self.stem_kind == "two-conv" else self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
     def forward(self, x):
-        x = self.stem(x) if self.stem_kind == "two-conv" else self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.run_stem(x)
         out = {}
         for s, layer in enumerate(self.stages()):
             x = layer(x)
@@ -207,3 +210,71 @@ def swap(net: SerialNet, stage: int, later: bool) -> SerialNet:
     new = SerialNet(Serial(serial.block, tuple(stages)), net.base_channels, net.stem_kind)
     new.dropped = _carry(net, new, {i: i for i in range(len(_blocks(new)))})
     return new
+
+
+# ------------------------------------------------------------------ the parallel level (§3.2)
+
+
+class ParallelNet(nn.Module):
+    """A SerialNet with `counts[l]` parallel subnets at stage l (0..K each; the paper's K = 3),
+    each a copy of the stage with its weights. With x_l^0 = s_l(x_{l-1}^0) (the serial path),
+    subnet k of stage l computes x_l^k = p_l^k(x_{l-1}^k + up(x_l^(k-1))), `up` a 1×1 conv and an
+    upsampling to the previous stage's channels and size (x_{l-1}^k is the previous stage's last
+    output when it has fewer subnets; the stem's output before stage 1). The stage's output, C_l,
+    is its last x_l^k. All-zero counts give the serial network itself."""
+
+    def __init__(self, serial_net: SerialNet, counts):
+        super().__init__()
+        import copy
+
+        counts = tuple(int(c) for c in counts)
+        stages = serial_net.stages()
+        if len(counts) != len(stages) or any(c < 0 for c in counts):
+            raise SpecError(f"parallel level {counts}: one count >= 0 per stage ({len(stages)})")
+        self.serial_net, self.counts = serial_net, counts
+        widths = [serial_net.base_channels] + list(serial_net.out_channels.values())
+        self.subnets = nn.ModuleList(nn.ModuleList(copy.deepcopy(stage) for _ in range(c))
+                                     for stage, c in zip(stages, counts))
+        self.ups = nn.ModuleList(nn.ModuleList(nn.Conv2d(widths[l + 1], widths[l], 1) for _ in range(c))
+                                 for l, c in enumerate(counts))
+        self.out_channels = serial_net.out_channels
+
+    def forward(self, x):
+        net = self.serial_net
+        previous, out = [net.run_stem(x)], {}
+        for l, stage in enumerate(net.stages()):
+            outputs = [stage(previous[0])]
+            for k, (subnet, up) in enumerate(zip(self.subnets[l], self.ups[l]), start=1):
+                below = previous[min(k, len(previous) - 1)]
+                lifted = nn.functional.interpolate(up(outputs[-1]), size=below.shape[-2:], mode="nearest")
+                outputs.append(subnet(below + lifted))
+            out[f"c{l + 2}"] = outputs[-1]
+            previous = outputs
+        return out
+
+
+def sample_parallel(serial_net: SerialNet, rng, max_subnets: int = 3, size: int = 224) -> tuple:
+    """A random parallel level: 1..stages additions, each to a stage drawn with probability
+    proportional to the inverse of its subnet's FLOPs (on a size×size image), up to `max_subnets`
+    per stage (§3.2: cheap subnets are added more often)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    stages = serial_net.stages()
+    flops = []
+    x = torch.zeros(1, 3, size, size)
+    with torch.no_grad():
+        x = serial_net.run_stem(x)
+        for stage in stages:
+            counter = FlopCounterMode(display=False)
+            with counter:
+                y = stage(x)
+            flops.append(counter.get_total_flops())
+            x = y
+    counts = [0] * len(stages)
+    for _ in range(int(rng.integers(1, len(stages) + 1))):
+        open_ = [l for l in range(len(stages)) if counts[l] < max_subnets]
+        if not open_:
+            break
+        weights = [1 / max(1, flops[l]) for l in open_]
+        counts[int(rng.choice(open_, p=[w / sum(weights) for w in weights]))] += 1
+    return tuple(counts)
