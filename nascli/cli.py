@@ -600,8 +600,8 @@ def compare_cmd(
 
 
 def _print_compare(r: dict) -> None:
-    def pct(v):
-        return "" if v is None else f"{100 * v:.1f}"
+    def pct(v):  # pycocotools' -1: no object of that size in the test split
+        return "" if v is None else "n/a" if v < 0 else f"{100 * v:.1f}"
 
     several = len(r["fidelity"]) > 1
     rows = []
@@ -622,7 +622,8 @@ def _print_compare(r: dict) -> None:
         if f.get("verdict"):
             console.print(f"search verdict {run}: {f['verdict']}")
         if f["kendall_tau"] is None:
-            console.print(f"proxy fidelity {run}: needs 2+ retrained architectures with a proxy reward (has {f['n']})")
+            console.print(f"proxy fidelity {run}: needs 3+ retrained architectures with a proxy reward (has {f['n']}; "
+                          f"over 2 a rank correlation is +-1 by construction)")
         else:
             console.print(f"proxy fidelity {run}: Kendall tau {f['kendall_tau']:.3f}, "
                           f"Spearman rho {f['spearman_rho']:.3f} over {f['n']} architectures")

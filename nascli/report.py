@@ -133,7 +133,7 @@ def compare(runs) -> dict:
                          **({k: r["metrics"].get(k) for k in _COMPARED} if status == "done" else {})})
         scored = [r for r in rows if r["run"] == str(run) and r["status"] == "done" and r["reward"] is not None]
         pairs = ([r["reward"] for r in scored], [r["AP"] for r in scored])
-        enough = len(scored) >= 2
+        enough = len(scored) >= 3  # over 2 points a rank correlation is +-1 by construction
         fidelity[str(run)] = {"n": len(scored), "kendall_tau": kendall_tau(*pairs) if enough else None,
                               "spearman_rho": spearman_rho(*pairs) if enough else None,
                               "architectures": [r["name"] for r in scored], "verdict": _verdict(run)}
