@@ -497,14 +497,13 @@ def runs_show(run: RunArg, top: Annotated[int, typer.Option(help="Rows in the ta
 
 def _show_arch(store, trial_id: int, as_json: bool) -> None:
     from .drawing import draw_genotype
-    from .spaces import load_genotype
+    from .inputs import stored_genotype
 
     rows = store.trials(f"id = {int(trial_id)}")
     if not rows:
         raise NascliError(f"--arch {trial_id}: {store.path} has no trial {trial_id} (trials 0..{store.count()})")
     t = rows[0]
-    genotype = load_genotype(store.decode_json(t.genotype, f"trials row {t.id} field 'genotype'"),
-                             f"{store.path}: trials row {t.id} field 'genotype'")
+    genotype = stored_genotype(store, t.genotype, f"trials row {t.id} field 'genotype'")
     name = "control" if t.id == 0 else f"trial {t.id}"
     reward = "" if t.reward is None else f", reward {t.reward:.4f}"
     path = draw_genotype(genotype, store.run_dir / f"arch-{t.id}.png", f"{store.run_dir.name}: {name}{reward}")

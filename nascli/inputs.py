@@ -68,8 +68,14 @@ def _cache(path: Path) -> dict:
     return {"checked": len(verify(path)["checked"])}
 
 
-def _run(path: Path) -> dict:
+def stored_genotype(store, text: str, where: str):
+    """A genotype as a run database row holds it (JSON text); a damaged one names the row."""
     from .spaces import load_genotype
+
+    return load_genotype(store.decode_json(text, where) or {}, f"{store.path}: {where}")
+
+
+def _run(path: Path) -> dict:
     from .store import RunStore
 
     store = RunStore(path.parent if path.is_file() else path, readonly=True)
@@ -77,13 +83,11 @@ def _run(path: Path) -> dict:
         store.meta()
         trials = store.trials()
         for t in trials:
-            where = f"trials row {t.id} field 'genotype'"
-            load_genotype(store.decode_json(t.genotype, where) or {}, f"{store.path}: {where}")
+            stored_genotype(store, t.genotype, f"trials row {t.id} field 'genotype'")
         store.scores()
         store.load_state()
         for r in store.retrained():
-            where = f"retrained row '{r['name']}' field 'genotype'"
-            load_genotype(store.decode_json(r["genotype"], where) or {}, f"{store.path}: {where}")
+            stored_genotype(store, r["genotype"], f"retrained row '{r['name']}' field 'genotype'")
     finally:
         store.close()
     return {"trials": len(trials)}

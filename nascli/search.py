@@ -22,14 +22,14 @@ from pathlib import Path
 
 import torch
 
-from .config import ProxySpec, load_spec, resolve_proxy
+from .config import ProxySpec, load_spec, resolve_proxy, validate
 from .errors import NascliError, SpecError, unknown_name
 from .features import describe
 from .proxy import evaluate, space_for
 from .spaces import load_genotype
 from .store import RunStore
 from .strategies import STRATEGIES
-from .strategies.darts import resolve_lambda
+from .strategies.darts import DartsOptions, resolve_lambda
 
 
 def _pack(state: dict) -> bytes:
@@ -139,7 +139,8 @@ def strategy_options(method: str, spec: ProxySpec, cache, trials: int, lam=None)
         return {}
     if method == "auto-fpn":
         darts = dict(spec.darts)
-        darts["lambda"] = resolve_lambda(lam if lam is not None else darts.get("lambda", "middle"))
+        default = validate(DartsOptions, darts, "proxy spec field 'darts'").lambda_
+        darts["lambda"] = resolve_lambda(lam if lam is not None else default)
         return {**darts, "cache": str(cache), "epochs": trials}
     if lam is not None:
         raise SpecError(f"--lambda: only auto-fpn has a resource weight, not --method {method}")

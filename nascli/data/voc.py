@@ -7,9 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..errors import DataError
-from .coco import write_json
-
-MAX_COORDINATE = 1e6  # pixels: anything larger is a corrupted file, not an image
+from .coco import MAX_SIDE, write_json
 
 
 def _text(node, field, xml_path):
@@ -24,7 +22,7 @@ def _number(node, field, xml_path) -> float:
         value = float(_text(node, field, xml_path))
     except ValueError:
         raise DataError(f"{xml_path}: field '{field}' is not a number") from None
-    if not math.isfinite(value) or abs(value) > MAX_COORDINATE:
+    if not math.isfinite(value) or abs(value) > MAX_SIDE:
         raise DataError(f"{xml_path}: field '{field}' is {value}, not a finite pixel coordinate")
     return value
 

@@ -22,10 +22,9 @@ proxy's and the retraining's small batches make BN statistics noisy.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +33,7 @@ from torch import nn
 from ..errors import SpecError
 from ..models.detector import STRIDES
 from ..models.heads import FCOSHead, group_count
-from .genotype_json import fields_of, read_fields
+from .genotype_json import JsonGenotype, fields_of, read_fields
 from . import nas_fcos
 from .nas_fcos import Decision, cost  # noqa: F401  (cost: one measurement for every space)
 from .ops import OPS
@@ -67,7 +66,7 @@ class SpaceSpec:
 
 
 @dataclass(frozen=True)
-class Genotype:
+class Genotype(JsonGenotype):
     """neck[l][i][j]: op id (NECK_OPS) of the link from level j of layer l to level i of layer l+1;
     head[m][e]: op id (HEAD_OPS) of edge e (in `head_edges()` order) of head cell m."""
 
@@ -75,9 +74,6 @@ class Genotype:
     head: tuple
     space: str = field(default=SPACE)
     version: int = field(default=VERSION)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text, source: str = "genotype") -> Genotype:

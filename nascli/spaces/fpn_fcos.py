@@ -3,24 +3,20 @@ like any searched one: the zoo's reference row, exported and retrained the same 
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from ..errors import SpecError
-from .genotype_json import fields_of, read_fields
+from .genotype_json import JsonGenotype, fields_of, read_fields
 
 SPACE = "fpn-fcos"
 VERSION = 1
 
 
 @dataclass(frozen=True)
-class Genotype:
+class Genotype(JsonGenotype):
     num_convs: int = 4  # FCOS head tower depth
     space: str = SPACE
     version: int = VERSION
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text, source: str = "genotype") -> Genotype:

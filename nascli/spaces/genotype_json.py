@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from dataclasses import asdict
 
 from ..errors import SpecError
+
+
+class JsonGenotype:
+    """Base of every space's genotype dataclass: its JSON is its fields (what run.db and exports hold)."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
 
 
 def read_fields(text, source: str, space: str, version: int) -> dict:

@@ -18,9 +18,8 @@ with the other levels (layers before it are the level's own). The released code'
 
 from __future__ import annotations
 
-import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -29,7 +28,7 @@ from ..errors import SpecError
 from ..models.detector import STRIDES
 from ..models.fpn import Widen
 from ..models.heads import FCOSHead
-from .genotype_json import fields_of, read_fields
+from .genotype_json import JsonGenotype, fields_of, read_fields
 from .ops import OPS, deform_conv_flops, norm_layer, resize_to
 
 SPACE = "nas-fcos"
@@ -65,7 +64,7 @@ class SpaceSpec:
 
 
 @dataclass(frozen=True)
-class Genotype:
+class Genotype(JsonGenotype):
     """A NAS-FCOS decoder. Blocks are (id1, id2, op1, op2, agg) with op ids in FPN_OPS.
 
     head_first + head_blocks describe the paper's block head; head_sequence (ids in
@@ -85,9 +84,6 @@ class Genotype:
     @property
     def head_layers(self) -> int:
         return len(self.head_sequence) if self.head_sequence else 1 + len(self.head_blocks)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str, source: str = "genotype") -> Genotype:

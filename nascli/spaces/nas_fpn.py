@@ -18,9 +18,8 @@ Genotype cells are (first, second, level, op): candidate indices, level 3..7, op
 
 from __future__ import annotations
 
-import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +27,7 @@ from torch import nn
 
 from ..errors import SpecError
 from . import nas_fcos
-from .genotype_json import fields_of, read_fields
+from .genotype_json import JsonGenotype, fields_of, read_fields
 from .nas_fcos import Decision
 
 SPACE = "nas-fpn"
@@ -52,16 +51,13 @@ class SpaceSpec:
 
 
 @dataclass(frozen=True)
-class Genotype:
+class Genotype(JsonGenotype):
     """A NAS-FPN pyramid: merging cells (first, second, level, op); the last five emit P3..P7."""
 
     cells: tuple
     repeats: int = 3
     space: str = field(default=SPACE)
     version: int = field(default=VERSION)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text, source: str = "genotype") -> Genotype:

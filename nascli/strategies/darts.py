@@ -81,7 +81,7 @@ class DartsStrategy:
                                       weight_decay=o.alpha_weight_decay)
         self.costs = (auto_fpn.op_costs(auto_fpn.NECK_OPS, space.spec.width),
                       auto_fpn.op_costs(auto_fpn.HEAD_OPS, space.spec.width))
-        self.skipped, self.rewards = 0, []
+        self.skipped = 0
 
     def lr_at(self, epoch: int) -> float:
         o = self.options
@@ -98,7 +98,7 @@ class DartsStrategy:
         return out
 
     def tell(self, genotype, reward: float | None) -> None:
-        self.rewards.append(reward)
+        """Nothing to learn from: the supernet follows its own loss; rewards live in the run database."""
 
     def _loss(self, batch) -> torch.Tensor:
         return sum(self.net.loss_from_batch(self.net(batch), batch).values())
@@ -134,12 +134,10 @@ class DartsStrategy:
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "net": self.net.state_dict(), "w_opt": self.w_opt.state_dict(),
-                "a_opt": self.a_opt.state_dict(), "skipped": self.skipped,
-                "rewards": [float("nan") if r is None else r for r in self.rewards]}
+                "a_opt": self.a_opt.state_dict(), "skipped": self.skipped}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.skipped = int(state["epoch"]), int(state["skipped"])
         self.net.load_state_dict(state["net"])
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])
-        self.rewards = [None if r != r else r for r in state["rewards"]]
