@@ -11,7 +11,7 @@ SEED ?= 0
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: install demo test bench bench-search bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity clean
+.PHONY: install demo test bench bench-search bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -104,6 +104,20 @@ bccd-fidelity: $(STAMP)
 	test -n "$$(ls bccd/cache/*.h5 2>/dev/null)" || $(NASCLI) cache-features --data bccd/meta-train.json --val bccd/meta-val.json --checkpoint bccd/baseline/last.pt --levels c3,c4,c5 --out bccd/cache --seed $(SEED)
 	$(NASCLI) search --method nas-fcos --proxy nas-fcos-demo --cache $$(ls bccd/cache/*.h5 | head -1) --trials $(BCCD_FIDELITY_TRIALS) --run bccd/runs/fidelity --seed $(SEED) $$(test -f bccd/runs/fidelity/run.db && echo --resume bccd/runs/fidelity)
 	$(BIN)/python -m benchmarks.bench_fidelity --run bccd/runs/fidelity --test bccd/test.json --epochs $(BCCD_FIDELITY_EPOCHS) --seed $(SEED) --out benchmarks/fidelity-bccd.json
+
+# SP-NAS on the demo's baseline (made first if missing): its meta-train / meta-val crops cached as
+# images, its ResNet-18 grown by swap / expand / reignite and given a parallel level, then the
+# grown backbone and the start retrained alike (from the baseline's weights, the demo's recipe) and
+# compared on the test split. Resumable: rerun after a kill.
+SPNAS := pipelines/sp-nas
+SPNAS_TRIALS ?= 12
+sp-nas-demo: $(STAMP)
+	test -f $(DEMO)/baseline/last.pt || $(MAKE) demo
+	$(NASCLI) cache-features --data $(DEMO)/meta-train.json --val $(DEMO)/meta-val.json --checkpoint $(DEMO)/baseline/last.pt --levels images --crop $(PIPE_SIZE) --out $(SPNAS)/cache --seed $(SEED)
+	$(NASCLI) search --method sp-nas --cache $$(ls $(SPNAS)/cache/*.h5 | head -1) --trials $(SPNAS_TRIALS) --run $(SPNAS)/run --seed $(SEED) $$(test -f $(SPNAS)/run/run.db && echo --resume $(SPNAS)/run)
+	$(NASCLI) runs show $(SPNAS)/run
+	$(NASCLI) retrain $(SPNAS)/run --top 1 --epochs $(PIPE_RETRAIN_EPOCHS) --val $(DEMO)/test.json
+	$(NASCLI) compare $(SPNAS)/run
 
 # Auto-FPN's three lambda presets on the demo's cache against the control, and the wall time of
 # a NAS-FCOS search with as many trials (run `make demo` first; resumable).

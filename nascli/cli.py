@@ -394,7 +394,8 @@ def check_cmd(path: Annotated[Path, typer.Argument(help="Any file nascli reads, 
 @app.command("search")
 def search_cmd(
     method: Annotated[str, typer.Option(help="nas-fcos | nas-fpn (LSTM+PPO controller) | auto-fpn (differentiable, "
-                                             "a supernet epoch per trial) | random.")] = "nas-fcos",
+                                             "a supernet epoch per trial) | sp-nas (grows the baseline's "
+                                             "backbone; an images cache) | random.")] = "nas-fcos",
     proxy: Annotated[str | None, typer.Option(help="Proxy spec: a YAML path, or a name in ./proxies/ or built in (`nascli proxies`; default: the method's).")] = None,
     cache: Annotated[Path | None, typer.Option(help="Feature cache file from cache-features.")] = None,
     trials: Annotated[int | None, typer.Option(min=1, help="Trials to finish in total.")] = None,
@@ -410,6 +411,7 @@ def search_cmd(
 
     Example: [cyan]nascli search --method nas-fcos --proxy nas-fcos --cache cache/<key>.h5 --trials 50 --run runs/s1[/]
     Example: [cyan]nascli search --method auto-fpn --lambda small --cache cache/<key>.h5 --trials 12 --run runs/a1[/]
+    Example: [cyan]nascli search --method sp-nas --cache cache/<images key>.h5 --trials 12 --run runs/g1[/]
     Example: [cyan]nascli search --resume runs/s1[/]
     """
     from .search import run_search
@@ -435,18 +437,28 @@ def _print_top(r: dict, top: int) -> None:
             return ""
         return f"{x['mean']:.4f} ± {x['std']:.4f} ({x['seeds']})" if x["std"] is not None else f"{x['mean']:.4f} (1)"
 
+    def arch(x):  # backbone genotypes say what they are in one line; decoders are drawn (--arch N)
+        return [_one_line(x["genotype"])] if r.get("method") == "sp-nas" else []
+
     rows = []
     if r.get("control"):
         c = r["control"]
-        rows.append(("control", "", spread(c) if c["mean"] is not None else c["status"], *cost(c), ""))
-    rows += [(t["trial"], f"{t['reward']:.4f}", spread(t), *cost(t), f"{t['seconds'] or 0:.1f}")
+        rows.append(("control", *arch(c), "", spread(c) if c["mean"] is not None else c["status"], *cost(c), ""))
+    rows += [(t["trial"], *arch(t), f"{t['reward']:.4f}", spread(t), *cost(t), f"{t['seconds'] or 0:.1f}")
              for t in r["top"][:top]]
     _table(f"{r['run']}: {r['method']}, {r['finished']} trials ({r['failed']} failed) + the control",
-           ["trial", "search reward", "mean ± std (seeds)", "params", "FLOPs", "seconds"], rows)
+           ["trial", *(["architecture"] if r.get("method") == "sp-nas" else []), "search reward",
+            "mean ± std (seeds)", "params", "FLOPs", "seconds"], rows)
     if r.get("noise") is not None:
         console.print(f"proxy seed noise (pooled std over re-scored genotypes): {r['noise']:.4f}")
     if r.get("verdict"):
         console.print(f"verdict: {r['verdict']['text']}")
+
+
+def _one_line(genotype_json: str) -> str:
+    from .spaces import load_genotype
+
+    return load_genotype(genotype_json).describe()
 
 
 @runs_app.command("list")
@@ -489,10 +501,19 @@ def runs_show(run: RunArg, top: Annotated[int, typer.Option(help="Rows in the ta
     finally:
         store.close()
     r["figure"] = str(reward_figure(run))
+    if r.get("method") == "sp-nas":
+        from .report import trajectory, trajectory_figure
+
+        r["trajectory"], r["trajectory_figure"] = trajectory(run), str(trajectory_figure(run))
     if as_json:
         return _emit_json(r)
     _print_top(r, top)
     console.print(f"figure: {r['figure']}")
+    if r.get("trajectory_figure"):
+        _table("accepted steps (the search's trajectory)", ["trial", "step", "architecture", "reward"],
+               [(s["trial"], s["step"], s["arch"], f"{s['reward']:.4f}" if s["reward"] is not None else "")
+                for s in r["trajectory"]])
+        console.print(f"trajectory: {r['trajectory_figure']}")
 
 
 def _show_arch(store, trial_id: int, as_json: bool) -> None:

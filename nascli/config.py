@@ -75,10 +75,11 @@ class ProxySpec(Spec):
     CPU specs scale these down.
     """
 
-    space: Literal["nas-fcos", "nas-fpn", "auto-fpn"] = "nas-fcos"
+    space: Literal["nas-fcos", "nas-fpn", "auto-fpn", "sp-nas"] = "nas-fcos"
     reward: Optional[Literal["loss", "ap"]] = Field(
         None, description="loss: -(sum of the detector's losses) on meta-val; ap: AP@[.5:.95] on "
-                          "meta-val (default: loss for nas-fcos, ap for nas-fpn, as the papers)")
+                          "meta-val (default: loss for nas-fcos and auto-fpn, ap for nas-fpn and sp-nas, "
+                          "as the papers)")
     cells: int = Field(7, ge=5, description="NAS-FPN merging cells")
     repeats: int = Field(3, ge=1, description="NAS-FPN stacked pyramids")
     inputs: list[str] = ["c2", "c3", "c4", "c5"]
@@ -99,6 +100,8 @@ class ProxySpec(Spec):
     head_cells: int = Field(2, ge=1, description="Auto-FPN head cells (paper: 2)")
     darts: dict = Field(default_factory=dict, description="options of the Auto-FPN supernet training "
                                                           "(nascli.strategies.darts.DartsOptions)")
+    morphism: dict = Field(default_factory=dict, description="options of the SP-NAS search "
+                                                              "(nascli.strategies.morphism.MorphismOptions)")
     control: Optional[str] = Field(
         None, description="the control arm, scored first outside the budget: zoo:NAME or a genotype "
                           "json (default: the family's hand design, FPN + FCOS head with the baseline's "

@@ -162,8 +162,35 @@ def _hand_fpn(g) -> Graph:
     return graph
 
 
+def _spnas(g) -> Graph:
+    """Stem, then each stage's blocks in a chain (`1` regular, `d` doubling, `s2` the stride-2
+    opener), C2.. outputs, and a stage's parallel subnets as nodes fed by the stage before."""
+    from .spaces.spnas import Serial
+
+    serial = Serial.parse(g.serial)
+    graph = Graph(f"SP-NAS backbone {g.describe()} ({g.stem} stem, {g.base_channels} base channels)")
+    prev = graph.node("stem", f"{g.stem} stem\n(stride 4)", "input")
+    block = 0
+    for s, stage in enumerate(serial.stages):
+        stage_in = prev
+        for k, code in enumerate(stage):
+            label = ("d" if code == "d" else "1") + (" s2" if s > 0 and k == 0 else "")
+            node = graph.node(f"b{block}", f"{serial.block} {label}")
+            graph.edge(prev, node)
+            prev, block = node, block + 1
+        for sub in range(g.parallel[s] if g.parallel else 0):
+            node = graph.node(f"p{s}_{sub}", f"subnet {sub + 1} of\nstage {s + 1}")
+            graph.edge(stage_in, node, "copy of stage")
+            graph.edge(prev, node, "1x1, up")
+            prev = node
+        out = graph.node(f"c{s + 2}", f"C{s + 2}", "output")
+        graph.edge(prev, out)
+    graph.notes.append("each stage after the first opens with a stride-2 block; d doubles the channels")
+    return graph
+
+
 GRAPHS = {"nas-fcos": _nas_fcos, "nas-fpn": _nas_fpn, "auto-fpn": _auto_fpn, "fpn-fcos": _hand_fpn,
-          "fpn-retinanet": _hand_fpn}
+          "fpn-retinanet": _hand_fpn, "sp-nas": _spnas}
 
 
 def genotype_graph(genotype) -> Graph:

@@ -48,6 +48,10 @@ class TrialResult:
 
 
 def space_for(spec: ProxySpec):
+    if spec.space == "sp-nas":
+        from .spaces import spnas
+
+        return spnas.Space(spec)
     if spec.space == "auto-fpn":
         if not set(auto_fpn.LEVELS) <= set(spec.inputs):  # (C2, in the default inputs, is not used)
             raise SpecError(f"field 'inputs': Auto-FPN fuses {list(auto_fpn.LEVELS)} (P3..P5); {spec.inputs} lacks some")
@@ -165,7 +169,7 @@ def recompute_batchnorm(model: torch.nn.Module, batches) -> None:
 
 
 def reward_kind(spec: ProxySpec) -> str:
-    return spec.reward or ("ap" if spec.space == "nas-fpn" else "loss")
+    return spec.reward or ("ap" if spec.space in ("nas-fpn", "sp-nas") else "loss")
 
 
 @torch.no_grad()

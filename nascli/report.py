@@ -48,6 +48,73 @@ def reward_figure(run_dir, out=None) -> Path:
     return out
 
 
+def trajectory(run_dir) -> list[dict]:
+    """An sp-nas run's accepted steps (start, improvements, reignitions), from its strategy state."""
+    import io
+
+    import torch
+
+    store = RunStore(run_dir, create=False, readonly=True)
+    blob, trials = store.load_state(), {t.id: t for t in store.trials("id > 0")}
+    store.close()
+    if blob is None:
+        return []
+    state = torch.load(io.BytesIO(blob), weights_only=True)
+    by_tag = {json_field(t.genotype, "tag"): i for i, t in trials.items()}
+    return [{**step, "trial": by_tag.get(step["tag"])} for step in state["state"]["trajectory"]]
+
+
+def json_field(text: str, name: str):
+    import json
+
+    try:
+        return json.loads(text).get(name)
+    except (ValueError, AttributeError):
+        return None
+
+
+def trajectory_figure(run_dir, out=None) -> Path:
+    """The paper's Figure 3 for an sp-nas run: every trained candidate's reward by trial (serial
+    proposals, reignitions, parallel levels), and the accepted steps joined, labelled with the
+    architecture each step reached."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    store = RunStore(run_dir, create=False, readonly=True)
+    rows = [t for t in store.trials("id > 0") if t.status == "done"]
+    store.close()
+    steps = [s for s in trajectory(run_dir) if s["trial"] is not None and s["reward"] is not None]
+    out = Path(out or Path(run_dir) / "trajectory.png")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    kinds = {"serial": "C0", "reignite": "C1", "parallel": "C2"}
+    for kind, color in kinds.items():
+        pts = [(t.id, t.reward) for t in rows if _kind(t.genotype) == kind]
+        if pts:
+            ax.scatter(*zip(*pts), s=14, color=color, alpha=0.6, label=f"{kind} candidates")
+    if steps:
+        ax.plot([s["trial"] for s in steps], [s["reward"] for s in steps], "k-o", ms=4, lw=1.2, label="accepted steps")
+        for s in steps:
+            ax.annotate(s["arch"], (s["trial"], s["reward"]), fontsize=6, rotation=20, xytext=(3, 4),
+                        textcoords="offset points")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("AP on meta-val after brief training")
+    ax.set_title(f"{Path(run_dir).name}: sp-nas trajectory")
+    if rows:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _kind(genotype: str) -> str:
+    morphs = json_field(genotype, "morphs") or []
+    last = morphs[-1][0] if morphs else "serial"
+    return last if last in ("reignite", "parallel") else "serial"
+
+
 def list_runs(root="runs") -> list[dict]:
     """Every run folder under root with its method, progress and best reward."""
     out = []

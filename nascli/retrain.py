@@ -1,7 +1,9 @@
 """Promotion: a search's winners (and the hand-designed baseline) trained in full from images.
 
 Each promoted architecture becomes a full detector: the baseline's backbone (its trained weights,
-or a torchvision weights file), the searched decoder at the retraining width, trained with the
+or a torchvision weights file), the searched decoder at the retraining width (for an SP-NAS run:
+the searched backbone, its weights the baseline's carried through its morphisms, under the
+baseline's FPN + FCOS head), trained with the
 baseline's own schedule, data and seed, then evaluated with pycocotools. The baseline decoder
 (FPN + FCOS head as the baseline had it) is always retrained the same way as the reference row,
 and scored by the run's proxy too, so proxy fidelity covers it.
@@ -52,14 +54,28 @@ def candidates(store: RunStore, top: int, archs, baseline_convs: int) -> list[Ca
         out = [Candidate(BASELINE, load_genotype(control.genotype, "control"), reward=control.reward)]
     else:
         out = [Candidate(BASELINE, fpn_fcos.Genotype(num_convs=baseline_convs))]
+    lineage = _lineage(store)
     for t in ranked(store)[:top]:
         reward = t["mean"] if t["mean"] is not None else t["reward"]
-        out.append(Candidate(f"trial-{t['trial']}", load_genotype(t["genotype"], f"trial {t['trial']}"),
-                             t["trial"], reward))
+        genotype = load_genotype(t["genotype"], f"trial {t['trial']}")
+        if lineage:  # a grown backbone starts from the baseline's weights, like the control
+            from .backbone_proxy import from_baseline
+
+            genotype = from_baseline(genotype, lineage)
+        out.append(Candidate(f"trial-{t['trial']}", genotype, t["trial"], reward))
     for arch in archs:
         name = str(arch).replace("zoo:", "zoo-") if str(arch).startswith("zoo:") else Path(arch).stem
         out.append(Candidate(name, load_genotype(arch)))
     return out
+
+
+def _lineage(store: RunStore) -> dict:
+    """tag -> genotype of every trial of an sp-nas run (whose candidates inherit weights); {} otherwise."""
+    from .spaces import spnas
+
+    if store.meta().get("method") != "sp-nas":
+        return {}
+    return {g.tag: g for g in (spnas.Genotype.from_json(t.genotype, f"trial {t.id}") for t in store.trials("id > 0"))}
 
 
 def _inputs(store: RunStore, checkpoint, val, val_image_dir):
@@ -117,6 +133,8 @@ def _proxy_reward(store: RunStore, genotype, seed: int) -> float | None:
 
     meta = store.meta()
     spec_path = store.run_dir / "spec.yaml"
+    if meta.get("method") == "sp-nas":  # its proxy needs a lineage; an --arch backbone has none
+        return None
     if not meta.get("cache") or not spec_path.is_file() or not Path(meta["cache"]).is_file():
         return None
     try:

@@ -44,6 +44,11 @@ def _unpack(blob: bytes) -> dict:
 
 def _check_cache(spec: ProxySpec, cache, proxy_path) -> None:
     levels = describe(cache)["levels"]
+    if spec.space == "sp-nas":
+        if levels != ["images"]:
+            raise SpecError(f"{cache}: field 'levels' is {levels}; sp-nas trains backbones on image crops "
+                            f"(cache-features --levels images)")
+        return
     missing = [lv for lv in spec.inputs if lv not in levels]
     for lv in ("c3", "c4", "c5"):  # P3..P5 are resized to these sizes
         if lv not in levels and lv not in missing:
@@ -78,6 +83,8 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
             raise NascliError(f"{run_dir}: run already has {store.count()} trials; pass --resume or a new --run")
         proxy_path = resolve_proxy(proxy)
     spec = load_spec(ProxySpec, proxy_path)
+    if method == "random" and spec.space == "sp-nas":
+        raise SpecError(f"{proxy_path}: the sp-nas space is searched by --method sp-nas only (it grows one network)")
     if method != "random" and method != spec.space:
         raise SpecError(f"{proxy_path}: field 'space' is {spec.space!r}, but --method {method} searches "
                         f"the {method} space (pass --proxy {method} or a spec of that space)")
@@ -85,6 +92,12 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
     if not resume:
         shutil.copyfile(proxy_path, run_dir / "spec.yaml")
     options = strategy_options(method, spec, cache, trials, lam)
+    if method == "sp-nas" and evaluate_fn is evaluate:  # weights travel through files in the run folder
+        from functools import partial
+
+        from .backbone_proxy import evaluate as evaluate_backbone
+
+        evaluate_fn = partial(evaluate_backbone, weights_dir=run_dir / "weights")
     store.set_meta(method=method, cache=str(cache), seed=seed, trials=trials, space=spec.space,
                    proxy=str(proxy_path), **({"lambda": options["lambda"]} if "lambda" in options else {}))
     space = space_for(spec)
@@ -105,7 +118,10 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
         if not queue:
             if store.count() >= trials:
                 break
-            genotype = strategy.ask(1)[0]
+            asked = strategy.ask(1)
+            if not asked:  # the strategy's own stop condition (sp-nas: stuck at the end)
+                break
+            genotype = asked[0]
             trial_id = store.count() + 1
             store.add_pending([genotype.to_json()], [seed * 100_003 + trial_id], _pack(strategy.state_dict()))
             queue = store.pending()
@@ -137,6 +153,10 @@ def strategy_options(method: str, spec: ProxySpec, cache, trials: int, lam=None)
     supernet's (`darts:`, λ resolved to a number) with the cache it trains on and its epochs."""
     if method == "random":
         return {}
+    if method == "sp-nas":
+        from .backbone_proxy import baseline_of, start_genotype
+
+        return {**spec.morphism, "trials": trials, "start": start_genotype(baseline_of(cache)).to_json()}
     if method == "auto-fpn":
         darts = dict(spec.darts)
         default = validate(DartsOptions, darts, "proxy spec field 'darts'").lambda_
@@ -154,6 +174,10 @@ def control_genotype(spec: ProxySpec, cache, source):
 
     if spec.control:
         return load_genotype(spec.control, f"{source}: field 'control'")
+    if spec.space == "sp-nas":  # the network the search grows from, trained as briefly as a candidate
+        from .backbone_proxy import baseline_of, start_genotype
+
+        return start_genotype(baseline_of(cache))
     if spec.space == "nas-fpn":
         return fpn_retinanet.Genotype()
     convs = describe(cache).get("sources", {}).get("model_args", {}).get("num_convs", 4)

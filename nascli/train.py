@@ -13,7 +13,7 @@ from .config import TrainConfig
 from .data.coco import CocoDetection, Transform
 from .errors import CheckpointError, DataError, NascliError, SpecError
 from .models.backbones import build_backbone
-from .models.detector import FCOS, build_fcos
+from .models.detector import FCOS, FCOSDecoder, build_fcos
 from .runtime import load_checkpoint, resolve_device, save_checkpoint, seed_everything
 
 SIZE_DIVISOR = 32
@@ -55,10 +55,15 @@ def build_detector(args: dict, weights=None) -> FCOS:
     if not args.get("genotype") and not args.get("head_width") and not args.get("deep_supervision"):
         return build_fcos(**{k: v for k, v in args.items() if k not in ("genotype", "head_width", "deep_supervision")},
                           weights=weights)
-    from .spaces import build_decoder, fpn_fcos, load_genotype
+    from .spaces import build_decoder, fpn_fcos, load_genotype, spnas
 
     genotype = (load_genotype(args["genotype"]) if args.get("genotype")
                 else fpn_fcos.Genotype(num_convs=args["num_convs"]))
+    if genotype.space == spnas.SPACE:  # a searched backbone under the baseline's FPN + FCOS head
+        backbone = spnas.build_backbone(genotype)
+        backbone.genotype = genotype  # init_backbone replays its morphs on the baseline's weights
+        return FCOS(backbone, FCOSDecoder(backbone.out_channels, args["num_classes"], width=args["width"],
+                                          num_convs=args["num_convs"]))
     net = build_backbone(args["backbone"], weights, args.get("frozen_bn", False))
     decoder = build_decoder(genotype, net.out_channels, args["num_classes"], args["width"],
                             args.get("head_width"))
@@ -75,6 +80,11 @@ def init_backbone(model: FCOS, checkpoint) -> None:
     ckpt = load_checkpoint(checkpoint)
     prefix = "backbone."
     state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+    genotype = getattr(model.backbone, "genotype", None)
+    if genotype is not None:  # an SP-NAS backbone: the baseline's weights carried by its morphs
+        from .backbone_proxy import inherit
+
+        state = inherit(genotype, ckpt, None).backbone.state_dict()
     try:
         model.backbone.load_state_dict(state)
     except RuntimeError:

@@ -102,3 +102,14 @@ def tiny_proxy(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_PROXY)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_image_cache(tiny_coco, tiny_checkpoint, tmp_path_factory):
+    """The tiny dataset's 64 px crops as uint8 images (backbone searches), from the tiny checkpoint."""
+    from nascli.features import build_cache
+
+    out = tmp_path_factory.mktemp("image-cache")
+    r = build_cache(*tiny_coco, out_dir=out, checkpoint=tiny_checkpoint, crop=64, min_size=64,
+                    levels=("images",), batch_size=4, device="cpu")
+    return r["path"]

@@ -68,6 +68,9 @@ def test_expand_leaves_the_output_unchanged_and_adds_one_blocks_flops(serial, po
     net = _trained_like(SerialNet(serial, base_channels=16))
     grown = expand(net, position).eval()
     assert len(grown.serial.codes) == len(serial.codes) + 1
+    stage, k = serial.stage_of()[position - 1]  # it joins block `position`'s stage, right after it
+    assert grown.serial.stages[stage] == serial.stages[stage][:k + 1] + "1" + serial.stages[stage][k + 1:]
+    assert grown.inserted == position
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         before, after = net(x), grown(x)

@@ -33,6 +33,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ..errors import SpecError
+from .genotype_json import JsonGenotype, fields_of, read_fields
 
 BLOCKS = {"BB": (BasicBlock, {}), "BNB": (Bottleneck, {}), "XB": (Bottleneck, {"groups": 32, "base_width": 4})}
 MIN_STAGES, MAX_STAGES = 4, 7  # the paper's 5-7 counts the stem; ResNets have 4 body stages
@@ -169,19 +170,17 @@ def _carry(old: SerialNet, new: SerialNet, mapping: dict) -> list[str]:
 
 
 def expand(net: SerialNet, position: int) -> SerialNet:
-    """A copy of `net` with an identity-initialised block inserted before block `position`
-    (1..number of blocks; not before a stage's first block, whose stride it would change)."""
+    """A copy of `net` with an identity-initialised block inserted right after block `position`
+    (1..number of blocks), in that block's stage: it becomes block `position` counting from 0."""
     serial = net.serial
     where = serial.stage_of()
     if not 1 <= position <= len(where):
         raise SpecError(f"expand at {position}: a block position in 1..{len(where)}")
-    s, k = where[position - 1] if position < len(where) else (where[-1][0], where[-1][1] + 1)
-    if k == 0:
-        s, k = s - 1, len(serial.stages[s - 1])  # before a stage's stride-2 block: end of the stage before
+    s, k = where[position - 1]
     stages = list(serial.stages)
-    stages[s] = stages[s][:k] + "1" + stages[s][k:]
+    stages[s] = stages[s][:k + 1] + "1" + stages[s][k + 1:]
     new = SerialNet(Serial(serial.block, tuple(stages)), net.base_channels, net.stem_kind)
-    flat = sum(len(st) for st in stages[:s]) + k  # the new block's index
+    flat = position  # the new block's index
     _carry(net, new, {i: i - (i > flat) for i in range(len(_blocks(new))) if i != flat})
     new.inserted = flat
     inserted = _blocks(new)[flat]
@@ -278,3 +277,160 @@ def sample_parallel(serial_net: SerialNet, rng, max_subnets: int = 3, size: int 
         weights = [1 / max(1, flops[l]) for l in open_]
         counts[int(rng.choice(open_, p=[w / sum(weights) for w in weights]))] += 1
     return tuple(counts)
+
+
+# ------------------------------------------------------------------ genotypes and proposals
+
+SPACE, VERSION = "sp-nas", 1
+STARTS = {"resnet18": RESNET18, "resnet34": Serial("BB", ("111", "d111", "d11111", "d11")), "resnet50": RESNET50}
+
+
+@dataclass(frozen=True)
+class Genotype(JsonGenotype):
+    """An SP-NAS backbone and how the search reached its weights. The architecture: `serial` (the
+    paper's encoding), `parallel` (subnets per stage; () for none), the stem and base channels.
+    The lineage (morphisms inherit weights, so a candidate is trained from its parent's): `tag`
+    names the weights this candidate's training leaves, `parent` the weights it starts from ("" =
+    the start network's), `morphs` the steps from the parent's architecture to this one:
+    ["swap", stage, later], ["expand", position], ["parallel", counts], ["reignite"]."""
+
+    serial: str
+    parallel: tuple = ()
+    stem: str = "resnet"
+    base_channels: int = 64
+    tag: str = "start"
+    parent: str = ""
+    morphs: tuple = ()
+    space: str = SPACE
+    version: int = VERSION
+
+    @classmethod
+    def from_json(cls, text, source: str = "genotype") -> Genotype:
+        data = read_fields(text, source, SPACE, VERSION)
+        try:
+            serial = Serial.parse(data.get("serial"))
+        except SpecError as e:
+            raise SpecError(f"{source}: field 'serial': {e}") from None
+        with fields_of(source):
+            g = cls(serial=str(serial), parallel=tuple(int(c) for c in data.get("parallel", ())),
+                    stem=data.get("stem", "resnet"), base_channels=int(data.get("base_channels", 64)),
+                    tag=str(data.get("tag", "start")), parent=str(data.get("parent", "")),
+                    morphs=tuple(tuple(step) for step in data.get("morphs", ())))
+        problem = g.problem()
+        if problem:
+            raise SpecError(f"{source}: {problem}")
+        return g
+
+    def problem(self) -> str | None:
+        stages = len(Serial.parse(self.serial).stages)
+        if self.parallel and (len(self.parallel) != stages or not all(0 <= c <= MAX_SUBNETS for c in self.parallel)):
+            return f"field 'parallel' {list(self.parallel)}: one count in 0..{MAX_SUBNETS} per stage ({stages})"
+        if self.stem not in ("two-conv", "resnet"):
+            return f"field 'stem' {self.stem!r}: two-conv or resnet"
+        if not 8 <= self.base_channels <= 512:
+            return f"field 'base_channels' {self.base_channels}: expected 8..512"
+        if not re.fullmatch(r"[\w.-]{1,64}", self.tag) or (self.parent and not re.fullmatch(r"[\w.-]{1,64}", self.parent)):
+            return "fields 'tag' / 'parent': names of letters, digits, '.', '-', '_'"
+        for step in self.morphs:
+            if not step or step[0] not in MORPHS or len(step) != MORPHS[step[0]]:
+                return (f"field 'morphs': step {list(step)} is not one of [swap, STAGE, LATER], [expand, POSITION], "
+                        f"[parallel, COUNTS], [reignite]")
+        return None
+
+    def describe(self) -> str:
+        """The architecture alone, as the paper writes it (and its parallel level)."""
+        return self.serial + (f" parallel {tuple(self.parallel)}" if any(self.parallel) else "")
+
+
+MORPHS = {"swap": 3, "expand": 2, "parallel": 2, "reignite": 1}  # kind: length of its step
+MAX_SUBNETS = 3  # the paper's K
+
+
+def build_backbone(genotype: Genotype) -> nn.Module:
+    """The (untrained) backbone a genotype describes: SerialNet, or ParallelNet with subnets."""
+    net = SerialNet(Serial.parse(genotype.serial), genotype.base_channels, genotype.stem)
+    return ParallelNet(net, genotype.parallel) if any(genotype.parallel) else net
+
+
+def apply_morph(net: nn.Module, step) -> nn.Module:
+    """One lineage step on a trained backbone, weights carried over (function-preserving except a
+    swap, which keeps every weight but moves the output; see the module docstring)."""
+    kind = step[0]
+    if kind == "reignite":
+        return net
+    if isinstance(net, ParallelNet):
+        raise SpecError(f"morph {list(step)}: only the serial network is morphed; the parallel level comes last")
+    if kind == "swap":
+        return swap(net, int(step[1]), bool(step[2]))
+    if kind == "expand":
+        return expand(net, int(step[1]))
+    if kind == "parallel":
+        return ParallelNet(net, step[1])
+    raise SpecError(f"morph {list(step)}: one of {', '.join(MORPHS)}")
+
+
+def possible_morphs(serial: Serial) -> dict:
+    """Every single swap and expand that keeps `serial` within the space's bounds."""
+    swaps = []
+    for stage in range(2, len(serial.stages) + 1):
+        if len(serial.stages[stage - 1]) >= 2:
+            swaps.append(("swap", stage, True))
+        if len(serial.stages[stage - 2]) >= 2:
+            swaps.append(("swap", stage, False))
+    expands = [("expand", p) for p in range(1, len(serial.codes) + 1)] if len(serial.codes) < MAX_BLOCKS else []
+    return {"swap": swaps, "expand": expands}
+
+
+def morphed_serial(serial: Serial, steps) -> Serial:
+    """The encoding after swap / expand steps (no network built)."""
+    stages = list(serial.stages)
+    for step in steps:
+        if step[0] == "expand":
+            s, k = Serial(serial.block, tuple(stages)).stage_of()[step[1] - 1]
+            stages[s] = stages[s][:k + 1] + "1" + stages[s][k + 1:]
+        elif step[0] == "swap":
+            i = step[1] - 1
+            if step[2]:
+                stages[i - 1], stages[i] = stages[i - 1] + stages[i][0], stages[i][1:]
+            else:
+                stages[i - 1], stages[i] = stages[i - 1][:-1], stages[i - 1][-1] + stages[i]
+    return Serial(serial.block, tuple(stages))
+
+
+def propose(serial: Serial, rng) -> tuple:
+    """One random modification (§3.1, Algorithm 1): a swap, an expand, or a swap then an expand,
+    each kind equally likely among those possible."""
+    first = possible_morphs(serial)
+    kinds = [k for k in ("swap", "expand", "both") if k != "both" and first[k] or
+             k == "both" and first["swap"] and first["expand"]]
+    kind = kinds[int(rng.integers(len(kinds)))]
+    steps = []
+    if kind in ("swap", "both"):
+        steps.append(first["swap"][int(rng.integers(len(first["swap"])))])
+    if kind in ("expand", "both"):
+        expands = possible_morphs(morphed_serial(serial, steps))["expand"]
+        steps.append(expands[int(rng.integers(len(expands)))])
+    return tuple(steps)
+
+
+class Space:
+    """The sp-nas space as `run_search` needs it: the genotype class (its strategy proposes
+    morphisms itself; there is no decision sequence)."""
+
+    name = SPACE
+    genotype_class = Genotype
+
+    def __init__(self, spec=None):
+        self.spec = spec
+
+
+def build(genotype: Genotype, in_channels: dict, num_classes: int, width: int, head_width: int | None = None):
+    """A backbone genotype's decoder: the family's fixed FPN + FCOS head (the backbone is what is searched)."""
+    from . import fpn_fcos
+
+    return fpn_fcos.build(fpn_fcos.Genotype(), in_channels, num_classes, width, head_width)
+
+
+#: SPNet-VOC, the paper's Table 7: six stages, one parallel subnet on the last. It grew from an
+#: ImageNet ResNet-18 by morphisms, which never touch the stem: so it has ResNet's stem.
+SPNET_VOC = Genotype(serial="BB(11d,1111,d11111111,d111,1,1111)", parallel=(0, 0, 0, 0, 0, 1), stem="resnet")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..errors import unknown_name
-from . import fpn_fcos, fpn_retinanet, nas_fcos, nas_fpn
+from . import fpn_fcos, fpn_retinanet, nas_fcos, nas_fpn, spnas
 
 #: NAS-FCOS, released R-50 config: FPN blocks over the pool C2..C5 (nodes 0..3); the released
 #: head is the sequential dconv, conv3, dconv, conv1, skip, skip, fully shared across levels.
@@ -35,7 +35,8 @@ NAS_FPN = nas_fpn.Genotype(
 #: The hand-designed FPN + RetinaNet head: the reference NAS-FPN searches are compared to.
 FPN_RETINANET = fpn_retinanet.Genotype(num_convs=4)
 
-ZOO = {"nas-fcos": NAS_FCOS, "fpn-fcos": FPN_FCOS, "nas-fpn": NAS_FPN, "fpn-retinanet": FPN_RETINANET}
+ZOO = {"nas-fcos": NAS_FCOS, "fpn-fcos": FPN_FCOS, "nas-fpn": NAS_FPN, "fpn-retinanet": FPN_RETINANET,
+       "spnet-voc": spnas.SPNET_VOC}
 
 
 def get(name: str):

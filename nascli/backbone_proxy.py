@@ -1,0 +1,247 @@
+"""Train and score one SP-NAS backbone candidate on cached image crops, from inherited weights.
+
+SP-NAS's "fast training scheme" (§4): the candidate (its backbone morphed from its parent's
+trained one, the parent's decoder carried over) trains every parameter for the spec's `epochs`
+(paper: 3) with SGD, cosine learning rate `lr` -> `morphism.lr_min` (paper: 0.02 -> 1e-4),
+momentum 0.9, weight decay 1e-4; then it is scored on the meta-val crops like every other proxy (AP, the paper's
+"acc", or the loss). The start of every lineage is the baseline detector the cache was built from
+(its ResNet backbone as a SerialNet, its FPN + FCOS head): the user's own "pretrained" network.
+
+*Reignite* (Algorithm 1) re-runs the pre-training on the current architecture: here the
+pre-training is the baseline's detection training, so the candidate is re-initialised and trained
+for `reignite_epochs` (default: the baseline's own epochs) on the crops. ImageNet is out of reach
+offline, so this is the closest faithful reading; the README states it.
+
+With every weight inherited, a trial's seed has almost nothing to initialise (an expanded block's
+convs, a parallel level's 1×1 convs), so it also draws the batch order: the re-scored seeds then
+measure the proxy's real seed noise (with one order for all, the control scored 0 noise and every
+difference looked significant); the price is that candidates are not paired by batch order.
+
+Weights travel through files, so the evaluation stays a function of its arguments (any executor
+can run it): a candidate loads `weights_dir/<parent>.pt` and leaves `weights_dir/<tag>.pt`. Only
+the first evaluation of a tag writes its file (the search's trial comes before any re-scoring);
+a resumed trial recomputes the same weights, so an existing file is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import ProxySpec, validate
+from .errors import CheckpointError, SpecError
+from .features import describe
+from .proxy import Diverged, TrialResult, _open_split, _score, reward_kind
+from .spaces import spnas
+
+
+class ImageDetector(nn.Module):
+    """A backbone and an FCOS decoder over cache batches of uint8 image crops (normalised here as
+    the baseline's training normalised them)."""
+
+    def __init__(self, backbone: nn.Module, decoder: nn.Module):
+        super().__init__()
+        from .data.coco import IMAGENET_MEAN, IMAGENET_STD
+
+        self.backbone, self.decoder = backbone, decoder
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
+
+    def forward(self, batch: dict) -> dict:
+        return self.decoder(self.backbone((batch["images"] - self.mean) / self.std))
+
+    def loss_from_batch(self, outputs: dict, batch: dict) -> dict:
+        return self.decoder.loss_from_batch(outputs, batch)
+
+    def postprocess(self, outputs: dict, image_sizes) -> list[dict]:
+        return self.decoder.postprocess(outputs, image_sizes)
+
+
+def baseline_of(cache) -> dict:
+    """The checkpoint the cache was built from: the start of every SP-NAS lineage (read once per
+    process; nothing here changes it)."""
+    return _baseline(str(cache))
+
+
+@lru_cache(maxsize=2)
+def _baseline(cache: str) -> dict:
+    from .runtime import load_checkpoint
+
+    source = describe(cache).get("sources", {}).get("checkpoint")
+    if not source:
+        raise SpecError(f"{cache}: built from a torchvision backbone, not a baseline checkpoint; sp-nas starts "
+                        f"from the baseline detector (cache-features --checkpoint CKPT --levels images)")
+    if not Path(source).is_file():
+        raise CheckpointError(f"{cache}: field 'sources.checkpoint' names {source}, which is not found from "
+                              f"{Path.cwd()} (run from the folder the cache was built in)")
+    return load_checkpoint(source)
+
+
+def start_genotype(ckpt: dict) -> spnas.Genotype:
+    backbone = ckpt["model_args"]["backbone"]
+    if backbone not in spnas.STARTS:
+        raise SpecError(f"sp-nas grows a ResNet; the baseline's backbone is {backbone!r} "
+                        f"(train one with --backbone {' | '.join(spnas.STARTS)})")
+    return spnas.Genotype(serial=str(spnas.STARTS[backbone]), stem="resnet", base_channels=64)
+
+
+def _decoder(ckpt: dict, in_channels: dict) -> nn.Module:
+    from .models.detector import FCOSDecoder
+
+    args = ckpt["model_args"]
+    return FCOSDecoder(in_channels, args["num_classes"], width=args["width"], num_convs=args["num_convs"])
+
+
+def start_detector(ckpt: dict) -> tuple[spnas.Genotype, ImageDetector]:
+    """The baseline detector rebuilt as a SerialNet + its decoder, with its trained weights."""
+    genotype = start_genotype(ckpt)
+    backbone = spnas.build_backbone(genotype)
+    model = ckpt["model"]
+    backbone.load_state_dict({k[len("backbone.body."):]: v for k, v in model.items()
+                              if k.startswith("backbone.body.")})
+    decoder = _decoder(ckpt, backbone.out_channels)
+    decoder.load_state_dict({k[len("decoder."):]: v for k, v in model.items() if k.startswith("decoder.")})
+    return genotype, ImageDetector(backbone, decoder)
+
+
+def carry_matching(source: nn.Module, target: nn.Module) -> list[str]:
+    """Copies every tensor whose name and shape match; returns the names left at their initialisation."""
+    mine, theirs = target.state_dict(), source.state_dict()
+    fresh = [k for k, v in mine.items() if k not in theirs or theirs[k].shape != v.shape]
+    target.load_state_dict({**mine, **{k: v for k, v in theirs.items() if k in mine and v.shape == mine[k].shape}})
+    return fresh
+
+
+def inherit(genotype: spnas.Genotype, ckpt: dict, weights_dir) -> ImageDetector:
+    """The candidate with its inherited weights: its parent's detector, morphed by `genotype.morphs`
+    (a decoder input whose channels changed is the only thing re-initialised)."""
+    if not genotype.parent:
+        _, detector = start_detector(ckpt)
+    else:
+        path = Path(weights_dir) / f"{genotype.parent}.pt"
+        if not path.is_file():
+            raise CheckpointError(f"{path}: the weights of parent {genotype.parent!r} are missing")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        parent = spnas.Genotype.from_json(saved["genotype"], str(path))
+        backbone = spnas.build_backbone(parent)
+        detector = ImageDetector(backbone, _decoder(ckpt, backbone.out_channels))
+        detector.load_state_dict(saved["model"])
+    backbone = detector.backbone
+    for step in genotype.morphs:
+        backbone = spnas.apply_morph(backbone, step)
+    if backbone.out_channels != detector.backbone.out_channels:
+        decoder = _decoder(ckpt, backbone.out_channels)
+        carry_matching(detector.decoder, decoder)
+    else:
+        decoder = detector.decoder
+    return ImageDetector(backbone, decoder)
+
+
+def from_baseline(genotype: spnas.Genotype, lineage: dict) -> spnas.Genotype:
+    """The same architecture reached from the baseline's weights in one go: the morphs of every
+    ancestor (`lineage`: tag -> genotype) in order, reignitions left out. Retraining starts
+    every promoted backbone this way, so a grown backbone and the start differ only in architecture,
+    not in how much training their weights had during the search."""
+    steps, g = [], genotype
+    while g.parent:
+        steps[:0] = [m for m in g.morphs if m[0] != "reignite"]
+        if g.parent not in lineage:
+            raise SpecError(f"genotype {g.tag}: its parent {g.parent!r} is not in the run")
+        g = lineage[g.parent]
+    steps[:0] = [m for m in g.morphs if m[0] != "reignite"]
+    serial_steps = [m for m in steps if m[0] in ("swap", "expand")]
+    if str(spnas.morphed_serial(spnas.Serial.parse(g.serial), serial_steps)) != genotype.serial:
+        raise SpecError(f"genotype {genotype.tag}: its lineage from {g.serial} does not lead to {genotype.serial}")
+    return spnas.Genotype(**{**genotype.__dict__, "parent": "", "morphs": tuple(steps)})
+
+
+def train_detector(detector: ImageDetector, train, epochs: int, spec: ProxySpec, options, data_seed: int) -> None:
+    """SGD (spec's lr and batch size; options' momentum, weight decay), the learning rate on a
+    per-step cosine from `lr` to `lr_min`."""
+    o = options
+    optimizer = torch.optim.SGD(detector.parameters(), lr=spec.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    steps_per_epoch = math.ceil(min(len(train), spec.max_train_samples or len(train)) / spec.batch_size)
+    total, step = max(1, epochs * steps_per_epoch), 0
+    detector.train()
+    for epoch in range(epochs):
+        for batch in train.batches(spec.batch_size, True, data_seed * 1000 + epoch, limit=spec.max_train_samples):
+            for group in optimizer.param_groups:
+                group["lr"] = o.lr_min + 0.5 * (spec.lr - o.lr_min) * (1 + math.cos(math.pi * step / total))
+            loss = sum(detector.loss_from_batch(detector(batch), batch).values())
+            if not torch.isfinite(loss):
+                raise Diverged(f"loss diverged ({loss.item()}) in epoch {epoch + 1}", {})
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(detector.parameters(), 10.0)
+            optimizer.step()
+            step += 1
+    detector.eval()
+
+
+def cost(detector: ImageDetector, crop: int) -> dict:
+    """Params and FLOPs of the whole detector on one crop."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    was_training = detector.training
+    detector.eval()
+    with counter, torch.no_grad():
+        detector({"images": torch.zeros(1, 3, crop, crop)})
+    detector.train(was_training)
+    return {"params": sum(p.numel() for p in detector.parameters()), "flops": int(counter.get_total_flops())}
+
+
+def evaluate(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_seed: int = 0, weights_dir=None,
+             options=None) -> TrialResult:
+    """The reward of one candidate: inherit, train briefly (or reignite), score on meta-val, and
+    leave its weights in `weights_dir/<tag>.pt`. `seed` draws new layers and the batch order (with
+    `data_seed`, the run's). A diverging candidate is a failed trial."""
+    from .strategies.morphism import MorphismOptions
+
+    started = time.perf_counter()
+    options = options or validate(MorphismOptions, spec.morphism, "proxy spec field 'morphism'")
+    train, val = _open_split(str(cache_path), "train"), _open_split(str(cache_path), "val")
+    if "images" not in train.levels:
+        raise SpecError(f"{cache_path}: sp-nas trains on image crops; build the cache with --levels images")
+    ckpt = baseline_of(cache_path)
+    torch.manual_seed(seed)
+    reignite = bool(genotype.morphs) and genotype.morphs[-1][0] == "reignite"
+    if reignite:  # the pre-training again, on this architecture: fresh weights, the baseline's schedule
+        backbone = spnas.build_backbone(genotype)
+        detector = ImageDetector(backbone, _decoder(ckpt, backbone.out_channels))
+        epochs = options.reignite_epochs or ckpt["config"].get("epochs", 12)
+    else:
+        detector = inherit(genotype, ckpt, weights_dir)
+        epochs = spec.epochs
+    measured = cost(detector, train.crop)
+    try:
+        train_detector(detector, train, epochs, spec, options, data_seed * 1_000_003 + seed)
+        detector.decoder.score_thresh, detector.decoder.topk_per_level = 0.0, 100
+        losses, ap = _score(detector, val, spec, reward_kind(spec) == "ap")
+    except Diverged as e:
+        return TrialResult("failed", reason=str(e), seconds=time.perf_counter() - started, **measured)
+    except torch.OutOfMemoryError:
+        return TrialResult("failed", reason="out of memory", seconds=time.perf_counter() - started, **measured)
+    total = sum(losses.values())
+    if not math.isfinite(total):
+        return TrialResult("failed", reason="validation loss is not finite", losses=losses,
+                           seconds=time.perf_counter() - started, **measured)
+    if genotype.tag != "start":  # (the control's weights are never a parent)
+        _save_once(Path(weights_dir) / f"{genotype.tag}.pt", genotype, detector)
+    reward = ap["AP"] if reward_kind(spec) == "ap" else -total
+    return TrialResult("done", reward=reward, losses=losses, ap=ap, seconds=time.perf_counter() - started, **measured)
+
+
+def _save_once(path: Path, genotype, detector: ImageDetector) -> None:
+    if path.is_file():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save({"genotype": genotype.to_json(), "model": detector.state_dict()}, tmp)
+    os.replace(tmp, path)
