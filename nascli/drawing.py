@@ -189,8 +189,25 @@ def _spnas(g) -> Graph:
     return graph
 
 
+def _detnas(g) -> Graph:
+    """Stem, each stage's searchable blocks with their choice, C2..C5 at the stage ends."""
+    from .spaces import detnas
+
+    graph = Graph(f"DetNAS backbone ({g.layout} layout, width {g.width}, depth {g.depth})")
+    prev, i = graph.node("stem", "3x3 conv s2", "input"), 0
+    for stage, repeats in enumerate(g.spec.repeats()):
+        for r in range(repeats):
+            node = graph.node(f"b{i}", f"{detnas.CHOICES[g.choices[i]]}" + (" s2" if r == 0 else ""))
+            graph.edge(prev, node)
+            prev, i = node, i + 1
+        out = graph.node(f"c{stage + 2}", f"C{stage + 2}", "output")
+        graph.edge(prev, out)
+    return graph
+
+
 GRAPHS = {"nas-fcos": _nas_fcos, "nas-fpn": _nas_fpn, "auto-fpn": _auto_fpn, "fpn-fcos": _hand_fpn,
-          "fpn-retinanet": _hand_fpn, "sp-nas": _spnas}
+          "fpn-retinanet": _hand_fpn, "sp-nas": _spnas,
+          "detnas": _detnas}
 
 
 def genotype_graph(genotype) -> Graph:

@@ -12,11 +12,12 @@ import json
 from pathlib import Path
 
 from ..errors import SpecError, unknown_name
-from . import auto_fpn, fpn_fcos, fpn_retinanet, nas_fcos, nas_fpn, spnas
+from . import auto_fpn, detnas, fpn_fcos, fpn_retinanet, nas_fcos, nas_fpn, spnas
 
 #: space tag -> module with Genotype.from_json and build(genotype, in_channels, num_classes, width, head_width)
 SPACES = {nas_fcos.SPACE: nas_fcos, fpn_fcos.SPACE: fpn_fcos, nas_fpn.SPACE: nas_fpn,
-          fpn_retinanet.SPACE: fpn_retinanet, auto_fpn.SPACE: auto_fpn, spnas.SPACE: spnas}
+          fpn_retinanet.SPACE: fpn_retinanet, auto_fpn.SPACE: auto_fpn, spnas.SPACE: spnas,
+          detnas.SPACE: detnas}
 
 
 def load_genotype(value, source: str = "genotype"):

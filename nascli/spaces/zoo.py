@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..errors import unknown_name
-from . import fpn_fcos, fpn_retinanet, nas_fcos, nas_fpn, spnas
+from . import detnas, fpn_fcos, fpn_retinanet, nas_fcos, nas_fpn, spnas
 
 #: NAS-FCOS, released R-50 config: FPN blocks over the pool C2..C5 (nodes 0..3); the released
 #: head is the sequential dconv, conv3, dconv, conv1, skip, skip, fully shared across levels.
@@ -36,7 +36,9 @@ NAS_FPN = nas_fpn.Genotype(
 FPN_RETINANET = fpn_retinanet.Genotype(num_convs=4)
 
 ZOO = {"nas-fcos": NAS_FCOS, "fpn-fcos": FPN_FCOS, "nas-fpn": NAS_FPN, "fpn-retinanet": FPN_RETINANET,
-       "spnet-voc": spnas.SPNET_VOC}
+       "spnet-voc": spnas.SPNET_VOC, "detnasnet-fpn-300m": detnas.FPN_300M,
+       "detnasnet-retinanet-300m": detnas.RETINANET_300M, "detnasnet-fpn-1.3g": detnas.FPN_1_3G,
+       "shufflenetv2-20": detnas.SHUFFLENETV2_20, "shufflenetv2-40": detnas.SHUFFLENETV2_40}
 
 
 def get(name: str):
