@@ -8,6 +8,18 @@ import torch
 torch.set_num_threads(2)
 
 
+def trained_like(net):
+    """Random BatchNorm statistics and affine weights (eval mode), so that identities are not trivial."""
+    torch.manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
 @pytest.fixture(scope="session")
 def tiny_coco(tmp_path_factory):
     """20 images of 64x64 px, 3 shape classes: 4 held out as test.json, the rest split 12 / 4 into

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import trained_like
 from nascli.spaces import detnas, zoo
 from nascli.spaces.detnas import CHOICES, Genotype, SpaceSpec, Supernet
 from nascli.strategies.evolution import EvolutionStrategy
@@ -66,22 +67,11 @@ def test_released_flops_match_the_names():
     assert 1.2e9 < detnas.flops(detnas.FPN_1_3G) < 1.3e9
 
 
-def _randomise_bn(net):
-    torch.manual_seed(3)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return net.eval()
-
-
 @pytest.mark.parametrize("seed", range(3))
 def test_a_supernet_path_equals_the_standalone_network_with_its_weights(seed):
     spec = SpaceSpec(width=0.5, depth=0.5)
     torch.manual_seed(seed)
-    supernet = _randomise_bn(Supernet(spec))
+    supernet = trained_like(Supernet(spec))
     rng = np.random.default_rng(seed)
     g = detnas.decode([int(c) for c in rng.integers(len(CHOICES), size=spec.blocks())], spec)
     standalone = supernet.extract(g).eval()

@@ -8,6 +8,7 @@ from torchvision import models
 
 from nascli.errors import SpecError
 from nascli.spaces import spnas
+from conftest import trained_like as _trained_like
 from nascli.spaces.spnas import RESNET18, RESNET50, Serial, SerialNet, expand, swap
 
 SPNET_VOC = "BB(11d,1111,d11111111,d111,1,1111)"  # the paper's Table 7
@@ -48,18 +49,6 @@ def _flops(net, size=64):
     with counter, torch.no_grad():
         net(torch.zeros(1, 3, size, size))
     return counter.get_total_flops()
-
-
-def _trained_like(net):
-    """Random BatchNorm statistics and affine weights, so that identities are not trivial."""
-    torch.manual_seed(1)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return net.eval()
 
 
 @pytest.mark.parametrize("serial", [RESNET18, Serial.parse("BNB(11,d1,d1,d1)")])
