@@ -171,17 +171,28 @@ def train_detector(detector: ImageDetector, train, epochs: int, spec: ProxySpec,
     detector.train()
     for epoch in range(epochs):
         for batch in train.batches(spec.batch_size, True, data_seed * 1000 + epoch, limit=spec.max_train_samples):
-            for group in optimizer.param_groups:
-                group["lr"] = o.lr_min + 0.5 * (spec.lr - o.lr_min) * (1 + math.cos(math.pi * step / total))
             loss = sum(detector.loss_from_batch(detector(batch), batch).values())
-            if not torch.isfinite(loss):
-                raise Diverged(f"loss diverged ({loss.item()}) in epoch {epoch + 1}", {})
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(detector.parameters(), 10.0)
-            optimizer.step()
+            sgd_step(optimizer, loss, cosine(step, total, spec.lr, o.lr_min), f"epoch {epoch + 1}")
             step += 1
     detector.eval()
+
+
+def cosine(step: int, total: int, lr: float, lr_min: float = 0.0) -> float:
+    """The learning rate at `step` of `total` on a cosine from `lr` to `lr_min`."""
+    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * step / max(1, total)))
+
+
+def sgd_step(optimizer, loss, lr: float, where: str) -> None:
+    """One step at `lr`, gradients clipped to norm 10; a loss that is not finite is a Diverged
+    trial. Parameters without a gradient (off a supernet's path) are left alone by torch's SGD."""
+    if not torch.isfinite(loss):
+        raise Diverged(f"loss diverged ({loss.item()}) in {where}", {})
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 10.0)
+    optimizer.step()
 
 
 def cost(detector: ImageDetector, crop: int) -> dict:

@@ -395,7 +395,8 @@ def check_cmd(path: Annotated[Path, typer.Argument(help="Any file nascli reads, 
 def search_cmd(
     method: Annotated[str, typer.Option(help="nas-fcos | nas-fpn (LSTM+PPO controller) | auto-fpn (differentiable, "
                                              "a supernet epoch per trial) | sp-nas (grows the baseline's "
-                                             "backbone; an images cache) | random.")] = "nas-fcos",
+                                             "backbone; an images cache) | detnas (evolution on a one-shot "
+                                             "supernet; an images cache) | random.")] = "nas-fcos",
     proxy: Annotated[str | None, typer.Option(help="Proxy spec: a YAML path, or a name in ./proxies/ or built in (`nascli proxies`; default: the method's).")] = None,
     cache: Annotated[Path | None, typer.Option(help="Feature cache file from cache-features.")] = None,
     trials: Annotated[int | None, typer.Option(min=1, help="Trials to finish in total.")] = None,
@@ -412,6 +413,7 @@ def search_cmd(
     Example: [cyan]nascli search --method nas-fcos --proxy nas-fcos --cache cache/<key>.h5 --trials 50 --run runs/s1[/]
     Example: [cyan]nascli search --method auto-fpn --lambda small --cache cache/<key>.h5 --trials 12 --run runs/a1[/]
     Example: [cyan]nascli search --method sp-nas --cache cache/<images key>.h5 --trials 12 --run runs/g1[/]
+    Example: [cyan]nascli search --method detnas --cache cache/<images key>.h5 --trials 40 --run runs/d1[/]
     Example: [cyan]nascli search --resume runs/s1[/]
     """
     from .search import run_search
@@ -438,7 +440,7 @@ def _print_top(r: dict, top: int) -> None:
         return f"{x['mean']:.4f} ± {x['std']:.4f} ({x['seeds']})" if x["std"] is not None else f"{x['mean']:.4f} (1)"
 
     def arch(x):  # backbone genotypes say what they are in one line; decoders are drawn (--arch N)
-        return [_one_line(x["genotype"])] if r.get("method") == "sp-nas" else []
+        return [_one_line(x["genotype"])] if r.get("method") in BACKBONE_METHODS else []
 
     rows = []
     if r.get("control"):
@@ -447,12 +449,15 @@ def _print_top(r: dict, top: int) -> None:
     rows += [(t["trial"], *arch(t), f"{t['reward']:.4f}", spread(t), *cost(t), f"{t['seconds'] or 0:.1f}")
              for t in r["top"][:top]]
     _table(f"{r['run']}: {r['method']}, {r['finished']} trials ({r['failed']} failed) + the control",
-           ["trial", *(["architecture"] if r.get("method") == "sp-nas" else []), "search reward",
+           ["trial", *(["architecture"] if r.get("method") in BACKBONE_METHODS else []), "search reward",
             "mean ± std (seeds)", "params", "FLOPs", "seconds"], rows)
     if r.get("noise") is not None:
         console.print(f"proxy seed noise (pooled std over re-scored genotypes): {r['noise']:.4f}")
     if r.get("verdict"):
         console.print(f"verdict: {r['verdict']['text']}")
+
+
+BACKBONE_METHODS = ("sp-nas", "detnas")  # their genotypes say what they are in one line
 
 
 def _one_line(genotype_json: str) -> str:

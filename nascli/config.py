@@ -75,10 +75,10 @@ class ProxySpec(Spec):
     CPU specs scale these down.
     """
 
-    space: Literal["nas-fcos", "nas-fpn", "auto-fpn", "sp-nas"] = "nas-fcos"
+    space: Literal["nas-fcos", "nas-fpn", "auto-fpn", "sp-nas", "detnas"] = "nas-fcos"
     reward: Optional[Literal["loss", "ap"]] = Field(
         None, description="loss: -(sum of the detector's losses) on meta-val; ap: AP@[.5:.95] on "
-                          "meta-val (default: loss for nas-fcos and auto-fpn, ap for nas-fpn and sp-nas, "
+                          "meta-val (default: loss for nas-fcos and auto-fpn, ap for nas-fpn, sp-nas and detnas, "
                           "as the papers)")
     cells: int = Field(7, ge=5, description="NAS-FPN merging cells")
     repeats: int = Field(3, ge=1, description="NAS-FPN stacked pyramids")
@@ -102,6 +102,10 @@ class ProxySpec(Spec):
                                                           "(nascli.strategies.darts.DartsOptions)")
     morphism: dict = Field(default_factory=dict, description="options of the SP-NAS search "
                                                               "(nascli.strategies.morphism.MorphismOptions)")
+    supernet: dict = Field(default_factory=dict, description="the DetNAS supernet and its training "
+                                                              "(nascli.supernet.SupernetOptions)")
+    evolution: dict = Field(default_factory=dict, description="options of the evolutionary search "
+                                                              "(nascli.strategies.evolution.EvolutionOptions)")
     control: Optional[str] = Field(
         None, description="the control arm, scored first outside the budget: zoo:NAME or a genotype "
                           "json (default: the family's hand design, FPN + FCOS head with the baseline's "

@@ -48,6 +48,11 @@ class TrialResult:
 
 
 def space_for(spec: ProxySpec):
+    if spec.space == "detnas":
+        from .spaces import detnas
+
+        o = spec.supernet
+        return detnas.Space(detnas.SpaceSpec(o.get("layout", "small"), o.get("width", 1.0), o.get("depth", 1.0)))
     if spec.space == "sp-nas":
         from .spaces import spnas
 
@@ -169,7 +174,7 @@ def recompute_batchnorm(model: torch.nn.Module, batches) -> None:
 
 
 def reward_kind(spec: ProxySpec) -> str:
-    return spec.reward or ("ap" if spec.space in ("nas-fpn", "sp-nas") else "loss")
+    return spec.reward or ("ap" if spec.space in ("nas-fpn", "sp-nas", "detnas") else "loss")
 
 
 @torch.no_grad()

@@ -3,7 +3,8 @@
 Each promoted architecture becomes a full detector: the baseline's backbone (its trained weights,
 or a torchvision weights file), the searched decoder at the retraining width (for an SP-NAS run:
 the searched backbone, its weights the baseline's carried through its morphisms, under the
-baseline's FPN + FCOS head), trained with the
+baseline's FPN + FCOS head; for a DetNAS run: the path's backbone with the trained supernet's
+weights, the ShuffleNetV2 control likewise), trained with the
 baseline's own schedule, data and seed, then evaluated with pycocotools. The baseline decoder
 (FPN + FCOS head as the baseline had it) is always retrained the same way as the reference row,
 and scored by the run's proxy too, so proxy fidelity covers it.
@@ -166,6 +167,8 @@ def retrain(run_dir, top: int = 3, archs=(), checkpoint=None, weights=None, data
         overrides = {"data": str(data) if data else None, "image_dir": str(image_dir) if image_dir else None,
                      "epochs": epochs, "width": width, "head_width": head_width, "seed": seed, "lr": lr,
                      "device": device, "val": str(val)}
+        if store.meta().get("space") == "detnas":  # paths start from the supernet's weights, the control too
+            overrides["init_from"] = str(run_dir / "supernet.pt")
         deep = {"deep_supervision": True} if deep_supervision else {}
         promoted = candidates(store, top, archs, base["model_args"]["num_convs"])
         # deep supervision applies to the stacked (NAS-FPN) decoders only

@@ -44,9 +44,9 @@ def _unpack(blob: bytes) -> dict:
 
 def _check_cache(spec: ProxySpec, cache, proxy_path) -> None:
     levels = describe(cache)["levels"]
-    if spec.space == "sp-nas":
+    if spec.space in ("sp-nas", "detnas"):
         if levels != ["images"]:
-            raise SpecError(f"{cache}: field 'levels' is {levels}; sp-nas trains backbones on image crops "
+            raise SpecError(f"{cache}: field 'levels' is {levels}; {spec.space} trains backbones on image crops "
                             f"(cache-features --levels images)")
         return
     missing = [lv for lv in spec.inputs if lv not in levels]
@@ -98,6 +98,14 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
         from .backbone_proxy import evaluate as evaluate_backbone
 
         evaluate_fn = partial(evaluate_backbone, weights_dir=run_dir / "weights")
+    if spec.space == "detnas":  # the one-shot supernet first (resumable); then paths inherit its weights
+        from functools import partial
+
+        from .supernet import evaluate_path, train_supernet
+
+        train_supernet(run_dir / "supernet.pt", spec, cache, seed, on_progress)
+        if evaluate_fn is evaluate:
+            evaluate_fn = partial(evaluate_path, supernet_path=run_dir / "supernet.pt")
     store.set_meta(method=method, cache=str(cache), seed=seed, trials=trials, space=spec.space,
                    proxy=str(proxy_path), **({"lambda": options["lambda"]} if "lambda" in options else {}))
     space = space_for(spec)
@@ -157,6 +165,8 @@ def strategy_options(method: str, spec: ProxySpec, cache, trials: int, lam=None)
         from .backbone_proxy import baseline_of, start_genotype
 
         return {**spec.morphism, "trials": trials, "start": start_genotype(baseline_of(cache)).to_json()}
+    if method == "detnas":
+        return dict(spec.evolution)
     if method == "auto-fpn":
         darts = dict(spec.darts)
         default = validate(DartsOptions, darts, "proxy spec field 'darts'").lambda_
@@ -174,6 +184,11 @@ def control_genotype(spec: ProxySpec, cache, source):
 
     if spec.control:
         return load_genotype(spec.control, f"{source}: field 'control'")
+    if spec.space == "detnas":  # the hand design of the family: ShuffleNetV2 (every block 3x3) of the layout
+        from .proxy import space_for
+
+        space = space_for(spec)
+        return space.decode([0] * len(space.decisions()))
     if spec.space == "sp-nas":  # the network the search grows from, trained as briefly as a candidate
         from .backbone_proxy import baseline_of, start_genotype
 

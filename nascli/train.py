@@ -55,13 +55,13 @@ def build_detector(args: dict, weights=None) -> FCOS:
     if not args.get("genotype") and not args.get("head_width") and not args.get("deep_supervision"):
         return build_fcos(**{k: v for k, v in args.items() if k not in ("genotype", "head_width", "deep_supervision")},
                           weights=weights)
-    from .spaces import build_decoder, fpn_fcos, load_genotype, spnas
+    from .spaces import build_decoder, detnas, fpn_fcos, load_genotype, spnas
 
     genotype = (load_genotype(args["genotype"]) if args.get("genotype")
                 else fpn_fcos.Genotype(num_convs=args["num_convs"]))
-    if genotype.space == spnas.SPACE:  # a searched backbone under the baseline's FPN + FCOS head
-        backbone = spnas.build_backbone(genotype)
-        backbone.genotype = genotype  # init_backbone replays its morphs on the baseline's weights
+    if genotype.space in (spnas.SPACE, detnas.SPACE):  # a searched backbone under an FPN + FCOS head
+        backbone = spnas.build_backbone(genotype) if genotype.space == spnas.SPACE else detnas.DetNASNet(genotype)
+        backbone.genotype = genotype  # init_backbone: SP-NAS replays its morphs, DetNAS takes its path
         return FCOS(backbone, FCOSDecoder(backbone.out_channels, args["num_classes"], width=args["width"],
                                           num_convs=args["num_convs"]))
     net = build_backbone(args["backbone"], weights, args.get("frozen_bn", False))
@@ -77,10 +77,15 @@ def build_detector(args: dict, weights=None) -> FCOS:
 
 def init_backbone(model: FCOS, checkpoint) -> None:
     """Copies the backbone of a nascli checkpoint (the baseline) into `model`'s backbone."""
+    genotype = getattr(model.backbone, "genotype", None)
+    if genotype is not None and genotype.space == "detnas":  # its path of the trained supernet
+        from .supernet import path_backbone_state
+
+        model.backbone.load_state_dict(path_backbone_state(genotype, checkpoint))
+        return
     ckpt = load_checkpoint(checkpoint)
     prefix = "backbone."
     state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
-    genotype = getattr(model.backbone, "genotype", None)
     if genotype is not None:  # an SP-NAS backbone: the baseline's weights carried by its morphs
         from .backbone_proxy import inherit
 

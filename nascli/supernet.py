@@ -1,0 +1,236 @@
+"""DetNAS's one-shot supernet on cached image crops (papers/detnas.md §3.2): path-wise training,
+and the score of one path with the supernet's weights.
+
+Training has the paper's two phases, both path-wise (each step samples one path uniformly; only
+its modules get gradients):
+1. pre-training: ImageNet in the paper, out of reach offline. Here a classification proxy on the
+   dataset's own objects: every box of a meta-train crop cut out (roi_align to `patch`×`patch`)
+   and classified from the supernet's pooled C5 by a linear layer. Or `weights`: a file holding
+   a pre-trained Supernet state_dict (then this phase is skipped).
+2. fine-tuning: the supernet under an FCOS decoder, detection losses on the crops.
+SGD (momentum 0.9, weight decay), a cosine learning rate per phase. Plain BatchNorm: SyncBN, the paper's answer to
+small per-GPU batches, has nothing to synchronise in one process. After every epoch the whole
+state is written to RUN/supernet.pt (atomically), so a killed training resumes exactly.
+
+Scoring a path (`evaluate_path`, the search's evaluator; pure given the supernet file): the path
+is extracted as a standalone network with the supernet's weights, its BatchNorm statistics are
+recomputed with no gradient on `bn_samples` meta-train crops (drawn by the trial's seed: the
+paper's "indispensable" step), and its detections on meta-val give the fitness, AP.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import ConfigDict, Field
+from torch import nn
+
+from .backbone_proxy import ImageDetector, cosine, sgd_step
+from .config import ProxySpec, Spec, validate
+from .data.coco import IMAGENET_MEAN, IMAGENET_STD
+from .errors import CheckpointError
+from .proxy import TrialResult, _open_split, _score, recompute_batchnorm
+from .spaces import detnas
+
+
+_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
+_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+
+
+class SupernetOptions(Spec):
+    """`supernet:` in a detnas proxy spec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layout: str = Field("small", description="small (20 blocks, [4,4,8,4]) or large (40, [8,8,16,8])")
+    width: float = Field(1.0, gt=0, le=4, description="channel multiplier (paper: 1)")
+    depth: float = Field(1.0, gt=0, le=4, description="block-count multiplier (paper: 1)")
+    pretrain_epochs: int = Field(5, ge=0, description="classification proxy on object crops (paper: ImageNet)")
+    finetune_epochs: int = Field(10, ge=1, description="path-wise detection fine-tuning")
+    weights: str | None = Field(None, description="a pre-trained Supernet state_dict file (skips pre-training)")
+    lr: float = Field(0.05, gt=0)
+    weight_decay: float = Field(4e-5, ge=0)
+    batch_size: int = Field(16, ge=1)
+    patch: int = Field(32, ge=16, description="object crops for pre-training, pixels")
+    num_convs: int = Field(2, ge=0, le=8, description="FCOS head tower depth")
+    bn_samples: int = Field(64, ge=1, description="meta-train crops for BatchNorm recalibration (paper: 500 images)")
+
+    def space_spec(self) -> detnas.SpaceSpec:
+        return detnas.SpaceSpec(self.layout, self.width, self.depth)
+
+
+def options_of(spec: ProxySpec) -> SupernetOptions:
+    return validate(SupernetOptions, spec.supernet, "proxy spec field 'supernet'")
+
+
+class SupernetDetector(nn.Module):
+    """The supernet, an FCOS decoder for fine-tuning, and a linear classifier for pre-training."""
+
+    def __init__(self, options: SupernetOptions, num_classes: int, width: int):
+        super().__init__()
+        from .models.detector import FCOSDecoder
+
+        self.supernet = detnas.Supernet(options.space_spec())
+        self.decoder = FCOSDecoder(self.supernet.out_channels, num_classes, width=width, num_convs=options.num_convs)
+        self.classifier = nn.Linear(self.supernet.out_channels["c5"], num_classes)
+
+
+def _paths(n: int, blocks: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(len(detnas.CHOICES), size=(n, blocks))
+
+
+def _object_patches(train, batch, images, patch: int):
+    from torchvision.ops import roi_align
+
+    boxes, labels = [], []
+    for i in batch["index"].tolist():
+        b, lab = train.boxes(i)
+        keep = (b[:, 2] - b[:, 0] >= 2) & (b[:, 3] - b[:, 1] >= 2)
+        boxes.append(torch.from_numpy(np.ascontiguousarray(b[keep])).float())
+        labels.append(torch.from_numpy(np.asarray(lab)[keep]).long())
+    if not sum(len(b) for b in boxes):
+        return None, None
+    return roi_align(images, boxes, patch, 1.0, aligned=True), torch.cat(labels)
+
+
+def train_supernet(path, spec: ProxySpec, cache, seed: int = 0, on_progress=None) -> dict:
+    """Trains (or resumes, or finds finished) the supernet at `path`; returns its summary."""
+    o = options_of(spec)
+    path = Path(path)
+    train = _open_split(str(cache), "train")
+    torch.manual_seed(seed)
+    model = SupernetDetector(o, len(train.classes), spec.width)
+    phases = [("pretrain", o.pretrain_epochs), ("finetune", o.finetune_epochs)]
+    state = {"phase": 0, "epoch": 0, "history": []}
+    if o.weights:
+        model.supernet.load_state_dict(_load_weights(o.weights))
+        phases[0] = ("pretrain", 0)
+    optimizer = None
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        state = saved["state"]
+        if saved.get("optimizer") is not None:
+            optimizer = _optimizer(model, o)
+            optimizer.load_state_dict(saved["optimizer"])
+    blocks = model.supernet.spec.blocks()
+    started = time.perf_counter()
+    while state["phase"] < len(phases):
+        name, epochs = phases[state["phase"]]
+        if state["epoch"] >= epochs:
+            state["phase"], state["epoch"], optimizer = state["phase"] + 1, 0, None
+            continue
+        optimizer = optimizer or _optimizer(model, o)
+        e = state["epoch"]
+        batches = list(train.batches(o.batch_size, True, seed * 1000 + 100 * state["phase"] + e))
+        paths = _paths(len(batches), blocks, seed * 1000 + 100 * state["phase"] + e)
+        total, steps, loss_sum = epochs * len(batches), 0, 0.0
+        model.train()
+        for k, (batch, p) in enumerate(zip(batches, paths)):
+            loss = _pretrain_loss(model, train, batch, p, o) if name == "pretrain" else _finetune_loss(model, batch, p)
+            if loss is None:
+                continue
+            sgd_step(optimizer, loss, cosine(e * len(batches) + k, total, o.lr), f"supernet {name} epoch {e + 1}")
+            steps, loss_sum = steps + 1, loss_sum + loss.item()
+            if on_progress:
+                on_progress({"phase": f"supernet {name} epoch {e + 1}/{epochs}", "step": k + 1, "steps": len(batches)})
+        state["epoch"] += 1
+        state["history"].append({"phase": name, "epoch": e + 1, "loss": loss_sum / max(1, steps)})
+        _save(path, model, optimizer, state)
+    if not path.is_file():
+        _save(path, model, None, state)
+    return {"path": str(path), "history": state["history"], "seconds": time.perf_counter() - started}
+
+
+def _optimizer(model, o: SupernetOptions):
+    # Modules off the sampled path have no gradient (zero_grad sets None), and torch's SGD skips
+    # them entirely - momentum and weight decay included - so only the path moves.
+    return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=0.9, weight_decay=o.weight_decay)
+
+
+def _pretrain_loss(model, train, batch, path, o):
+    images = (batch["images"] - _MEAN) / _STD
+    patches, labels = _object_patches(train, batch, images, o.patch)
+    if patches is None:
+        return None
+    feats = model.supernet(patches, tuple(int(c) for c in path))["c5"].mean((2, 3))
+    return nn.functional.cross_entropy(model.classifier(feats), labels)
+
+
+def _finetune_loss(model, batch, path):
+    detector = ImageDetector(model.supernet, model.decoder)
+    model.supernet.path = tuple(int(c) for c in path)
+    return sum(detector.loss_from_batch(detector(batch), batch).values())
+
+
+def _save(path: Path, model, optimizer, state) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else None,
+                "state": state}, tmp)
+    os.replace(tmp, path)
+
+
+def _load_weights(file) -> dict:
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{file}: not a readable supernet state_dict ({type(e).__name__})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file}: not a supernet state_dict")
+    return state
+
+
+@lru_cache(maxsize=2)
+def _trained(path: str, mtime: float) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def path_backbone_state(genotype: detnas.Genotype, supernet_path) -> dict:
+    """The weights of one path's standalone backbone, from a trained supernet file (retraining's start)."""
+    supernet_path = Path(supernet_path)
+    if not supernet_path.is_file():
+        raise CheckpointError(f"{supernet_path}: the trained supernet is missing")
+    model = _trained(str(supernet_path), supernet_path.stat().st_mtime)
+    supernet = detnas.Supernet(genotype.spec)
+    supernet.load_state_dict({k[len("supernet."):]: v for k, v in model.items() if k.startswith("supernet.")})
+    return supernet.extract(genotype).state_dict()
+
+
+def path_detector(genotype: detnas.Genotype, spec: ProxySpec, num_classes: int, supernet_path) -> ImageDetector:
+    """The standalone detector of one path with the trained supernet's weights."""
+    supernet_path = Path(supernet_path)
+    if not supernet_path.is_file():
+        raise CheckpointError(f"{supernet_path}: the trained supernet is missing (search --resume trains it)")
+    model = SupernetDetector(options_of(spec), num_classes, spec.width)
+    model.load_state_dict(_trained(str(supernet_path), supernet_path.stat().st_mtime))
+    return ImageDetector(model.supernet.extract(genotype), copy.deepcopy(model.decoder))
+
+
+def evaluate_path(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_seed: int = 0,
+                  supernet_path=None) -> TrialResult:
+    """A path's fitness: inherited weights, BatchNorm recalibrated on `bn_samples` meta-train crops
+    drawn by `seed`, AP on meta-val. Nothing is trained."""
+    started = time.perf_counter()
+    o = options_of(spec)
+    train, val = _open_split(str(cache_path), "train"), _open_split(str(cache_path), "val")
+    detector = path_detector(genotype, spec, len(train.classes), supernet_path)
+    cost = {"params": sum(p.numel() for p in detector.backbone.parameters()),
+            "flops": detnas.flops(genotype, train.crop)}
+    subset = np.sort(np.random.default_rng(seed).choice(len(train), min(o.bn_samples, len(train)), replace=False))
+    with torch.no_grad():
+        recompute_batchnorm(detector, train.batches(o.batch_size, False, indices=subset))
+    detector.eval()
+    detector.decoder.score_thresh, detector.decoder.topk_per_level = 0.0, 100
+    losses, ap = _score(detector, val, spec, True)
+    if not math.isfinite(sum(losses.values())):
+        return TrialResult("failed", reason="validation loss is not finite", losses=losses,
+                           seconds=time.perf_counter() - started, **cost)
+    return TrialResult("done", reward=ap["AP"], losses=losses, ap=ap, seconds=time.perf_counter() - started, **cost)
