@@ -11,7 +11,7 @@ SEED ?= 0
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: install demo test bench bench-search bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo clean
+.PHONY: install demo test bench bench-search bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -118,6 +118,12 @@ sp-nas-demo: $(STAMP)
 	$(NASCLI) runs show $(SPNAS)/run
 	$(NASCLI) retrain $(SPNAS)/run --top 1 --epochs $(PIPE_RETRAIN_EPOCHS) --val $(DEMO)/test.json
 	$(NASCLI) compare $(SPNAS)/run
+
+# DetNAS's Figure 2: evolution vs random sampling on one trained supernet, the same budget, on
+# the demo's crops cached as images (run `make sp-nas-demo` first, or its cache-features line).
+DETNAS_TRIALS ?= 40
+bench-detnas: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_detnas --cache $$(ls $(SPNAS)/cache/*.h5 | head -1) --trials $(DETNAS_TRIALS) --seed $(SEED)
 
 # Auto-FPN's three lambda presets on the demo's cache against the control, and the wall time of
 # a NAS-FCOS search with as many trials (run `make demo` first; resumable).

@@ -487,8 +487,11 @@ class CachedSplit:
 
     def _read(self, index) -> dict:
         """Fields for a slice (contiguous disk read) or, in memory, any index array."""
-        source = self._arrays if self.in_memory else self.group
-        return {k: source[k][index] for k in self.fields}
+        if self.in_memory or isinstance(index, slice):
+            source = self._arrays if self.in_memory else self.group
+            return {k: source[k][index] for k in self.fields}
+        unique, inverse = np.unique(index, return_inverse=True)  # h5py reads increasing, distinct indices
+        return {k: self.group[k][unique][inverse] for k in self.fields}
 
     def __getitem__(self, i):
         return self._read(slice(i, i + 1))

@@ -224,7 +224,8 @@ def evaluate_path(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_see
     detector = path_detector(genotype, spec, len(train.classes), supernet_path)
     cost = {"params": sum(p.numel() for p in detector.backbone.parameters()),
             "flops": detnas.flops(genotype, train.crop)}
-    subset = np.sort(np.random.default_rng(seed).choice(len(train), min(o.bn_samples, len(train)), replace=False))
+    # a random subset; a bootstrap sample where meta-train is no larger (else every seed agreed: noise 0)
+    subset = np.sort(np.random.default_rng(seed).choice(len(train), o.bn_samples, replace=o.bn_samples >= len(train)))
     with torch.no_grad():
         recompute_batchnorm(detector, train.batches(o.batch_size, False, indices=subset))
     detector.eval()

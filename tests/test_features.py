@@ -162,3 +162,16 @@ def test_a_checkpoint_trained_on_meta_val_images_is_refused(tiny_coco, tiny_conf
                            "--crop", 64, "--out", tmp_path / "cache", "--device", "cpu")
     assert code == 2 and "field 'train_images' includes 4 of the 4 meta-val images" in err
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+def test_batches_of_repeated_indices_read_the_same_from_disk_as_from_memory(tiny_cache):
+    """A bootstrap subset (BatchNorm recalibration) repeats samples; h5py alone refuses that."""
+    import numpy as np
+
+    from nascli.features import CachedSplit
+
+    indices = np.array([0, 0, 2, 5, 5, 5, 7])
+    on_disk = list(CachedSplit(tiny_cache, "train", in_memory=False).batches(4, False, indices=indices))
+    in_ram = list(CachedSplit(tiny_cache, "train", in_memory=True).batches(4, False, indices=indices))
+    assert [b["index"].tolist() for b in on_disk] == [[0, 0, 2, 5], [5, 5, 7]]
+    for a, b in zip(on_disk, in_ram):
+        assert all(torch.equal(a[k], b[k]) for k in a)
