@@ -161,7 +161,8 @@ def from_baseline(genotype: spnas.Genotype, lineage: dict) -> spnas.Genotype:
     return spnas.Genotype(**{**genotype.__dict__, "parent": "", "morphs": tuple(steps)})
 
 
-def train_detector(detector: ImageDetector, train, epochs: int, spec: ProxySpec, options, data_seed: int) -> None:
+def train_detector(detector: ImageDetector, train, epochs: int, spec: ProxySpec, options, data_seed: int,
+                   device="cpu") -> None:
     """SGD (spec's lr and batch size; options' momentum, weight decay), the learning rate on a
     per-step cosine from `lr` to `lr_min`."""
     o = options
@@ -170,7 +171,8 @@ def train_detector(detector: ImageDetector, train, epochs: int, spec: ProxySpec,
     total, step = max(1, epochs * steps_per_epoch), 0
     detector.train()
     for epoch in range(epochs):
-        for batch in train.batches(spec.batch_size, True, data_seed * 1000 + epoch, limit=spec.max_train_samples):
+        for batch in train.batches(spec.batch_size, True, data_seed * 1000 + epoch, device,
+                                   limit=spec.max_train_samples):
             loss = sum(detector.loss_from_batch(detector(batch), batch).values())
             sgd_step(optimizer, loss, cosine(step, total, spec.lr, o.lr_min), f"epoch {epoch + 1}")
             step += 1
@@ -209,7 +211,7 @@ def cost(detector: ImageDetector, crop: int) -> dict:
 
 
 def evaluate(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_seed: int = 0, weights_dir=None,
-             options=None) -> TrialResult:
+             options=None, device="cpu") -> TrialResult:
     """The reward of one candidate: inherit, train briefly (or reignite), score on meta-val, and
     leave its weights in `weights_dir/<tag>.pt`. `seed` draws new layers and the batch order (with
     `data_seed`, the run's). A diverging candidate is a failed trial."""
@@ -231,10 +233,11 @@ def evaluate(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_seed: in
         detector = inherit(genotype, ckpt, weights_dir)
         epochs = spec.epochs
     measured = cost(detector, train.crop)
+    detector = detector.to(device)
     try:
-        train_detector(detector, train, epochs, spec, options, data_seed * 1_000_003 + seed)
+        train_detector(detector, train, epochs, spec, options, data_seed * 1_000_003 + seed, device)
         detector.decoder.score_thresh, detector.decoder.topk_per_level = 0.0, 100
-        losses, ap = _score(detector, val, spec, reward_kind(spec) == "ap")
+        losses, ap = _score(detector, val, spec, reward_kind(spec) == "ap", device)
     except Diverged as e:
         return TrialResult("failed", reason=str(e), seconds=time.perf_counter() - started, **measured)
     except torch.OutOfMemoryError:

@@ -405,6 +405,7 @@ def search_cmd(
     top: Annotated[int, typer.Option(help="Rows in the final table.")] = 5,
     lam: Annotated[str | None, typer.Option("--lambda", help="auto-fpn resource weight: small (0.2) | middle (0.02) | "
                                                              "big (0.002) | a number (default: the spec's).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda: where trials train.")] = "cpu",
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ):
@@ -422,7 +423,7 @@ def search_cmd(
         raise NascliError("search: give --cache and --trials (or --resume RUN)")
     with _progress("search", not as_json) as on_progress:
         r = run_search(method, proxy or (method if method != "random" else "nas-fcos"), cache, trials,
-                       resume or run, seed, resume is not None, on_progress, lam=lam)
+                       resume or run, seed, resume is not None, on_progress, lam=lam, device=device)
     if as_json:
         return _emit_json(r)
     _print_top(r, top)

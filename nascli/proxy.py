@@ -74,18 +74,18 @@ def _open_split(path: str, split: str) -> CachedSplit:
     return CachedSplit(path, split)
 
 
-def evaluate(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_seed: int = 0) -> TrialResult:
+def evaluate(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_seed: int = 0, device="cpu") -> TrialResult:
     """The reward of one genotype (of any space: the control is scored the same way); pure in its
     arguments, so any executor can run it. `seed` draws the initial weights, `data_seed` the
-    batch order (the same for every candidate of a search)."""
+    batch order (the same for every candidate of a search); `device` is where it trains."""
     started = time.perf_counter()
     train, val = _open_split(str(cache_path), "train"), _open_split(str(cache_path), "val")
     try:
-        scorer, cost = train_candidate(genotype, spec, train, seed, data_seed)
+        scorer, cost = train_candidate(genotype, spec, train, seed, data_seed, device)
         # AP ranks detections by score: a short proxy run is rarely calibrated above the usual 0.05
         # threshold, so the reward keeps the best 100 boxes per level (then NMS, best 100 per image).
         scorer.score_thresh, scorer.topk_per_level = 0.0, 100
-        losses, ap = _score(scorer, val, spec, reward_kind(spec) == "ap")
+        losses, ap = _score(scorer, val, spec, reward_kind(spec) == "ap", device)
     except Diverged as e:
         return TrialResult("failed", reason=str(e), seconds=time.perf_counter() - started, **e.cost)
     except torch.OutOfMemoryError:
@@ -106,20 +106,22 @@ class Diverged(Exception):
         self.cost = cost
 
 
-def train_candidate(genotype, spec: ProxySpec, train: CachedSplit, seed: int = 0, data_seed: int = 0):
+def train_candidate(genotype, spec: ProxySpec, train: CachedSplit, seed: int = 0, data_seed: int = 0, device="cpu"):
     """Trains the candidate on meta-train; returns (the model to score, its cost). The model to
     score is the warmed-up Polyak average with BatchNorm statistics recomputed on meta-train."""
     torch.manual_seed(seed)
     decoder = build_decoder(genotype, train.in_channels(), len(train.classes), spec.width)
     shapes = {lv: tuple(train.group[lv].shape[1:]) for lv in train.levels}
     cost = nas_fcos.cost(decoder, shapes)
+    decoder = decoder.to(device)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=spec.lr)
     average = PolyakAverage(decoder, spec.polyak)
     samples = len(train) if spec.max_train_samples is None else min(len(train), spec.max_train_samples)
     epochs = max(spec.epochs, math.ceil(spec.min_steps / math.ceil(samples / spec.batch_size)))
     for epoch in range(epochs):
         decoder.train()
-        for batch in train.batches(spec.batch_size, True, data_seed * 1000 + epoch, limit=spec.max_train_samples):
+        for batch in train.batches(spec.batch_size, True, data_seed * 1000 + epoch, device,
+                                   limit=spec.max_train_samples):
             loss = sum(decoder.loss_from_batch(decoder(batch), batch).values())
             if not torch.isfinite(loss):
                 raise Diverged(f"loss diverged ({loss.item()}) in epoch {epoch + 1}", cost)
@@ -128,7 +130,7 @@ def train_candidate(genotype, spec: ProxySpec, train: CachedSplit, seed: int = 0
             optimizer.step()
             average.update(decoder)
     scorer = average.module
-    recompute_batchnorm(scorer, train.batches(spec.batch_size, False, limit=spec.max_train_samples))
+    recompute_batchnorm(scorer, train.batches(spec.batch_size, False, device=device, limit=spec.max_train_samples))
     return scorer.eval(), cost
 
 
@@ -178,13 +180,13 @@ def reward_kind(spec: ProxySpec) -> str:
 
 
 @torch.no_grad()
-def _score(scorer, val: CachedSplit, spec: ProxySpec, with_ap: bool):
+def _score(scorer, val: CachedSplit, spec: ProxySpec, with_ap: bool, device="cpu"):
     """Meta-val losses summed over batches, and (with_ap) the COCO AP of the detections on the
     crops against the cached boxes (an undefined AP, no boxes at all, counts as 0)."""
     from .kernels import coco_precision, summarize
 
     losses, gts, dets = {}, [], []
-    for batch in val.batches(spec.batch_size, False, limit=spec.max_val_samples):
+    for batch in val.batches(spec.batch_size, False, device=device, limit=spec.max_val_samples):
         out = scorer(batch)
         for k, v in scorer.loss_from_batch(out, batch).items():
             losses[k] = losses.get(k, 0.0) + float(v)

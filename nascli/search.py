@@ -59,9 +59,16 @@ def _check_cache(spec: ProxySpec, cache, proxy_path) -> None:
 
 
 def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, resume: bool = False,
-               on_progress=None, evaluate_fn=evaluate, lam=None) -> dict:
+               on_progress=None, evaluate_fn=evaluate, lam=None, device="cpu") -> dict:
     """Runs (or resumes) a search until `trials` trials are finished; returns the summary.
-    `lam` (auto-fpn): the resource weight λ, a number or small|middle|big, over the spec's."""
+    `lam` (auto-fpn): the resource weight λ, a number or small|middle|big, over the spec's.
+    `device` (auto|cpu|cuda): where trials train (the Auto-FPN supernet stays on the CPU); a run
+    resumes on any device."""
+    from functools import partial
+
+    from .runtime import resolve_device
+
+    device = str(resolve_device(device))
     if method not in STRATEGIES:
         raise unknown_name("method", method, STRATEGIES)
     run_dir = Path(run_dir)
@@ -93,19 +100,17 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
         shutil.copyfile(proxy_path, run_dir / "spec.yaml")
     options = strategy_options(method, spec, cache, trials, lam)
     if method == "sp-nas" and evaluate_fn is evaluate:  # weights travel through files in the run folder
-        from functools import partial
-
         from .backbone_proxy import evaluate as evaluate_backbone
 
-        evaluate_fn = partial(evaluate_backbone, weights_dir=run_dir / "weights")
-    if spec.space == "detnas":  # the one-shot supernet first (resumable); then paths inherit its weights
-        from functools import partial
-
+        evaluate_fn = partial(evaluate_backbone, weights_dir=run_dir / "weights", device=device)
+    elif spec.space == "detnas":  # the one-shot supernet first (resumable); then paths inherit its weights
         from .supernet import evaluate_path, train_supernet
 
-        train_supernet(run_dir / "supernet.pt", spec, cache, seed, on_progress)
+        train_supernet(run_dir / "supernet.pt", spec, cache, seed, on_progress, device)
         if evaluate_fn is evaluate:
-            evaluate_fn = partial(evaluate_path, supernet_path=run_dir / "supernet.pt")
+            evaluate_fn = partial(evaluate_path, supernet_path=run_dir / "supernet.pt", device=device)
+    elif evaluate_fn is evaluate:
+        evaluate_fn = partial(evaluate, device=device)
     store.set_meta(method=method, cache=str(cache), seed=seed, trials=trials, space=spec.space,
                    proxy=str(proxy_path), **({"lambda": options["lambda"]} if "lambda" in options else {}))
     space = space_for(spec)

@@ -93,14 +93,14 @@ def _object_patches(train, batch, images, patch: int):
     for i in batch["index"].tolist():
         b, lab = train.boxes(i)
         keep = (b[:, 2] - b[:, 0] >= 2) & (b[:, 3] - b[:, 1] >= 2)
-        boxes.append(torch.from_numpy(np.ascontiguousarray(b[keep])).float())
-        labels.append(torch.from_numpy(np.asarray(lab)[keep]).long())
+        boxes.append(torch.from_numpy(np.ascontiguousarray(b[keep])).float().to(images.device))
+        labels.append(torch.from_numpy(np.asarray(lab)[keep]).long().to(images.device))
     if not sum(len(b) for b in boxes):
         return None, None
     return roi_align(images, boxes, patch, 1.0, aligned=True), torch.cat(labels)
 
 
-def train_supernet(path, spec: ProxySpec, cache, seed: int = 0, on_progress=None) -> dict:
+def train_supernet(path, spec: ProxySpec, cache, seed: int = 0, on_progress=None, device="cpu") -> dict:
     """Trains (or resumes, or finds finished) the supernet at `path`; returns its summary."""
     o = options_of(spec)
     path = Path(path)
@@ -113,8 +113,9 @@ def train_supernet(path, spec: ProxySpec, cache, seed: int = 0, on_progress=None
         model.supernet.load_state_dict(_load_weights(o.weights))
         phases[0] = ("pretrain", 0)
     optimizer = None
+    model = model.to(device)
     if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
         state = saved["state"]
         if saved.get("optimizer") is not None:
@@ -129,7 +130,7 @@ def train_supernet(path, spec: ProxySpec, cache, seed: int = 0, on_progress=None
             continue
         optimizer = optimizer or _optimizer(model, o)
         e = state["epoch"]
-        batches = list(train.batches(o.batch_size, True, seed * 1000 + 100 * state["phase"] + e))
+        batches = list(train.batches(o.batch_size, True, seed * 1000 + 100 * state["phase"] + e, device))
         paths = _paths(len(batches), blocks, seed * 1000 + 100 * state["phase"] + e)
         total, steps, loss_sum = epochs * len(batches), 0, 0.0
         model.train()
@@ -156,7 +157,7 @@ def _optimizer(model, o: SupernetOptions):
 
 
 def _pretrain_loss(model, train, batch, path, o):
-    images = (batch["images"] - _MEAN) / _STD
+    images = (batch["images"] - _MEAN.to(batch["images"].device)) / _STD.to(batch["images"].device)
     patches, labels = _object_patches(train, batch, images, o.patch)
     if patches is None:
         return None
@@ -215,7 +216,7 @@ def path_detector(genotype: detnas.Genotype, spec: ProxySpec, num_classes: int, 
 
 
 def evaluate_path(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_seed: int = 0,
-                  supernet_path=None) -> TrialResult:
+                  supernet_path=None, device="cpu") -> TrialResult:
     """A path's fitness: inherited weights, BatchNorm recalibrated on `bn_samples` meta-train crops
     drawn by `seed`, AP on meta-val. Nothing is trained."""
     started = time.perf_counter()
@@ -224,13 +225,14 @@ def evaluate_path(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_see
     detector = path_detector(genotype, spec, len(train.classes), supernet_path)
     cost = {"params": sum(p.numel() for p in detector.backbone.parameters()),
             "flops": detnas.flops(genotype, train.crop)}
+    detector = detector.to(device)
     # a random subset; a bootstrap sample where meta-train is no larger (else every seed agreed: noise 0)
     subset = np.sort(np.random.default_rng(seed).choice(len(train), o.bn_samples, replace=o.bn_samples >= len(train)))
     with torch.no_grad():
-        recompute_batchnorm(detector, train.batches(o.batch_size, False, indices=subset))
+        recompute_batchnorm(detector, train.batches(o.batch_size, False, device=device, indices=subset))
     detector.eval()
     detector.decoder.score_thresh, detector.decoder.topk_per_level = 0.0, 100
-    losses, ap = _score(detector, val, spec, True)
+    losses, ap = _score(detector, val, spec, True, device)
     if not math.isfinite(sum(losses.values())):
         return TrialResult("failed", reason="validation loss is not finite", losses=losses,
                            seconds=time.perf_counter() - started, **cost)
