@@ -41,20 +41,24 @@ from .proxy import Diverged, TrialResult, _open_split, _score, reward_kind
 from .spaces import spnas
 
 
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """Cached uint8 crops (as float, 0..255) normalised as the baseline's training normalised images."""
+    from .data.coco import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1) * 255
+    return (images - mean) / std
+
+
 class ImageDetector(nn.Module):
-    """A backbone and an FCOS decoder over cache batches of uint8 image crops (normalised here as
-    the baseline's training normalised them)."""
+    """A backbone and an FCOS decoder over cache batches of uint8 image crops."""
 
     def __init__(self, backbone: nn.Module, decoder: nn.Module):
         super().__init__()
-        from .data.coco import IMAGENET_MEAN, IMAGENET_STD
-
         self.backbone, self.decoder = backbone, decoder
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
     def forward(self, batch: dict) -> dict:
-        return self.decoder(self.backbone((batch["images"] - self.mean) / self.std))
+        return self.decoder(self.backbone(normalize(batch["images"])))
 
     def loss_from_batch(self, outputs: dict, batch: dict) -> dict:
         return self.decoder.loss_from_batch(outputs, batch)

@@ -429,6 +429,15 @@ def search_cmd(
     _print_top(r, top)
 
 
+BACKBONE_METHODS = ("sp-nas", "detnas")  # their genotypes say what they are in one line; decoders are drawn
+
+
+def _one_line(genotype_json: str) -> str:
+    from .spaces import load_genotype
+
+    return load_genotype(genotype_json).describe()
+
+
 def _print_top(r: dict, top: int) -> None:
     """The control, then the best trials (re-scored ones as mean ± std over their fresh seeds),
     the proxy's seed noise and the verdict."""
@@ -440,8 +449,10 @@ def _print_top(r: dict, top: int) -> None:
             return ""
         return f"{x['mean']:.4f} ± {x['std']:.4f} ({x['seeds']})" if x["std"] is not None else f"{x['mean']:.4f} (1)"
 
-    def arch(x):  # backbone genotypes say what they are in one line; decoders are drawn (--arch N)
-        return [_one_line(x["genotype"])] if r.get("method") in BACKBONE_METHODS else []
+    backbone = r.get("method") in BACKBONE_METHODS
+
+    def arch(x):
+        return [_one_line(x["genotype"])] if backbone else []
 
     rows = []
     if r.get("control"):
@@ -450,21 +461,12 @@ def _print_top(r: dict, top: int) -> None:
     rows += [(t["trial"], *arch(t), f"{t['reward']:.4f}", spread(t), *cost(t), f"{t['seconds'] or 0:.1f}")
              for t in r["top"][:top]]
     _table(f"{r['run']}: {r['method']}, {r['finished']} trials ({r['failed']} failed) + the control",
-           ["trial", *(["architecture"] if r.get("method") in BACKBONE_METHODS else []), "search reward",
+           ["trial", *(["architecture"] if backbone else []), "search reward",
             "mean ± std (seeds)", "params", "FLOPs", "seconds"], rows)
     if r.get("noise") is not None:
         console.print(f"proxy seed noise (pooled std over re-scored genotypes): {r['noise']:.4f}")
     if r.get("verdict"):
         console.print(f"verdict: {r['verdict']['text']}")
-
-
-BACKBONE_METHODS = ("sp-nas", "detnas")  # their genotypes say what they are in one line
-
-
-def _one_line(genotype_json: str) -> str:
-    from .spaces import load_genotype
-
-    return load_genotype(genotype_json).describe()
 
 
 @runs_app.command("list")
@@ -510,7 +512,8 @@ def runs_show(run: RunArg, top: Annotated[int, typer.Option(help="Rows in the ta
     if r.get("method") == "sp-nas":
         from .report import trajectory, trajectory_figure
 
-        r["trajectory"], r["trajectory_figure"] = trajectory(run), str(trajectory_figure(run))
+        r["trajectory"] = trajectory(run)
+        r["trajectory_figure"] = str(trajectory_figure(run, r["trajectory"]))
     if as_json:
         return _emit_json(r)
     _print_top(r, top)

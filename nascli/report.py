@@ -50,16 +50,14 @@ def reward_figure(run_dir, out=None) -> Path:
 
 def trajectory(run_dir) -> list[dict]:
     """An sp-nas run's accepted steps (start, improvements, reignitions), from its strategy state."""
-    import io
-
-    import torch
+    from .search import _unpack
 
     store = RunStore(run_dir, create=False, readonly=True)
     blob, trials = store.load_state(), {t.id: t for t in store.trials("id > 0")}
     store.close()
     if blob is None:
         return []
-    state = torch.load(io.BytesIO(blob), weights_only=True)
+    state = _unpack(blob)
     by_tag = {json_field(t.genotype, "tag"): i for i, t in trials.items()}
     return [{**step, "trial": by_tag.get(step["tag"])} for step in state["state"]["trajectory"]]
 
@@ -73,7 +71,7 @@ def json_field(text: str, name: str):
         return None
 
 
-def trajectory_figure(run_dir, out=None) -> Path:
+def trajectory_figure(run_dir, steps=None, out=None) -> Path:
     """The paper's Figure 3 for an sp-nas run: every trained candidate's reward by trial (serial
     proposals, reignitions, parallel levels), and the accepted steps joined, labelled with the
     architecture each step reached."""
@@ -85,7 +83,8 @@ def trajectory_figure(run_dir, out=None) -> Path:
     store = RunStore(run_dir, create=False, readonly=True)
     rows = [t for t in store.trials("id > 0") if t.status == "done"]
     store.close()
-    steps = [s for s in trajectory(run_dir) if s["trial"] is not None and s["reward"] is not None]
+    steps = [s for s in (trajectory(run_dir) if steps is None else steps)
+             if s["trial"] is not None and s["reward"] is not None]
     out = Path(out or Path(run_dir) / "trajectory.png")
     fig, ax = plt.subplots(figsize=(8, 4.5))
     kinds = {"serial": "C0", "reignite": "C1", "parallel": "C2"}

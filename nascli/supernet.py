@@ -32,16 +32,11 @@ import torch
 from pydantic import ConfigDict, Field
 from torch import nn
 
-from .backbone_proxy import ImageDetector, cosine, sgd_step
+from .backbone_proxy import ImageDetector, cosine, normalize, sgd_step
 from .config import ProxySpec, Spec, validate
-from .data.coco import IMAGENET_MEAN, IMAGENET_STD
 from .errors import CheckpointError
 from .proxy import TrialResult, _open_split, _score, recompute_batchnorm
 from .spaces import detnas
-
-
-_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
-_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
 
 
 class SupernetOptions(Spec):
@@ -130,18 +125,19 @@ def train_supernet(path, spec: ProxySpec, cache, seed: int = 0, on_progress=None
             continue
         optimizer = optimizer or _optimizer(model, o)
         e = state["epoch"]
-        batches = list(train.batches(o.batch_size, True, seed * 1000 + 100 * state["phase"] + e, device))
-        paths = _paths(len(batches), blocks, seed * 1000 + 100 * state["phase"] + e)
-        total, steps, loss_sum = epochs * len(batches), 0, 0.0
+        per_epoch = math.ceil(len(train) / o.batch_size)  # what batches() yields (drop_last off)
+        paths = _paths(per_epoch, blocks, seed * 1000 + 100 * state["phase"] + e)
+        total, steps, loss_sum = epochs * per_epoch, 0, 0.0
         model.train()
+        batches = train.batches(o.batch_size, True, seed * 1000 + 100 * state["phase"] + e, device)
         for k, (batch, p) in enumerate(zip(batches, paths)):
             loss = _pretrain_loss(model, train, batch, p, o) if name == "pretrain" else _finetune_loss(model, batch, p)
             if loss is None:
                 continue
-            sgd_step(optimizer, loss, cosine(e * len(batches) + k, total, o.lr), f"supernet {name} epoch {e + 1}")
+            sgd_step(optimizer, loss, cosine(e * per_epoch + k, total, o.lr), f"supernet {name} epoch {e + 1}")
             steps, loss_sum = steps + 1, loss_sum + loss.item()
             if on_progress:
-                on_progress({"phase": f"supernet {name} epoch {e + 1}/{epochs}", "step": k + 1, "steps": len(batches)})
+                on_progress({"phase": f"supernet {name} epoch {e + 1}/{epochs}", "step": k + 1, "steps": per_epoch})
         state["epoch"] += 1
         state["history"].append({"phase": name, "epoch": e + 1, "loss": loss_sum / max(1, steps)})
         _save(path, model, optimizer, state)
@@ -157,7 +153,7 @@ def _optimizer(model, o: SupernetOptions):
 
 
 def _pretrain_loss(model, train, batch, path, o):
-    images = (batch["images"] - _MEAN.to(batch["images"].device)) / _STD.to(batch["images"].device)
+    images = normalize(batch["images"])
     patches, labels = _object_patches(train, batch, images, o.patch)
     if patches is None:
         return None

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import SpecError
+from . import nas_fcos
 from .genotype_json import JsonGenotype, fields_of, read_fields
 from .nas_fcos import Decision
 
@@ -250,27 +251,12 @@ def build(genotype: Genotype, in_channels: dict, num_classes: int, width: int, h
     return fpn_fcos.build(fpn_fcos.Genotype(), in_channels, num_classes, width, head_width)
 
 
-class Space:
+class Space(nas_fcos.Space):
     """The space bundled for strategies (evolution, random): decisions are the per-block choices."""
 
     module = sys.modules[__name__]
     name = SPACE
     genotype_class = Genotype
-
-    def __init__(self, spec=None):
-        self.spec = spec if spec is not None else SpaceSpec()
-
-    def decisions(self) -> list[Decision]:
-        return decisions(self.spec)
-
-    def decode(self, choices):
-        return decode(choices, self.spec)
-
-    def encode(self, genotype) -> list[int]:
-        return encode(genotype, self.spec)
-
-    def is_valid(self, choices) -> bool:
-        return is_valid(choices, self.spec)
 
 
 #: DetNASNet from the released lists (DESIGN.md zoo section), and the all-3×3 ShuffleNetV2 baselines.

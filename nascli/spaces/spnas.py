@@ -172,18 +172,13 @@ def _carry(old: SerialNet, new: SerialNet, mapping: dict) -> list[str]:
 def expand(net: SerialNet, position: int) -> SerialNet:
     """A copy of `net` with an identity-initialised block inserted right after block `position`
     (1..number of blocks), in that block's stage: it becomes block `position` counting from 0."""
-    serial = net.serial
-    where = serial.stage_of()
-    if not 1 <= position <= len(where):
-        raise SpecError(f"expand at {position}: a block position in 1..{len(where)}")
-    s, k = where[position - 1]
-    stages = list(serial.stages)
-    stages[s] = stages[s][:k + 1] + "1" + stages[s][k + 1:]
-    new = SerialNet(Serial(serial.block, tuple(stages)), net.base_channels, net.stem_kind)
-    flat = position  # the new block's index
-    _carry(net, new, {i: i - (i > flat) for i in range(len(_blocks(new))) if i != flat})
-    new.inserted = flat
-    inserted = _blocks(new)[flat]
+    blocks = len(net.serial.codes)
+    if not 1 <= position <= blocks:
+        raise SpecError(f"expand at {position}: a block position in 1..{blocks}")
+    new = SerialNet(morphed_serial(net.serial, [("expand", position)]), net.base_channels, net.stem_kind)
+    _carry(net, new, {i: i - (i > position) for i in range(blocks + 1) if i != position})
+    new.inserted = position  # the new block's index
+    inserted = _blocks(new)[position]
     last_norm = inserted.bn3 if hasattr(inserted, "bn3") else inserted.bn2
     nn.init.zeros_(last_norm.weight)
     nn.init.zeros_(last_norm.bias)
@@ -196,17 +191,11 @@ def swap(net: SerialNet, stage: int, later: bool) -> SerialNet:
     serial = net.serial
     if not 2 <= stage <= len(serial.stages):
         raise SpecError(f"swap stage {stage}: a stage in 2..{len(serial.stages)}")
-    stages = list(serial.stages)
-    before, this = stages[stage - 2], stages[stage - 1]
-    if later:
-        if len(this) < 2:
-            raise SpecError(f"swap stage {stage} later: the stage has one block; it would vanish")
-        stages[stage - 2], stages[stage - 1] = before + this[0], this[1:]
-    else:
-        if len(before) < 2:
-            raise SpecError(f"swap stage {stage} earlier: stage {stage - 1} has one block; it would vanish")
-        stages[stage - 2], stages[stage - 1] = before[:-1], before[-1] + this
-    new = SerialNet(Serial(serial.block, tuple(stages)), net.base_channels, net.stem_kind)
+    if later and len(serial.stages[stage - 1]) < 2:
+        raise SpecError(f"swap stage {stage} later: the stage has one block; it would vanish")
+    if not later and len(serial.stages[stage - 2]) < 2:
+        raise SpecError(f"swap stage {stage} earlier: stage {stage - 1} has one block; it would vanish")
+    new = SerialNet(morphed_serial(serial, [("swap", stage, later)]), net.base_channels, net.stem_kind)
     new.dropped = _carry(net, new, {i: i for i in range(len(_blocks(new)))})
     return new
 

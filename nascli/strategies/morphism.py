@@ -128,8 +128,6 @@ class MorphismStrategy:
             else:
                 steps = spnas.propose(serial, self.rng)
                 child = {"serial": str(spnas.morphed_serial(serial, steps)), "parallel": ()}
-            if not parallel and spnas.Serial.parse(child["serial"]).problem():
-                continue
             key = f"{child['serial']} {tuple(child['parallel'])}"
             if key in s["seen"]:
                 continue
