@@ -11,7 +11,7 @@ SEED ?= 0
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: install demo test bench bench-search bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas clean
+.PHONY: install demo test bench bench-search bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-executors clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -128,6 +128,12 @@ bench-detnas: $(STAMP)
 # Auto-FPN's three lambda presets on the demo's cache against the control, and the wall time of
 # a NAS-FCOS search with as many trials (run `make demo` first; resumable).
 AUTO_FPN_TRIALS ?= 6
+# Executors: the same random search in-process and on a loopback-only Ray cluster of this machine
+# with 1 and 2 workers (root: `unshare -n`); evaluations per hour and Ray's overhead per trial.
+EXECUTOR_TRIALS ?= 12
+bench-executors: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_executors --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --trials $(EXECUTOR_TRIALS) --seed $(SEED)
+
 bench-auto-fpn: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_auto_fpn --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --trials $(AUTO_FPN_TRIALS) --seed $(SEED)
 

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import NascliError
 
@@ -406,6 +407,12 @@ def search_cmd(
     lam: Annotated[str | None, typer.Option("--lambda", help="auto-fpn resource weight: small (0.2) | middle (0.02) | "
                                                              "big (0.002) | a number (default: the spec's).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda: where trials train.")] = "cpu",
+    executor: Annotated[str, typer.Option(help="local (in this process, one trial at a time) | ray (Ray core tasks, "
+                                               "the spec's `resources` each; pip install 'nascli[ray]').")] = "local",
+    ray_address: Annotated[str, typer.Option(help="--executor ray: auto (the running cluster) | HOST:PORT | local "
+                                                  "(a private instance on this machine).")] = "auto",
+    workers: Annotated[int | None, typer.Option(min=1, help="--executor ray: trials at once at most (default: as "
+                                                            "many as the cluster fits).")] = None,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ):
@@ -416,6 +423,7 @@ def search_cmd(
     Example: [cyan]nascli search --method sp-nas --cache cache/<images key>.h5 --trials 12 --run runs/g1[/]
     Example: [cyan]nascli search --method detnas --cache cache/<images key>.h5 --trials 40 --run runs/d1[/]
     Example: [cyan]nascli search --resume runs/s1[/]
+    Example: [cyan]nascli search --resume runs/s1 --executor ray --ray-address auto[/]
     """
     from .search import run_search
 
@@ -423,7 +431,8 @@ def search_cmd(
         raise NascliError("search: give --cache and --trials (or --resume RUN)")
     with _progress("search", not as_json) as on_progress:
         r = run_search(method, proxy or (method if method != "random" else "nas-fcos"), cache, trials,
-                       resume or run, seed, resume is not None, on_progress, lam=lam, device=device)
+                       resume or run, seed, resume is not None, on_progress, lam=lam, device=device,
+                       executor=executor, ray_address=ray_address, workers=workers)
     if as_json:
         return _emit_json(r)
     _print_top(r, top)
@@ -663,7 +672,7 @@ def main() -> None:
     try:
         app()
     except NascliError as e:
-        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # [x] is not markup
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted; rerun with --resume to continue")

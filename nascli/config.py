@@ -66,6 +66,14 @@ class TrainConfig(Spec):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class TrialResources(Spec):
+    """What one trial asks of a Ray cluster (`--executor ray`); the local executor ignores it."""
+
+    cpus: float = Field(1, gt=0, description="CPUs per trial (also its torch threads)")
+    gpus: float = Field(0, ge=0, description="GPUs per trial (a fraction shares one GPU)")
+    retries: int = Field(2, ge=0, description="re-queues of a trial whose worker died before it is failed")
+
+
 class ProxySpec(Spec):
     """A proxy task: the space's size and how one candidate is trained and scored.
 
@@ -106,6 +114,7 @@ class ProxySpec(Spec):
                                                               "(nascli.supernet.SupernetOptions)")
     evolution: dict = Field(default_factory=dict, description="options of the evolutionary search "
                                                               "(nascli.strategies.evolution.EvolutionOptions)")
+    resources: TrialResources = Field(default_factory=TrialResources)
     control: Optional[str] = Field(
         None, description="the control arm, scored first outside the budget: zoo:NAME or a genotype "
                           "json (default: the family's hand design, FPN + FCOS head with the baseline's "

@@ -18,12 +18,14 @@ import io
 import json
 import shutil
 import time
+from collections import deque
 from pathlib import Path
 
 import torch
 
 from .config import ProxySpec, load_spec, resolve_proxy, validate
 from .errors import NascliError, SpecError, unknown_name
+from .executors import check_executor, make_executor
 from .features import describe
 from .proxy import evaluate, space_for
 from .spaces import load_genotype
@@ -59,18 +61,18 @@ def _check_cache(spec: ProxySpec, cache, proxy_path) -> None:
 
 
 def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, resume: bool = False,
-               on_progress=None, evaluate_fn=evaluate, lam=None, device="cpu") -> dict:
+               on_progress=None, evaluate_fn=evaluate, lam=None, device="cpu", executor="local",
+               ray_address="auto", workers=None) -> dict:
     """Runs (or resumes) a search until `trials` trials are finished; returns the summary.
     `lam` (auto-fpn): the resource weight λ, a number or small|middle|big, over the spec's.
-    `device` (auto|cpu|cuda): where trials train (the Auto-FPN supernet stays on the CPU); a run
-    resumes on any device."""
-    from functools import partial
-
-    from .runtime import resolve_device
-
-    device = str(resolve_device(device))
+    `device` (auto|cpu|cuda): where trials train (the Auto-FPN supernet stays on the CPU).
+    `executor` (local|ray, see executors.py): where trials run; `ray_address` and `workers` for ray.
+    A run resumes on any device and any executor."""
     if method not in STRATEGIES:
         raise unknown_name("method", method, STRATEGIES)
+    check_executor(executor, workers)
+    if executor == "local":
+        trial_device(device, executor, None)  # a missing GPU is an error before anything is written
     run_dir = Path(run_dir)
     store = RunStore(run_dir, create=not resume)
     if resume:
@@ -96,21 +98,77 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
         raise SpecError(f"{proxy_path}: field 'space' is {spec.space!r}, but --method {method} searches "
                         f"the {method} space (pass --proxy {method} or a spec of that space)")
     _check_cache(spec, cache, proxy_path)
-    if not resume:
-        shutil.copyfile(proxy_path, run_dir / "spec.yaml")
-    options = strategy_options(method, spec, cache, trials, lam)
+    device = trial_device(device, executor, spec)
+    pool = make_executor(executor, spec, ray_address, workers)
+    try:
+        if not resume:
+            shutil.copyfile(proxy_path, run_dir / "spec.yaml")
+        score = _evaluator(spec, method, cache, run_dir, seed, device, evaluate_fn, on_progress, pool)
+        return _search(store, spec, method, proxy_path, cache, trials, run_dir, seed, lam, score, pool, on_progress)
+    finally:
+        pool.close()
+        store.close()
+
+
+def trial_device(device: str, executor: str, spec: ProxySpec) -> str:
+    """Where a trial trains. Locally: auto -> cuda if this machine has one. On Ray the workers'
+    GPUs count, not the driver's: auto -> cuda iff the spec's resources give a trial a GPU."""
+    from .runtime import resolve_device
+
+    if executor != "ray":
+        return str(resolve_device(device))
+    if device not in ("auto", "cpu", "cuda"):
+        return str(resolve_device(device))  # the one-line error for an unknown name
+    if device == "cuda" and not spec.resources.gpus:
+        raise SpecError("--device cuda with --executor ray: give each trial a GPU in the spec "
+                        "(field 'resources.gpus')")
+    return "cuda" if device == "cuda" or spec.resources.gpus else "cpu"
+
+
+def _evaluator(spec, method, cache, run_dir, seed, device, evaluate_fn, on_progress, pool):
+    """What a trial runs: `evaluate_fn(genotype, spec, cache, trial_seed, run_seed)` bound to its
+    device and the files it reads, all absolute so a worker in another folder finds them. The
+    executor checks first that its workers can use those files."""
+    from functools import partial
+
+    from .runtime import resolve_device
+
+    cache, run_dir = str(Path(cache).resolve()), Path(run_dir).resolve()
+    readable, writable = {"cache": cache}, {}
     if method == "sp-nas" and evaluate_fn is evaluate:  # weights travel through files in the run folder
         from .backbone_proxy import evaluate as evaluate_backbone
 
+        (run_dir / "weights").mkdir(exist_ok=True)
+        writable["run folder"] = run_dir / "weights"
         evaluate_fn = partial(evaluate_backbone, weights_dir=run_dir / "weights", device=device)
     elif spec.space == "detnas":  # the one-shot supernet first (resumable); then paths inherit its weights
         from .supernet import evaluate_path, train_supernet
 
-        train_supernet(run_dir / "supernet.pt", spec, cache, seed, on_progress, device)
+        here = device if pool.name == "local" else str(resolve_device("auto"))  # trained on the driver
+        train_supernet(run_dir / "supernet.pt", spec, cache, seed, on_progress, here)
+        readable["supernet"] = run_dir / "supernet.pt"
         if evaluate_fn is evaluate:
             evaluate_fn = partial(evaluate_path, supernet_path=run_dir / "supernet.pt", device=device)
     elif evaluate_fn is evaluate:
         evaluate_fn = partial(evaluate, device=device)
+    pool.check_paths(readable, writable)
+    return _Trial(evaluate_fn, spec, cache, seed)
+
+
+class _Trial:
+    """One evaluation as a picklable call: `score(genotype, trial_seed)`; every candidate of a run
+    sees the run seed's batches (`data_seed`), so rewards differ by architecture, not by order."""
+
+    def __init__(self, evaluate_fn, spec, cache: str, run_seed: int):
+        self.evaluate_fn, self.spec, self.cache, self.run_seed = evaluate_fn, spec, cache, run_seed
+
+    def __call__(self, genotype, trial_seed: int):
+        return self.evaluate_fn(genotype, self.spec, self.cache, trial_seed, self.run_seed)
+
+
+def _search(store, spec, method, proxy_path, cache, trials, run_dir, seed, lam, score, pool, on_progress):
+    """The protocol of the module docstring, with the trials run by `pool` (`slots` at a time)."""
+    options = strategy_options(method, spec, cache, trials, lam)
     store.set_meta(method=method, cache=str(cache), seed=seed, trials=trials, space=spec.space,
                    proxy=str(proxy_path), **({"lambda": options["lambda"]} if "lambda" in options else {}))
     space = space_for(spec)
@@ -123,41 +181,46 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
         store.mark_told([t.id], _pack(strategy.state_dict()))
 
     started, evaluated, rescored = time.perf_counter(), 0, 0
-    paired = lambda g, s: evaluate_fn(g, spec, cache, s, seed)  # noqa: E731  same batches for all
+    run = lambda key, g, s: pool.submit(key, score, g, s)  # noqa: E731
     store.add_control(control_genotype(spec, cache, proxy_path).to_json())
-    rescored += _rescore(store, 0, spec.rescore_seeds, seed, paired, on_progress, "control")
+    rescored += _rescore(store, [0], spec.rescore_seeds, seed, run, pool, on_progress)
+    in_flight: set[int] = set()
     while True:
-        queue = store.pending()
-        if not queue:
-            if store.count() >= trials:
-                break
-            asked = strategy.ask(1)
-            if not asked:  # the strategy's own stop condition (sp-nas: stuck at the end)
-                break
-            genotype = asked[0]
-            trial_id = store.count() + 1
-            store.add_pending([genotype.to_json()], [seed * 100_003 + trial_id], _pack(strategy.state_dict()))
-            queue = store.pending()
-        trial = queue[0]
-        genotype = space.genotype_class.from_json(trial.genotype)
-        result = paired(genotype, trial.seed)
-        store.finish(trial.id, result.status, result.reward, result.to_dict())
+        while pool.busy() < pool.slots:  # fill the free slots: re-queued trials first, then new asks
+            queue = [t for t in store.pending() if t.id not in in_flight]
+            if not queue:
+                room = min(trials - store.count(), pool.slots - pool.busy())
+                asked = strategy.ask(room) if room > 0 else []
+                if not asked:  # the budget is spent, the strategy waits for results, or it stops
+                    break
+                first = store.count() + 1
+                store.add_pending([g.to_json() for g in asked], [seed * 100_003 + first + i for i in range(len(asked))],
+                                  _pack(strategy.state_dict()))
+                continue
+            trial = queue[0]
+            in_flight.add(trial.id)
+            run(trial.id, space.genotype_class.from_json(trial.genotype), trial.seed)
+        if not pool.busy():
+            break
+        trial_id, result = pool.next_done()
+        in_flight.discard(trial_id)
+        genotype = space.genotype_class.from_json(store.trials(f"id = {int(trial_id)}")[0].genotype)
+        store.finish(trial_id, result.status, result.reward, result.to_dict())
         strategy.tell(genotype, result.reward if result.status == "done" else None)
-        store.mark_told([trial.id], _pack(strategy.state_dict()))
+        store.mark_told([trial_id], _pack(strategy.state_dict()))
         evaluated += 1
         if on_progress:
             best = store.top(1)
             on_progress({"step": store.count() - len(store.pending()), "steps": trials,
                          "reward": result.reward if result.reward is not None else result.reason,
                          "best": best[0].reward if best else float("nan")})
-    for t in store.top(spec.rescore_top):
-        rescored += _rescore(store, t.id, spec.rescore_seeds, seed, paired, on_progress, f"re-score trial {t.id}")
+    rescored += _rescore(store, [t.id for t in store.top(spec.rescore_top)], spec.rescore_seeds, seed, run, pool,
+                         on_progress)
     summary = summarize(store, top=5)
     summary["seconds"] = time.perf_counter() - started
     summary["evaluated_now"], summary["rescored_now"] = evaluated, rescored  # trials; extra seeds
     if summary["top"]:
         (run_dir / "best.json").write_text(json.dumps(json.loads(summary["top"][0]["genotype"]), indent=2))
-    store.close()
     return summary
 
 
@@ -209,27 +272,33 @@ def rescore_seed(run_seed: int, trial_id: int, k: int) -> int:
     return 1_000_000 * (k + 1) + 1000 * run_seed + trial_id
 
 
-def _rescore(store: RunStore, trial_id: int, seeds: int, run_seed: int, paired, on_progress, what) -> int:
-    """Scores trial `trial_id`'s genotype with `seeds` fresh seeds (those not already stored);
-    the control's trial row then holds their mean. Returns how many were evaluated now."""
-    trial = store.trials(f"id = {int(trial_id)}")[0]
-    genotype = load_genotype(trial.genotype, f"trial {trial_id}")
-    done, evaluated = store.scores(trial_id).get(trial_id, {}), 0
-    for k in range(seeds):
-        s = rescore_seed(run_seed, trial_id, k)
-        if s in done:
-            continue
-        result = paired(genotype, s)
+def _rescore(store: RunStore, trial_ids: list[int], seeds: int, run_seed: int, run, pool, on_progress) -> int:
+    """Scores the trials' genotypes with `seeds` fresh seeds each (those not already stored), all
+    submitted at once to `pool`; the control's row (trial 0) then holds its mean. Returns how many
+    were evaluated now."""
+    todo = []
+    for trial_id in trial_ids:
+        trial = store.trials(f"id = {int(trial_id)}")[0]
+        genotype = load_genotype(trial.genotype, f"trial {trial_id}")
+        done = store.scores(trial_id).get(trial_id, {})
+        todo += [(trial_id, genotype, rescore_seed(run_seed, trial_id, k)) for k in range(seeds)
+                 if rescore_seed(run_seed, trial_id, k) not in done]
+    waiting = deque(todo)
+    for evaluated in range(1, len(todo) + 1):
+        while waiting and pool.busy() < pool.slots:
+            trial_id, genotype, s = waiting.popleft()
+            run((trial_id, s), genotype, s)
+        (trial_id, s), result = pool.next_done()
         store.add_score(trial_id, s, result.status, result.reward, result.to_dict())
-        evaluated += 1
         if on_progress:
-            on_progress({"step": k + 1, "steps": seeds, "phase": what,
+            on_progress({"step": evaluated, "steps": len(todo),
+                         "phase": "control" if trial_id == 0 else f"re-score trial {trial_id}",
                          "reward": result.reward if result.reward is not None else result.reason})
-    if trial_id == 0 and store.control().status == "pending":
+    if 0 in trial_ids and store.control().status == "pending":
         stats = seed_stats(list(store.scores(0).get(0, {}).values()))
         cost = {k: v for k, v in store.score_metrics(0).items() if k in ("params", "flops")}
         store.finish(0, "done" if stats["seeds"] else "failed", stats["mean"], {"seeds": stats["seeds"], **cost})
-    return evaluated
+    return len(todo)
 
 
 def seed_stats(rewards) -> dict:
