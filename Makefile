@@ -148,7 +148,7 @@ bench-proxy: $(STAMP)
 FIDELITY_RUN ?= $(DEMO)/run
 FIDELITY_TEST ?= $(DEMO)/test.json
 fidelity: $(STAMP)
-	test -f $(FIDELITY_RUN)/run.db || $(MAKE) demo
+	test -f $(FIDELITY_RUN)/run.db || test "$(FIDELITY_RUN)" != "$(DEMO)/run" || $(MAKE) demo
 	$(BIN)/python -m benchmarks.bench_fidelity --run $(FIDELITY_RUN) --test $(FIDELITY_TEST) --epochs $(PIPE_RETRAIN_EPOCHS) --seed $(SEED)
 
 clean:
