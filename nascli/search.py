@@ -9,7 +9,9 @@
 3. The top `rescore_top` trials are re-scored with fresh seeds and ranked by their mean (the
    search's own seed is left out: it is the one that selected them, and it flatters them).
 4. The verdict: does the best re-scored candidate beat the control by more than the noise?
-Every score is a row in run.db before the next starts, so a resumed run re-runs nothing finished.
+Every score is a row in run.db as soon as it arrives, so a resumed run re-runs nothing finished.
+Evaluations run through an executor (executors.py): in this process one at a time, or on Ray with
+as many in flight as there are workers; the strategy and the database stay here either way.
 """
 
 from __future__ import annotations
@@ -144,7 +146,8 @@ def _evaluator(spec, method, cache, run_dir, seed, device, evaluate_fn, on_progr
     elif spec.space == "detnas":  # the one-shot supernet first (resumable); then paths inherit its weights
         from .supernet import evaluate_path, train_supernet
 
-        here = device if pool.name == "local" else str(resolve_device("auto"))  # trained on the driver
+        # trained on the driver: on Ray its own GPU if it has one, unless --device cpu
+        here = device if pool.name == "local" or device == "cpu" else str(resolve_device("auto"))
         train_supernet(run_dir / "supernet.pt", spec, cache, seed, on_progress, here)
         readable["supernet"] = run_dir / "supernet.pt"
         if evaluate_fn is evaluate:
