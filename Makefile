@@ -11,7 +11,7 @@ SEED ?= 0
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: install demo test bench bench-search bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-executors clean
+.PHONY: install demo test bench bench-search bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -131,6 +131,11 @@ AUTO_FPN_TRIALS ?= 6
 # Executors: the same random search in-process and on a loopback-only Ray cluster of this machine
 # with 1 and 2 workers (root: `unshare -n`); evaluations per hour and Ray's overhead per trial.
 EXECUTOR_TRIALS ?= 12
+# Whether path-wise supernet training learns at our scale: DetNAS's pre-training proxy under eight
+# path samplers (fixed, one random block, ..., the paper's uniform paths); about 4 minutes.
+bench-supernet: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_supernet --cache $$(ls $(SPNAS)/cache/*.h5 | head -1) --seed $(SEED)
+
 bench-executors: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_executors --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --trials $(EXECUTOR_TRIALS) --seed $(SEED)
 

@@ -152,13 +152,19 @@ def _optimizer(model, o: SupernetOptions):
     return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=0.9, weight_decay=o.weight_decay)
 
 
-def _pretrain_loss(model, train, batch, path, o):
+def pretrain_logits(model, train, batch, path, o):
+    """The classification proxy's logits for the batch's object crops under `path`, and their labels."""
     images = normalize(batch["images"])
     patches, labels = _object_patches(train, batch, images, o.patch)
     if patches is None:
-        return None
+        return None, None
     feats = model.supernet(patches, tuple(int(c) for c in path))["c5"].mean((2, 3))
-    return nn.functional.cross_entropy(model.classifier(feats), labels)
+    return model.classifier(feats), labels
+
+
+def _pretrain_loss(model, train, batch, path, o):
+    logits, labels = pretrain_logits(model, train, batch, path, o)
+    return None if logits is None else nn.functional.cross_entropy(logits, labels)
 
 
 def _finetune_loss(model, batch, path):
