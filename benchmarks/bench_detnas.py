@@ -53,18 +53,24 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", required=True)
     parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--proxy", default="detnas", help="a proxy spec name or file (space detnas)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default="benchmarks/runs/detnas")
     parser.add_argument("--out", default="benchmarks/detnas.json")
     args = parser.parse_args()
     runs = Path(args.runs)
-    evolution = search("detnas", "detnas", args.cache, args.trials, runs / "evolution", args.seed)
+    evolution = search("detnas", args.proxy, args.cache, args.trials, runs / "evolution", args.seed)
     (runs / "random").mkdir(parents=True, exist_ok=True)
     if not (runs / "random" / "supernet.pt").is_file():
         shutil.copy(runs / "evolution" / "supernet.pt", runs / "random" / "supernet.pt")
-    random = search("random", "detnas", args.cache, args.trials, runs / "random", args.seed)
+    random = search("random", args.proxy, args.cache, args.trials, runs / "random", args.seed)
     results = {name: {**row(name, s), "best_so_far": curve(s)} for name, s in
                (("evolution", evolution), ("random", random))}
+    # a resumed search's wall time is only this call's: keep the one written when it first ran
+    previous = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+    for name, r in results.items():
+        if r["resumed"] and name in previous:
+            r["wall_seconds"] = previous[name]["wall_seconds"]
     Path(args.out).write_text(json.dumps(results, indent=1))
     figure(results, Path(args.out).with_suffix(".png"))
     for name, r in results.items():

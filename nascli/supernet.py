@@ -8,8 +8,9 @@ its modules get gradients):
    and classified from the supernet's pooled C5 by a linear layer. Or `weights`: a file holding
    a pre-trained Supernet state_dict (then this phase is skipped).
 2. fine-tuning: the supernet under an FCOS decoder, detection losses on the crops.
-SGD (momentum 0.9, weight decay), a cosine learning rate per phase. Plain BatchNorm: SyncBN, the paper's answer to
-small per-GPU batches, has nothing to synchronise in one process. After every epoch the whole
+SGD (momentum 0.9, weight decay; the paper's) or AdamW (`optimizer`: path-wise SGD stays at
+chance on small data, `make bench-supernet`), a cosine learning rate per phase. Plain BatchNorm:
+SyncBN, the paper's answer to small per-GPU batches, has nothing to synchronise in one process. After every epoch the whole
 state is written to RUN/supernet.pt (atomically), so a killed training resumes exactly.
 
 Scoring a path (`evaluate_path`, the search's evaluator; pure given the supernet file): the path
@@ -26,6 +27,7 @@ import os
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -50,6 +52,9 @@ class SupernetOptions(Spec):
     pretrain_epochs: int = Field(5, ge=0, description="classification proxy on object crops (paper: ImageNet)")
     finetune_epochs: int = Field(10, ge=1, description="path-wise detection fine-tuning")
     weights: str | None = Field(None, description="a pre-trained Supernet state_dict file (skips pre-training)")
+    optimizer: Literal["sgd", "adamw"] = Field("sgd", description="sgd: the paper's (momentum 0.9); adamw: "
+                                               "learns path-wise on small data where sgd stays at chance "
+                                               "(make bench-supernet)")
     lr: float = Field(0.05, gt=0)
     weight_decay: float = Field(4e-5, ge=0)
     batch_size: int = Field(16, ge=1)
@@ -147,8 +152,10 @@ def train_supernet(path, spec: ProxySpec, cache, seed: int = 0, on_progress=None
 
 
 def _optimizer(model, o: SupernetOptions):
-    # Modules off the sampled path have no gradient (zero_grad sets None), and torch's SGD skips
-    # them entirely - momentum and weight decay included - so only the path moves.
+    # Modules off the sampled path have no gradient (zero_grad sets None), and torch's SGD and
+    # AdamW skip them entirely - momentum, moments and weight decay included - so only the path moves.
+    if o.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=0.9, weight_decay=o.weight_decay)
 
 
