@@ -38,6 +38,7 @@ from .config import ProxySpec, validate
 from .errors import CheckpointError, SpecError
 from .features import describe
 from .proxy import Diverged, TrialResult, _open_split, _score, reward_kind
+from .runtime import MixedPrecision, training_precision
 from .spaces import spnas
 
 
@@ -173,12 +174,13 @@ def train_detector(detector: ImageDetector, train, epochs: int, spec: ProxySpec,
     optimizer = torch.optim.SGD(detector.parameters(), lr=spec.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     steps_per_epoch = math.ceil(min(len(train), spec.max_train_samples or len(train)) / spec.batch_size)
     total, step = max(1, epochs * steps_per_epoch), 0
+    precision = training_precision(device, spec.amp)
     detector.train()
     for epoch in range(epochs):
         for batch in train.batches(spec.batch_size, True, data_seed * 1000 + epoch, device,
                                    limit=spec.max_train_samples):
-            loss = sum(detector.loss_from_batch(detector(batch), batch).values())
-            sgd_step(optimizer, loss, cosine(step, total, spec.lr, o.lr_min), f"epoch {epoch + 1}")
+            loss = sum(detector.loss_from_batch(precision.forward(detector, batch), batch).values())
+            sgd_step(optimizer, loss, cosine(step, total, spec.lr, o.lr_min), f"epoch {epoch + 1}", precision)
             step += 1
     detector.eval()
 
@@ -188,17 +190,15 @@ def cosine(step: int, total: int, lr: float, lr_min: float = 0.0) -> float:
     return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * step / max(1, total)))
 
 
-def sgd_step(optimizer, loss, lr: float, where: str) -> None:
-    """One step at `lr`, gradients clipped to norm 10; a loss that is not finite is a Diverged
-    trial. Parameters without a gradient (off a supernet's path) are left alone by torch's SGD."""
+def sgd_step(optimizer, loss, lr: float, where: str, precision: MixedPrecision | None = None) -> None:
+    """One step at `lr`, gradients clipped to norm 10 (through `precision`'s loss scaling when
+    given); a loss that is not finite is a Diverged trial. Parameters without a gradient (off a
+    supernet's path) are left alone by torch's SGD and AdamW."""
     if not torch.isfinite(loss):
         raise Diverged(f"loss diverged ({loss.item()}) in {where}", {})
     for group in optimizer.param_groups:
         group["lr"] = lr
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 10.0)
-    optimizer.step()
+    (precision or MixedPrecision(loss.device, False)).step(optimizer, loss, clip_norm=10.0)
 
 
 def cost(detector: ImageDetector, crop: int) -> dict:

@@ -114,6 +114,10 @@ class ProxySpec(Spec):
                                                               "(nascli.supernet.SupernetOptions)")
     evolution: dict = Field(default_factory=dict, description="options of the evolutionary search "
                                                               "(nascli.strategies.evolution.EvolutionOptions)")
+    amp: bool = Field(False, description="mixed precision on CUDA for training candidates (and the DetNAS "
+                                         "supernet): float16 autocast with loss scaling; losses and scoring stay "
+                                         "float32. The CPU trains in float32 either way (nascli.runtime."
+                                         "training_precision says why)")
     resources: TrialResources = Field(default_factory=TrialResources)
     control: Optional[str] = Field(
         None, description="the control arm, scored first outside the budget: zoo:NAME or a genotype "

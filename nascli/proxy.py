@@ -29,6 +29,7 @@ import torch
 from .config import ProxySpec
 from .errors import SpecError
 from .features import CachedSplit
+from .runtime import training_precision
 from .spaces import auto_fpn, build_decoder, nas_fcos, nas_fpn
 
 
@@ -115,6 +116,7 @@ def train_candidate(genotype, spec: ProxySpec, train: CachedSplit, seed: int = 0
     cost = nas_fcos.cost(decoder, shapes)
     decoder = decoder.to(device)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=spec.lr)
+    precision = training_precision(device, spec.amp)
     average = PolyakAverage(decoder, spec.polyak)
     samples = len(train) if spec.max_train_samples is None else min(len(train), spec.max_train_samples)
     epochs = max(spec.epochs, math.ceil(spec.min_steps / math.ceil(samples / spec.batch_size)))
@@ -122,12 +124,10 @@ def train_candidate(genotype, spec: ProxySpec, train: CachedSplit, seed: int = 0
         decoder.train()
         for batch in train.batches(spec.batch_size, True, data_seed * 1000 + epoch, device,
                                    limit=spec.max_train_samples):
-            loss = sum(decoder.loss_from_batch(decoder(batch), batch).values())
+            loss = sum(decoder.loss_from_batch(precision.forward(decoder, batch), batch).values())
             if not torch.isfinite(loss):
                 raise Diverged(f"loss diverged ({loss.item()}) in epoch {epoch + 1}", cost)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            precision.step(optimizer, loss)
             average.update(decoder)
     scorer = average.module
     recompute_batchnorm(scorer, train.batches(spec.batch_size, False, device=device, limit=spec.max_train_samples))

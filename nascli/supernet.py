@@ -35,6 +35,7 @@ from pydantic import ConfigDict, Field
 from torch import nn
 
 from .backbone_proxy import ImageDetector, cosine, normalize, sgd_step
+from .runtime import training_precision
 from .config import ProxySpec, Spec, validate
 from .errors import CheckpointError
 from .proxy import TrialResult, _open_split, _score, recompute_batchnorm
@@ -112,12 +113,14 @@ def train_supernet(path, spec: ProxySpec, cache, seed: int = 0, on_progress=None
     if o.weights:
         model.supernet.load_state_dict(_load_weights(o.weights))
         phases[0] = ("pretrain", 0)
-    optimizer = None
+    optimizer, precision = None, training_precision(device, spec.amp)
     model = model.to(device)
     if path.is_file():
         saved = torch.load(path, map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
         state = saved["state"]
+        if saved.get("scaler"):
+            precision.scaler.load_state_dict(saved["scaler"])
         if saved.get("optimizer") is not None:
             optimizer = _optimizer(model, o)
             optimizer.load_state_dict(saved["optimizer"])
@@ -136,18 +139,20 @@ def train_supernet(path, spec: ProxySpec, cache, seed: int = 0, on_progress=None
         model.train()
         batches = train.batches(o.batch_size, True, seed * 1000 + 100 * state["phase"] + e, device)
         for k, (batch, p) in enumerate(zip(batches, paths)):
-            loss = _pretrain_loss(model, train, batch, p, o) if name == "pretrain" else _finetune_loss(model, batch, p)
+            loss = (_pretrain_loss(model, train, batch, p, o, precision) if name == "pretrain"
+                    else _finetune_loss(model, batch, p, precision))
             if loss is None:
                 continue
-            sgd_step(optimizer, loss, cosine(e * per_epoch + k, total, o.lr), f"supernet {name} epoch {e + 1}")
+            sgd_step(optimizer, loss, cosine(e * per_epoch + k, total, o.lr), f"supernet {name} epoch {e + 1}",
+                     precision)
             steps, loss_sum = steps + 1, loss_sum + loss.item()
             if on_progress:
                 on_progress({"phase": f"supernet {name} epoch {e + 1}/{epochs}", "step": k + 1, "steps": per_epoch})
         state["epoch"] += 1
         state["history"].append({"phase": name, "epoch": e + 1, "loss": loss_sum / max(1, steps)})
-        _save(path, model, optimizer, state)
+        _save(path, model, optimizer, state, precision)
     if not path.is_file():
-        _save(path, model, None, state)
+        _save(path, model, None, state, precision)
     return {"path": str(path), "history": state["history"], "seconds": time.perf_counter() - started}
 
 
@@ -169,22 +174,22 @@ def pretrain_logits(model, train, batch, path, o):
     return model.classifier(feats), labels
 
 
-def _pretrain_loss(model, train, batch, path, o):
-    logits, labels = pretrain_logits(model, train, batch, path, o)
+def _pretrain_loss(model, train, batch, path, o, precision):
+    logits, labels = precision.forward(pretrain_logits, model, train, batch, path, o)
     return None if logits is None else nn.functional.cross_entropy(logits, labels)
 
 
-def _finetune_loss(model, batch, path):
+def _finetune_loss(model, batch, path, precision):
     detector = ImageDetector(model.supernet, model.decoder)
     model.supernet.path = tuple(int(c) for c in path)
-    return sum(detector.loss_from_batch(detector(batch), batch).values())
+    return sum(detector.loss_from_batch(precision.forward(detector, batch), batch).values())
 
 
-def _save(path: Path, model, optimizer, state) -> None:
+def _save(path: Path, model, optimizer, state, precision) -> None:
     tmp = path.with_name(path.name + ".partial")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else None,
-                "state": state}, tmp)
+                "state": state, "scaler": precision.scaler.state_dict()}, tmp)
     os.replace(tmp, path)
 
 

@@ -1,5 +1,6 @@
 """Trials on a GPU: the same rewards as on the CPU up to floating-point noise (skipped without one),
-and asking for one that is not there is a one-line error."""
+and asking for one that is not there is a one-line error. Mixed precision (spec `amp: true`):
+bfloat16 autocast on the CPU, float16 with loss scaling on CUDA, for training only."""
 
 import pytest
 import torch
@@ -39,3 +40,108 @@ def test_backbone_rewards_agree_on_cpu_and_gpu(tiny_image_cache, tmp_path):
     cpu = evaluate(g, spec, tiny_image_cache, 1, 0, weights_dir=tmp_path / "cpu", device="cpu")
     gpu = evaluate(g, spec, tiny_image_cache, 1, 0, weights_dir=tmp_path / "gpu", device="cuda")
     assert gpu.reward == pytest.approx(cpu.reward, rel=1e-3, abs=1e-3)
+
+
+
+def _amp_spec(tiny_proxy, amp: bool):
+    """The tiny proxy with every op a deformable conv (which runs float32 inside autocast)."""
+    from nascli.config import ProxySpec, load_spec
+
+    spec = load_spec(ProxySpec, tiny_proxy)
+    return spec.model_copy(update={"amp": amp, "fpn_ops": ["deform3x3", "sep3x3"], "head_ops": ["deform3x3", "sep3x3"],
+                                   "epochs": 2})
+
+
+def _all_deform(spec):
+    from nascli.proxy import space_for
+
+    space = space_for(spec)
+    g = space.decode([0] * len(space.decisions()))
+    assert 4 in g.fpn[0][2:4]  # deform3x3 is FPN op id 4
+    return g
+
+
+def test_amp_on_the_cpu_trains_in_float32(tiny_cache, tiny_proxy):
+    from nascli.proxy import evaluate
+
+    g = _all_deform(_amp_spec(tiny_proxy, False))
+    fp32, amp = (evaluate(g, _amp_spec(tiny_proxy, a), tiny_cache, seed=1, device="cpu") for a in (False, True))
+    assert amp.status == "done" and amp.reward == fp32.reward
+
+
+@pytest.fixture
+def amp_on_the_cpu(monkeypatch):
+    """The CUDA mixed-precision path (float16 autocast, loss scaling) made to run on the CPU."""
+    from nascli import backbone_proxy, proxy, supernet
+    from nascli.runtime import MixedPrecision
+
+    for module in (proxy, backbone_proxy, supernet):
+        monkeypatch.setattr(module, "training_precision", lambda device, amp: MixedPrecision(device, amp))
+
+
+def test_mixed_precision_path_trains_decoders_close_to_float32(tiny_cache, tiny_proxy, amp_on_the_cpu):
+    from nascli.proxy import _open_split, evaluate, train_candidate
+
+    plain, mixed = _amp_spec(tiny_proxy, False), _amp_spec(tiny_proxy, True)
+    g = _all_deform(plain)
+    fp32 = evaluate(g, plain, tiny_cache, seed=1, device="cpu")
+    amp = evaluate(g, mixed, tiny_cache, seed=1, device="cpu")
+    assert fp32.status == amp.status == "done", amp.reason
+    assert amp.reward != fp32.reward  # autocast did run: float16 rounding changes the trajectory ...
+    assert amp.reward == pytest.approx(fp32.reward, rel=0.05)  # ... by little on a short run
+    scorer, _ = train_candidate(g, mixed, _open_split(str(tiny_cache), "train"), seed=1)
+    assert {p.dtype for p in scorer.parameters()} == {torch.float32}  # weights and their average stay fp32
+
+
+def test_mixed_precision_path_trains_backbones_and_the_supernet(tiny_image_cache, tmp_path, amp_on_the_cpu):
+    from nascli.backbone_proxy import baseline_of, evaluate, start_genotype
+    from nascli.config import ProxySpec, load_spec, proxy_specs
+    from nascli.supernet import train_supernet
+
+    spec = ProxySpec(space="sp-nas", epochs=1, lr=0.01, batch_size=4, reward="loss")
+    g = start_genotype(baseline_of(tiny_image_cache))
+    fp32 = evaluate(g, spec, tiny_image_cache, 1, 0, weights_dir=tmp_path / "fp32")
+    amp = evaluate(g, spec.model_copy(update={"amp": True}), tiny_image_cache, 1, 0, weights_dir=tmp_path / "amp")
+    assert fp32.status == amp.status == "done", amp.reason
+    assert amp.reward != fp32.reward and amp.reward == pytest.approx(fp32.reward, rel=0.05)
+
+    detnas = load_spec(ProxySpec, proxy_specs()["detnas"])
+    tiny = {**detnas.supernet, "width": 0.25, "depth": 0.25, "pretrain_epochs": 1, "finetune_epochs": 1,
+            "batch_size": 4}
+    runs = {amp: train_supernet(tmp_path / f"supernet-{amp}.pt",
+                                detnas.model_copy(update={"amp": amp, "supernet": tiny, "width": 8}),
+                                tiny_image_cache)["history"] for amp in (False, True)}
+    for (a, b) in zip(runs[False], runs[True]):
+        assert a["phase"] == b["phase"] and a["loss"] != b["loss"]
+        assert b["loss"] == pytest.approx(a["loss"], rel=0.1)
+
+
+def test_mixed_precision_runs_half_and_skips_an_overflowing_step():
+    from nascli.runtime import MixedPrecision
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    precision = MixedPrecision("cpu", True)
+    with precision.autocast():
+        assert model(torch.randn(3, 4)).dtype == torch.float16
+    out = precision.forward(model, torch.randn(3, 4))
+    assert out.dtype == torch.float32
+    before, scale = model.weight.detach().clone(), precision.scaler.get_scale()
+    precision.step(optimizer, out.sum() * float("inf"), clip_norm=1.0)  # overflow: no step, lower scale
+    assert torch.equal(model.weight, before) and precision.scaler.get_scale() < scale
+    # a mean: scaled gradients that fit in float16 (a sum's bias gradient, 3 x 2^15, would not)
+    precision.step(optimizer, precision.forward(model, torch.randn(3, 4)).mean(), clip_norm=1.0)
+    assert not torch.equal(model.weight, before) and torch.isfinite(model.weight).all()
+
+
+@CUDA
+def test_mixed_precision_on_gpu_agrees_with_float32(tiny_cache, tiny_proxy):
+    from nascli.proxy import evaluate
+
+    plain, mixed = _amp_spec(tiny_proxy, False), _amp_spec(tiny_proxy, True)
+    g = _all_deform(plain)
+    fp32 = evaluate(g, plain, tiny_cache, seed=1, device="cuda")
+    amp = evaluate(g, mixed, tiny_cache, seed=1, device="cuda")
+    assert fp32.status == amp.status == "done", amp.reason
+    assert amp.reward != fp32.reward and amp.reward == pytest.approx(fp32.reward, rel=0.05)

@@ -58,7 +58,11 @@ class DeformConv(nn.Module):
 
     def forward(self, x):
         o1, o2, mask = torch.chunk(self.conv_offset_mask(x), 3, dim=1)
-        return self.post(self.conv(x, torch.cat([o1, o2], dim=1), torch.sigmoid(mask)))
+        # The deformable sampling runs in float32 under mixed precision: bilinear sampling at
+        # fractional offsets is what float16 would hurt (and torchvision's CPU kernel has no half types).
+        with torch.autocast(x.device.type, enabled=False):
+            y = self.conv(x.float(), torch.cat([o1, o2], dim=1).float(), torch.sigmoid(mask.float()))
+        return self.post(y)
 
 
 OPS: dict = {}
