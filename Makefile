@@ -68,7 +68,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks
 
 # nas-fcos vs random on the demo's cache (run `make demo` first).
-SEARCH_TRIALS ?= 40
+SEARCH_TRIALS ?= 60
 bench-search: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_search --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --trials $(SEARCH_TRIALS) --seed $(SEED)
 

@@ -34,6 +34,7 @@ def row(name: str, summary: dict) -> dict:
     control = summary["control"] or {}
     return {"search": name, "lambda": summary.get("lambda"), "trials": summary["finished"],
             "best_trial": best.get("trial"), "mean": best.get("mean"), "std": best.get("std"),
+            "seeds": best.get("seeds"),
             "params": best.get("params"), "flops": best.get("flops"),
             "control_mean": control.get("mean"), "control_std": control.get("std"),
             "verdict": summary["verdict"]["text"], "wall_seconds": summary["wall_seconds"],
