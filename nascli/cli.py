@@ -408,7 +408,7 @@ def search_cmd(
                                                              "big (0.002) | a number (default: the spec's).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda: where trials train.")] = "cpu",
     executor: Annotated[str, typer.Option(help="local (in this process, one trial at a time) | ray (Ray core tasks, "
-                                               "the spec's `resources` each; pip install 'nascli[ray]').")] = "local",
+                                               "the spec's `resources` each; pip install 'nascli\\[ray]').")] = "local",
     ray_address: Annotated[str, typer.Option(help="--executor ray: auto (the running cluster) | HOST:PORT | local "
                                                   "(a private instance on this machine).")] = "auto",
     workers: Annotated[int | None, typer.Option(min=1, help="--executor ray: trials at once at most (default: as "
@@ -469,7 +469,7 @@ def _print_top(r: dict, top: int) -> None:
         rows.append(("control", *arch(c), "", spread(c) if c["mean"] is not None else c["status"], *cost(c), ""))
     rows += [(t["trial"], *arch(t), f"{t['reward']:.4f}", spread(t), *cost(t), f"{t['seconds'] or 0:.1f}")
              for t in r["top"][:top]]
-    _table(f"{r['run']}: {r['method']}, {r['finished']} trials ({r['failed']} failed) + the control",
+    _table(f"{r['run']}: {r.get('method') or 'no search started'}, {r['finished']} trials ({r['failed']} failed) + the control",
            ["trial", *(["architecture"] if backbone else []), "search reward",
             "mean ± std (seeds)", "params", "FLOPs", "seconds"], rows)
     if r.get("noise") is not None:

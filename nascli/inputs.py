@@ -15,10 +15,15 @@ from .errors import NascliError, SpecError
 
 
 def _coco(path: Path) -> dict:
-    from .data.coco import load_coco
+    """The images' files are counted, not required: `check` has no --image-dir, and the commands
+    that read images stop at start, naming the first missing one."""
+    from .data.coco import is_file, load_coco, resolve_image_dir
 
     coco = load_coco(path)
-    return {"images": len(coco.imgs), "annotations": len(coco.anns), "categories": len(coco.cats)}
+    folder = resolve_image_dir(path, None, coco.dataset)
+    found = sum(is_file(folder / im["file_name"]) for im in coco.imgs.values())
+    return {"images": len(coco.imgs), "annotations": len(coco.anns), "categories": len(coco.cats),
+            "image files found": f"{found} of {len(coco.imgs)} in {folder}"}
 
 
 def _voc(path: Path) -> dict:

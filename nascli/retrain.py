@@ -79,7 +79,7 @@ def _lineage(store: RunStore) -> dict:
     return {g.tag: g for g in (spnas.Genotype.from_json(t.genotype, f"trial {t.id}") for t in store.trials("id > 0"))}
 
 
-def _inputs(store: RunStore, checkpoint, val, val_image_dir):
+def _inputs(meta: dict, run_dir: Path, checkpoint, val, val_image_dir):
     """Baseline checkpoint (given, else the one the run's cache was built from) and the test split
     to evaluate on, which must share no image with the meta-val the search selected on."""
     from .data.coco import CocoDetection
@@ -87,7 +87,7 @@ def _inputs(store: RunStore, checkpoint, val, val_image_dir):
     from .features import describe
 
     sources = {}
-    cache = store.meta().get("cache")
+    cache = meta.get("cache")
     if cache and Path(cache).is_file():
         try:
             sources = describe(cache).get("sources", {})
@@ -95,10 +95,11 @@ def _inputs(store: RunStore, checkpoint, val, val_image_dir):
             sources = {}
     checkpoint = checkpoint or sources.get("checkpoint")
     if checkpoint is None:
-        raise SpecError(f"{store.run_dir}: give --checkpoint (the baseline whose backbone and schedule "
-                        f"retraining uses); the run's cache does not record one")
+        raise SpecError(f"{run_dir}: give --checkpoint (the baseline whose backbone and schedule "
+                        f"retraining uses); " + ("the run's cache does not record one" if meta else
+                                                   "there is no search here to take it from"))
     if val is None:
-        raise SpecError(f"{store.run_dir}: give --val TEST.json, a test split the search never saw "
+        raise SpecError(f"{run_dir}: give --val TEST.json, a test split the search never saw "
                         f"(not the meta-val that selected the winners)")
     meta_val = sources.get("val")
     if meta_val and Path(meta_val).is_file():
@@ -156,10 +157,16 @@ def retrain(run_dir, top: int = 3, archs=(), checkpoint=None, weights=None, data
     """
     from .evaluate import evaluate
 
+    from .spaces import load_genotype
+
     run_dir = Path(run_dir)
+    if archs and not (run_dir / "run.db").is_file():  # a new run of given architectures: checked before it exists
+        for arch in archs:
+            load_genotype(arch)
+        load_checkpoint(_inputs({}, run_dir, checkpoint, val, val_image_dir)[0])
     store = RunStore(run_dir, create=bool(archs))
     try:
-        checkpoint, val, val_image_dir = _inputs(store, checkpoint, val, val_image_dir)
+        checkpoint, val, val_image_dir = _inputs(store.meta(), run_dir, checkpoint, val, val_image_dir)
         base = load_checkpoint(checkpoint)
         # the backbone starts from the baseline's trained weights, or from a weights file if given
         base_cfg = {**base["config"], "init_from": None if weights else str(checkpoint),

@@ -76,23 +76,42 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
     if executor == "local":
         trial_device(device, executor, None)  # a missing GPU is an error before anything is written
     run_dir = Path(run_dir)
-    store = RunStore(run_dir, create=not resume)
-    if resume:
-        meta = store.meta()
-        if not meta:
-            raise NascliError(f"{run_dir}: nothing to resume (empty run database)")
-        method, cache, seed = meta["method"], meta["cache"], meta["seed"]
-        proxy_path = run_dir / "spec.yaml"
-        if lam is not None and meta.get("lambda") is not None and resolve_lambda(lam) != meta["lambda"]:
-            raise SpecError(f"--lambda {lam}: {run_dir} was searched with lambda {meta['lambda']}; "
-                            f"resume it without --lambda, or start a new --run")
-        lam = meta.get("lambda")
-        # a supernet's schedule (cosine, α frozen for the first third) is fixed by its epochs at start
-        trials = meta["trials"] if not trials or method == "auto-fpn" else max(trials, meta["trials"])
-    else:
-        if store.count():
-            raise NascliError(f"{run_dir}: run already has {store.count()} trials; pass --resume or a new --run")
+    if not resume:  # a bad spec or cache is an error before the run folder exists
         proxy_path = resolve_proxy(proxy)
+        spec = _checked_spec(method, proxy_path, cache)
+    store = RunStore(run_dir, create=not resume)
+    try:
+        if resume:
+            meta = store.meta()
+            if not meta:
+                raise NascliError(f"{run_dir}: nothing to resume (empty run database)")
+            method, cache, seed = meta["method"], meta["cache"], meta["seed"]
+            proxy_path = run_dir / "spec.yaml"
+            if lam is not None and meta.get("lambda") is not None and resolve_lambda(lam) != meta["lambda"]:
+                raise SpecError(f"--lambda {lam}: {run_dir} was searched with lambda {meta['lambda']}; "
+                                f"resume it without --lambda, or start a new --run")
+            lam = meta.get("lambda")
+            # a supernet's schedule (cosine, α frozen for the first third) is fixed by its epochs at start
+            trials = meta["trials"] if not trials or method == "auto-fpn" else max(trials, meta["trials"])
+            spec = _checked_spec(method, proxy_path, cache)
+        elif store.count():
+            raise NascliError(f"{run_dir}: run already has {store.count()} trials; pass --resume or a new --run")
+        device = trial_device(device, executor, spec)
+        pool = make_executor(executor, spec, ray_address, workers)
+        try:
+            if not resume:
+                shutil.copyfile(proxy_path, run_dir / "spec.yaml")
+            score = _evaluator(spec, method, cache, run_dir, seed, device, evaluate_fn, on_progress, pool)
+            return _search(store, spec, method, proxy_path, cache, trials, run_dir, seed, lam, score, pool,
+                           on_progress)
+        finally:
+            pool.close()
+    finally:
+        store.close()
+
+
+def _checked_spec(method: str, proxy_path, cache) -> ProxySpec:
+    """The proxy spec, checked against the method and the cache it will search."""
     spec = load_spec(ProxySpec, proxy_path)
     if method == "random" and spec.space == "sp-nas":
         raise SpecError(f"{proxy_path}: the sp-nas space is searched by --method sp-nas only (it grows one network)")
@@ -100,16 +119,7 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
         raise SpecError(f"{proxy_path}: field 'space' is {spec.space!r}, but --method {method} searches "
                         f"the {method} space (pass --proxy {method} or a spec of that space)")
     _check_cache(spec, cache, proxy_path)
-    device = trial_device(device, executor, spec)
-    pool = make_executor(executor, spec, ray_address, workers)
-    try:
-        if not resume:
-            shutil.copyfile(proxy_path, run_dir / "spec.yaml")
-        score = _evaluator(spec, method, cache, run_dir, seed, device, evaluate_fn, on_progress, pool)
-        return _search(store, spec, method, proxy_path, cache, trials, run_dir, seed, lam, score, pool, on_progress)
-    finally:
-        pool.close()
-        store.close()
+    return spec
 
 
 def trial_device(device: str, executor: str, spec: ProxySpec) -> str:

@@ -93,3 +93,36 @@ def test_cuda_requested_without_one(run_cli, tiny_coco, tmp_path):
         return
     _assert_user_error(run_cli("train", "--data", tiny_coco[0], "--device", "cuda", "--out", tmp_path),
                        "--device cuda")
+
+
+def test_train_stops_at_start_on_a_missing_image(run_cli, tiny_coco, tmp_path):
+    data = json.loads(tiny_coco[0].read_text())
+    data["images"][-1]["file_name"] = "elsewhere.png"
+    (tmp_path / "moved.json").write_text(json.dumps(data))
+    _assert_user_error(run_cli("train", "--data", tmp_path / "moved.json", "--out", tmp_path / "run",
+                               "--epochs", 1, "--min-size", 64, "--width", 8, "--device", "cpu"),
+                       "moved.json", f"images[id={data['images'][-1]['id']}].file_name", "elsewhere.png")
+    assert not (tmp_path / "run").exists()
+
+
+def test_search_with_a_bad_spec_or_cache_creates_no_run(run_cli, tiny_cache, tmp_path):
+    (tmp_path / "typo.yaml").write_text("space: nas-fcos\nwidht: 8\n")
+    _assert_user_error(run_cli("search", "--proxy", tmp_path / "typo.yaml", "--cache", tiny_cache,
+                               "--trials", 1, "--run", tmp_path / "a"), "typo.yaml", "field 'widht'")
+    _assert_user_error(run_cli("search", "--cache", tmp_path / "nope.h5", "--trials", 1, "--run", tmp_path / "b"),
+                       "nope.h5", "not found")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_help_keeps_square_brackets(run_cli):
+    code, out, _ = run_cli("search", "--help")
+    assert code == 0 and "nascli[ray]" in out.replace("\n", "").replace("│", "").replace(" ", "")
+
+
+def test_runs_show_of_a_run_that_never_started(run_cli, tmp_path):
+    """A run database created by a search killed before its first write shows as empty, not a crash."""
+    from nascli.store import RunStore
+
+    RunStore(tmp_path / "run").close()
+    code, out, err = run_cli("runs", "show", tmp_path / "run")
+    assert code == 0 and "no search started" in " ".join(out.split()), (out, err)

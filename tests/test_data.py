@@ -152,3 +152,35 @@ def test_bad_coco_json_names_file_and_field(tmp_path, content, match):
     with pytest.raises(DataError, match=match) as e:
         load_coco(p)
     assert str(p) in str(e.value)
+
+
+def test_missing_image_files_stop_the_dataset_at_start(tiny_coco, tmp_path):
+    """A json naming an image that is not on disk fails when the dataset opens (before a long job),
+    naming the json, the image id and the path; `check` counts what it finds instead."""
+    from nascli.inputs import check
+
+    data = json.loads(Path(tiny_coco[0]).read_text())
+    assert len(CocoDetection(tiny_coco[0])) == len(data["images"])  # the intact json opens
+    gone = data["images"][2]
+    gone["file_name"] = "moved/" + gone["file_name"]
+    bad = tmp_path / "train.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=rf"images\[id={gone['id']}\]\.file_name -> .*moved/.* not found "
+                                        rf"\(1 of {len(data['images'])} images missing") as e:
+        CocoDetection(bad)
+    assert str(bad) in str(e.value)
+    found = check(bad, "coco")["image files found"]
+    assert found.startswith(f"{len(data['images']) - 1} of {len(data['images'])} in ")
+
+
+def test_image_dir_recorded_in_the_json_must_be_a_path(tiny_coco, tmp_path):
+    data = json.loads(Path(tiny_coco[0]).read_text())
+    data["info"] = {"image_dir": 7}
+    bad = tmp_path / "train.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"train\.json: info\.image_dir must be a folder path"):
+        CocoDetection(bad)
+    data["info"] = "not an object"  # ignored, as before: images resolve beside the json
+    bad.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="not found"):
+        CocoDetection(bad)

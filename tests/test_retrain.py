@@ -176,6 +176,21 @@ def test_retrain_arch_and_cli_errors(run, run_cli, tmp_path, tiny_test, tiny_coc
     assert code == 0 and [x["name"] for x in json.loads(out)["rows"]] == ["baseline", "zoo-fpn-fcos"]
 
 
+def test_retrain_of_given_architectures_checks_its_inputs_before_creating_a_run(run_cli, tmp_path, tiny_test,
+                                                                              tiny_checkpoint):
+    """`retrain NEW --arch ...` makes a run folder; a bad genotype, a missing --checkpoint or an
+    unreadable one is a one-line error that leaves no folder behind."""
+    new = tmp_path / "new"
+    (tmp_path / "bad.json").write_text('{"space": "nas-fcos", "fpn": [[9, 9, 9, 9, 9]]}')
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    for args, message in ((["--arch", tmp_path / "bad.json", "--checkpoint", tiny_checkpoint], "bad.json: field"),
+                          (["--arch", "zoo:fpn-fcos"], "no search here to take it from"),
+                          (["--arch", "zoo:fpn-fcos", "--checkpoint", tmp_path / "junk.pt"], "junk.pt: not a readable")):
+        code, _, err = run_cli("retrain", new, "--top", "0", "--val", tiny_test, *args)
+        assert code == 2 and message in err, err
+        assert not new.exists()
+
+
 def test_retrain_refuses_to_evaluate_where_the_search_selected(run, run_cli, tiny_coco):
     code, _, err = run_cli("retrain", run, "--top", "1", "--epochs", 1)
     assert code == 2 and "give --val TEST.json" in err

@@ -126,13 +126,24 @@ def write_json(data: dict, path) -> Path:
     return path
 
 
+def is_file(path: Path) -> bool:
+    """Path.is_file that says False for a name the OS cannot take (a NUL byte, too long)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def resolve_image_dir(ann_path, image_dir=None, data: dict | None = None) -> Path:
     """Where `file_name`s live: the given folder, else the json's `info.image_dir` (written by
     split and convert-voc), else `images/` beside the json, else the json's own folder."""
     if image_dir is not None:
         return Path(image_dir)
-    recorded = ((data or {}).get("info") or {}).get("image_dir")
-    if recorded:
+    info = (data or {}).get("info")
+    recorded = info.get("image_dir") if isinstance(info, dict) else None
+    if recorded not in (None, ""):
+        if not isinstance(recorded, str):
+            raise DataError(f"{ann_path}: info.image_dir must be a folder path")
         return Path(recorded)
     here = Path(ann_path).resolve().parent
     return here / "images" if (here / "images").is_dir() else here
@@ -210,6 +221,15 @@ class CocoDetection:
         self._index_of = {c: k for k, c in enumerate(self.class_ids)}
         self.seed = seed
         self.epoch = 0
+        missing = self.missing_images()
+        if missing:
+            raise DataError(f"{self.ann_path}: images[id={missing[0]}].file_name -> {self.image_path(missing[0])} "
+                            f"not found ({len(missing)} of {len(self.image_ids)} images missing; "
+                            f"--image-dir names their folder)")
+
+    def missing_images(self) -> list[int]:
+        """Ids of images whose file is not on disk: found before a long job starts, not mid-epoch."""
+        return [i for i in self.image_ids if not is_file(self.image_path(i))]
 
     def __len__(self):
         return len(self.image_ids)

@@ -28,7 +28,8 @@ def split_coco(ann_path, out_train, out_val, val: float = 0.3, seed: int = 0,
     perm = np.random.default_rng(seed).permutation(len(ids))
     val_ids = {ids[i] for i in perm[:n_val]}
     train_ids = set(ids) - val_ids
-    info = {**data.get("info", {}), "image_dir": str(resolve_image_dir(ann_path, image_dir, data).resolve())}
+    recorded = data.get("info") if isinstance(data.get("info"), dict) else {}
+    info = {**recorded, "image_dir": str(resolve_image_dir(ann_path, image_dir, data).resolve())}
     for ids_, out in ((train_ids, out_train), (val_ids, out_val)):
         part = _subset(data, ids_)
         if not part["annotations"]:
