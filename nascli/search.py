@@ -221,6 +221,7 @@ def _search(store, spec, method, proxy_path, cache, trials, run_dir, seed, lam, 
         store.finish(trial_id, result.status, result.reward, result.to_dict())
         strategy.tell(genotype, result.reward if result.status == "done" else None)
         store.mark_told([trial_id], _pack(strategy.state_dict()))
+        _drop_discarded_weights(strategy, run_dir)
         evaluated += 1
         if on_progress:
             best = store.top(1)
@@ -229,12 +230,21 @@ def _search(store, spec, method, proxy_path, cache, trials, run_dir, seed, lam, 
                          "best": best[0].reward if best else float("nan")})
     rescored += _rescore(store, [t.id for t in store.top(spec.rescore_top)], spec.rescore_seeds, seed, run, pool,
                          on_progress)
+    _drop_discarded_weights(strategy, run_dir)  # re-scoring a discarded candidate wrote its weights again
     summary = summarize(store, top=5)
     summary["seconds"] = time.perf_counter() - started
     summary["evaluated_now"], summary["rescored_now"] = evaluated, rescored  # trials; extra seeds
     if summary["top"]:
         (run_dir / "best.json").write_text(json.dumps(json.loads(summary["top"][0]["genotype"]), indent=2))
     return summary
+
+
+def _drop_discarded_weights(strategy, run_dir: Path) -> None:
+    """SP-NAS candidates leave their weights for their children; a strategy that knows which can
+    never be a parent (`discarded`) gets those files deleted, so a long search does not fill the disk."""
+    if hasattr(strategy, "discarded"):
+        for tag in strategy.discarded():
+            (Path(run_dir) / "weights" / f"{tag}.pt").unlink(missing_ok=True)
 
 
 def strategy_options(method: str, spec: ProxySpec, cache, trials: int, lam=None) -> dict:

@@ -157,6 +157,12 @@ def test_spnas_search_on_image_crops_resumes_exactly_and_retrains(tiny_image_cac
     assert whole["verdict"]["beats_control"] is not None and resumed["top"][0]["mean"] is not None
     parents = {json.loads(g)["parent"] for _, g, _ in rows(tmp_path / "whole")[0]} - {""}
     assert parents and all((tmp_path / "whole" / "weights" / f"{p}.pt").is_file() for p in parents)
+    from nascli.report import trajectory
+
+    for run in ("whole", "cut"):  # only accepted candidates keep weights: the rest can never be a parent
+        accepted = {step["tag"] for step in trajectory(tmp_path / run)}
+        kept = {p.stem for p in (tmp_path / run / "weights").glob("*.pt")}
+        assert kept == accepted and len(rows(tmp_path / run)[0]) - 1 > len(accepted), (kept, accepted)
     noise = whole["noise"]
     assert noise is not None and noise > 0  # the re-scoring seeds draw the batch order: real noise
 

@@ -172,6 +172,14 @@ class MorphismStrategy:
         else:
             s["stuck"] += len(results)
 
+    def discarded(self) -> list[str]:
+        """Tags of candidates that can never be a parent: asked, their round decided, not accepted.
+        Their weight files are dead weight (~45 MB for a ResNet-18 detector each)."""
+        s = self.state
+        undecided = {spnas.Genotype.from_json(g).tag for g in s["queue"] + [e[0] for e in s["round"]]}
+        kept = {step["tag"] for step in s["trajectory"]} | undecided
+        return [tag for tag in (f"t{i}" for i in range(1, s["asked"] + 1)) if tag not in kept]
+
     # ---------------------------------------------------------------- resume
 
     @property
