@@ -11,7 +11,7 @@ SEED ?= 0
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: install demo test bench bench-search bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors clean
+.PHONY: install demo test bench bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,22 @@ bench: $(VENV)/.bench
 SEARCH_TRIALS ?= 60
 bench-search: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_search --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --trials $(SEARCH_TRIALS) --seed $(SEED)
+
+# Whether bench-search's proxy wins survive retraining: the controller's best, random's best and
+# the control retrained alike (the demo's recipe unless SEARCH_RETRAIN_EPOCHS / _LR say otherwise)
+# with each seed, on the test split, one run folder per recipe and seed; resumable.
+SEARCH_RUNS := benchmarks/runs/search
+SEARCH_RETRAIN_SEEDS ?= 0 1
+SEARCH_RETRAIN_EPOCHS ?= $(PIPE_RETRAIN_EPOCHS)
+SEARCH_RETRAIN_LR ?=
+SEARCH_RECIPE := e$(SEARCH_RETRAIN_EPOCHS)$(if $(SEARCH_RETRAIN_LR),-lr$(SEARCH_RETRAIN_LR))
+bench-search-retrain: $(STAMP)
+	$(NASCLI) export $(SEARCH_RUNS)/random --top 1 --out $(SEARCH_RUNS)/random/export
+	for s in $(SEARCH_RETRAIN_SEEDS); do r=$(SEARCH_RUNS)/retrain-$(SEARCH_RECIPE)-seed$$s; \
+	  test -f $$r/run.db || { mkdir -p $$r && cp $(SEARCH_RUNS)/nas-fcos/run.db $(SEARCH_RUNS)/nas-fcos/spec.yaml $$r/; }; \
+	  $(NASCLI) retrain $$r --top 1 --arch $$(ls $(SEARCH_RUNS)/random/export/rank1_*.json) --epochs $(SEARCH_RETRAIN_EPOCHS) \
+	    $(if $(SEARCH_RETRAIN_LR),--lr $(SEARCH_RETRAIN_LR)) --seed $$s --val $(DEMO)/test.json || exit 1; done
+	$(BIN)/python -m benchmarks.bench_search_retrain --runs $(SEARCH_RUNS)
 
 # The BCCD measurement in the README: VOC train -> COCO, split into meta-train / meta-val, the
 # baseline trained on meta-train only (so the search's meta-val stays unseen), evaluated on VOC test.
