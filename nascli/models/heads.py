@@ -14,15 +14,30 @@ def group_count(width: int) -> int:
     return max(1, min(32, width // 8))
 
 
-def init_head_convs(head: nn.Module) -> None:
-    """FCOS's head initialisation, for hand-designed and searched towers alike: every convolution
-    (deformable ones too) N(0, 0.01) with zero bias. A conv marked `keep_init` is left alone (the
-    zero-initialised offsets that make a deformable conv start as a plain one)."""
+def fair_std(conv: nn.Module, width: int) -> float:
+    """FCOS's std 0.01 for a plain 3×3 conv over `width` channels, scaled by fan-in for any other
+    kernel, group count or input width: std = 0.01·sqrt(9·width / fan_in).
+
+    Why: each head conv is followed by GroupNorm, so its output ignores the weight's scale and
+    SGD's effective step on it grows as lr / ||w||². One std for every op gave a depthwise 3×3
+    filter (fan-in 9) a norm about 11× smaller than a 3×3 conv's at width 128, i.e. about 130× the
+    hand design's effective step, and searched heads collapsed under SGD. With this std every
+    filter starts with the norm of the hand design's 3×3 filter (0.01·sqrt(9·width)).
+    """
+    fan_in = conv.weight[0].numel()
+    return 0.01 * math.sqrt(9 * width / fan_in)
+
+
+def init_head_convs(head: nn.Module, width: int) -> None:
+    """FCOS's head initialisation made fair to every op: every convolution (deformable ones too)
+    N(0, fair_std) with zero bias, so a plain 3×3 conv at `width` keeps FCOS's N(0, 0.01). A conv
+    marked `keep_init` is left alone (the zero-initialised offsets that make a deformable conv
+    start as a plain one)."""
     from torchvision.ops import DeformConv2d
 
     for m in head.modules():
         if isinstance(m, (nn.Conv2d, DeformConv2d)) and not getattr(m, "keep_init", False):
-            nn.init.normal_(m.weight, std=0.01)
+            nn.init.normal_(m.weight, std=fair_std(m, width))
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
@@ -64,7 +79,7 @@ class FCOSHead(nn.Module):
         self.ctr_pred = nn.Conv2d(width, 1, 3, padding=1)
         self.scales = nn.Parameter(torch.ones(len(strides)))
         self.strides = tuple(strides)
-        init_head_convs(self)
+        init_head_convs(self, width)
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
         # Initial boxes reach one stride to each side of their location. From zero-size boxes
         # GIoU has almost no gradient, and a ReLU pushed below zero never recovers: searched
