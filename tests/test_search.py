@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+import scipy.stats
 
 from nascli.config import ProxySpec, load_spec
 from nascli.errors import SpecError
@@ -68,20 +69,26 @@ def test_the_control_is_trial_0_outside_the_budget_with_noise_and_verdict(tiny_c
     stds = [r["control"]["std"]] + [x["std"] for x in r["top"][:2]]
     assert r["noise"] == pytest.approx(np.sqrt(np.mean(np.square(stds))))
     v = r["verdict"]
-    assert v["beats_control"] == (v["difference"] > v["two_se"])
+    assert v["beats_control"] == (v["difference"] > v["threshold"])
+    # t at the pooled dof (1 per 2-seed genotype: 3 here), not z = 2
+    assert v["t"] == pytest.approx(scipy.stats.t.ppf(0.975, 3), abs=1e-6)
     assert ("beats the control" in v["text"]) == v["beats_control"]
     # the control is never shown to the strategy, and resuming does not score it again
     again = run_search("random", None, None, 3, tmp_path / "run", resume=True)
     assert again["evaluated_now"] == 0 and again["rescored_now"] == 0
 
 
-def test_verdict_needs_the_difference_to_exceed_twice_its_standard_error():
+def test_proxy_verdict_threshold_is_t_at_the_noise_dof_not_z():
+    """diff 0.5, se = 0.2·sqrt(2/3) = 0.163: beyond z = 2 (0.327) but not beyond t(0.975, 4)
+    = 2.776 (0.453 ... beats) vs t(0.975, 2) = 4.303 (0.703: does not)."""
     from nascli.search import verdict
 
     control = {"mean": -5.0, "seeds": 3}
-    assert verdict({"trial": 4, "mean": -4.0, "seeds": 3}, control, 0.1)["beats_control"] is True
-    assert verdict({"trial": 4, "mean": -4.9, "seeds": 3}, control, 0.1)["beats_control"] is False
-    assert "no candidate beats" in verdict({"trial": 4, "mean": -4.9, "seeds": 3}, control, 0.1)["text"]
+    best = {"trial": 4, "mean": -4.5, "seeds": 3}
+    assert verdict(best, control, 0.2, dof=4)["beats_control"] is True
+    weak = verdict(best, control, 0.2, dof=2)
+    assert weak["beats_control"] is False and "no candidate beats" in weak["text"] and "on the proxy" in weak["text"]
+    assert weak["threshold"] == pytest.approx(scipy.stats.t.ppf(0.975, 2) * 0.2 * (2 / 3) ** 0.5, rel=1e-6)
     assert verdict(None, control, None)["beats_control"] is None
 
 
