@@ -24,20 +24,29 @@ install: $(STAMP)
 # A pipeline per method on the synthetic default, with honest splits: a test split is held out
 # first; the rest is split into meta-train (the baseline trains on it, then the search's
 # candidates) and meta-val (the search scores on it; the baseline never saw it); the promoted
-# decoders and the control are retrained and evaluated on the test split alone. Sized so that
-# `make demo` (= pipeline-nas-fcos) ends inside 15 minutes on 2 CPU cores; raise the knobs for a
-# real run, e.g. `make pipeline-nas-fpn PIPE_IMAGES=1000 PIPE_TRIALS=200 PIPE_TOP=3`.
-PIPE_IMAGES ?= 660
+# decoders and the control are promoted alike (each keeps its best rate of the grid by meta-val
+# AP, then trains with PIPE_SEEDS seeds) and evaluated on the test split alone. Sized so that
+# `make demo` (= pipeline-nas-fcos) ends inside 8 minutes on 2 CPU cores (shrunk for that: 380
+# images, a 10-epoch baseline, 2 retraining epochs, a 2-rate grid of 1 epoch, 2 seeds); raise the
+# knobs for a real run, e.g. `make pipeline-nas-fpn PIPE_IMAGES=1000 PIPE_TRIALS=200 PIPE_TOP=3`.
+PIPE_IMAGES ?= 380
 PIPE_TEST ?= 80
 PIPE_VAL ?= 60
 PIPE_SIZE ?= 128
-PIPE_EPOCHS ?= 12
+PIPE_EPOCHS ?= 10
 PIPE_TRIALS ?= 4
 PIPE_TOP ?= 1
-PIPE_RETRAIN_EPOCHS ?= 3
+PIPE_RETRAIN_EPOCHS ?= 2
+PIPE_GRID ?= 0.005,0.02
+PIPE_GRID_EPOCHS ?= 1
+PIPE_SEEDS ?= 2
 PROXY_nas-fcos := nas-fcos-demo
 PROXY_nas-fpn := nas-fpn
 PROXY_random := nas-fcos-demo
+# Fair promotion everywhere else: the default grid (1x, 2x, 4x FCOS's rate per image) chosen on
+# meta-val, three seeds of the full schedule on test.
+PROMOTE_SEEDS ?= 3
+PROMOTE := --seeds $(PROMOTE_SEEDS)
 
 pipeline-%: $(STAMP)
 	rm -rf pipelines/$*
@@ -50,7 +59,7 @@ pipeline-%: $(STAMP)
 	$(NASCLI) cache-features --data pipelines/$*/meta-train.json --val pipelines/$*/meta-val.json --checkpoint pipelines/$*/baseline/last.pt --levels c3,c4,c5 --crop $(PIPE_SIZE) --out pipelines/$*/cache --seed $(SEED)
 	$(NASCLI) search --method $* --proxy $(or $(PROXY_$*),$*) --cache $$(ls pipelines/$*/cache/*.h5 | head -1) --trials $(PIPE_TRIALS) --run pipelines/$*/run --seed $(SEED)
 	$(NASCLI) runs show pipelines/$*/run --top 5
-	$(NASCLI) retrain pipelines/$*/run --top $(PIPE_TOP) --epochs $(PIPE_RETRAIN_EPOCHS) --val pipelines/$*/test.json
+	$(NASCLI) retrain pipelines/$*/run --top $(PIPE_TOP) --epochs $(PIPE_RETRAIN_EPOCHS) --lr-grid $(PIPE_GRID) --grid-epochs $(PIPE_GRID_EPOCHS) --seeds $(PIPE_SEEDS) --val pipelines/$*/test.json
 	$(NASCLI) compare pipelines/$*/run
 
 # The main job on the built-in default: the NAS-FCOS pipeline, ending with the compare table.
@@ -107,7 +116,7 @@ BCCD_RETRAIN_EPOCHS ?= 12
 bccd-nas-fcos: $(STAMP)
 	$(NASCLI) cache-features --data bccd/meta-train.json --val bccd/meta-val.json --checkpoint bccd/baseline/last.pt --levels c3,c4,c5 --out bccd/cache --seed $(SEED)
 	$(NASCLI) search --method nas-fcos --proxy nas-fcos-demo --cache $$(ls bccd/cache/*.h5 | head -1) --trials $(BCCD_TRIALS) --run bccd/runs/nas-fcos --seed $(SEED)
-	$(NASCLI) retrain bccd/runs/nas-fcos --top $(BCCD_TOP) --epochs $(BCCD_RETRAIN_EPOCHS) --val bccd/test.json
+	$(NASCLI) retrain bccd/runs/nas-fcos --top $(BCCD_TOP) --epochs $(BCCD_RETRAIN_EPOCHS) $(PROMOTE) --val bccd/test.json
 	$(NASCLI) compare bccd/runs/nas-fcos
 
 # Proxy fidelity on BCCD (README; after `make bccd`): cache the meta-train baseline, search on
@@ -132,7 +141,7 @@ sp-nas-demo: $(STAMP)
 	$(NASCLI) cache-features --data $(DEMO)/meta-train.json --val $(DEMO)/meta-val.json --checkpoint $(DEMO)/baseline/last.pt --levels images --crop $(PIPE_SIZE) --out $(SPNAS)/cache --seed $(SEED)
 	$(NASCLI) search --method sp-nas --cache $$(ls $(SPNAS)/cache/*.h5 | head -1) --trials $(SPNAS_TRIALS) --run $(SPNAS)/run --seed $(SEED) $$(test -f $(SPNAS)/run/run.db && echo --resume $(SPNAS)/run)
 	$(NASCLI) runs show $(SPNAS)/run
-	$(NASCLI) retrain $(SPNAS)/run --top 1 --epochs $(PIPE_RETRAIN_EPOCHS) --val $(DEMO)/test.json
+	$(NASCLI) retrain $(SPNAS)/run --top 1 --epochs $(PIPE_RETRAIN_EPOCHS) $(PROMOTE) --val $(DEMO)/test.json
 	$(NASCLI) compare $(SPNAS)/run
 
 # DetNAS's Figure 2: evolution vs random sampling on one trained supernet, the same budget, on
@@ -143,7 +152,7 @@ DETNAS_TRIALS ?= 40
 DETNAS_RETRAIN_EPOCHS ?= 24
 bench-detnas: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_detnas --cache $$(ls $(SPNAS)/cache/*.h5 | head -1) --trials $(DETNAS_TRIALS) --seed $(SEED)
-	$(NASCLI) retrain benchmarks/runs/detnas/evolution --top 1 --epochs $(DETNAS_RETRAIN_EPOCHS) --val $(DEMO)/test.json
+	$(NASCLI) retrain benchmarks/runs/detnas/evolution --top 1 --epochs $(DETNAS_RETRAIN_EPOCHS) $(PROMOTE) --val $(DEMO)/test.json
 	$(NASCLI) compare benchmarks/runs/detnas/evolution
 
 # Auto-FPN's three lambda presets on the demo's cache against the control, and the wall time of

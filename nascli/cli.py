@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import NascliError
+from .errors import NascliError, SpecError
 
 WEIGHTS_HELP = ("none | default | a torchvision weights name (IMAGENET1K_V1, ResNet18_Weights.IMAGENET1K_V1, "
                 "read from or fetched into $TORCH_HOME) | a local state_dict file")
@@ -590,31 +590,55 @@ def retrain_cmd(
     data: Annotated[Path | None, typer.Option(help="Training COCO json (default: the baseline's).")] = None,
     val: Annotated[Path | None, typer.Option(help="Test COCO json to evaluate on: images the search never saw (required).")] = None,
     image_dir: ImageDirOpt = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the baseline's schedule).")] = None,
+    val_image_dir: Annotated[Path | None, typer.Option(help="Images of --val (default: its json's info.image_dir or folder).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs of the final schedule (default: the baseline's).")] = None,
     width: Annotated[int | None, typer.Option(min=8, help="Decoder width, e.g. 128 or 256 (default: the baseline's).")] = None,
     head_width: Annotated[int | None, typer.Option(min=8, help="Head width if not --width (@128-256: --width 128 --head-width 256).")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: the baseline's).")] = None,
-    lr: Annotated[float | None, typer.Option(min=0, help="Peak SGD learning rate, the same for every architecture (default: the baseline's).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="First seed (default: the baseline's); --seeds counts up from it.")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds of the final schedule per architecture (the test verdict needs 2).")] = 2,
+    lr: Annotated[float | None, typer.Option(min=0, help="Pin one peak SGD rate for every architecture (no grid).")] = None,
+    lr_grid: Annotated[str | None, typer.Option(help="Rates each architecture tries on meta-val, e.g. 0.005,0.01,0.02 (default: 1x, 2x, 4x FCOS's 0.01 per 16 images).")] = None,
+    grid_epochs: Annotated[int | None, typer.Option(min=1, help="Epochs of each grid run (default: a third of the schedule).")] = None,
+    select_val: Annotated[Path | None, typer.Option(help="Meta-val COCO json the grid chooses on (default: the search's).")] = None,
     deep_supervision: Annotated[bool, typer.Option("--deep-supervision", help="NAS-FPN: train the head on every stacked pyramid (anytime detection).")] = False,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
 ):
-    """Train the run's best K decoders and the FPN baseline in full from images, then evaluate them.
+    """Promote the run's best K decoders and the control fairly, then evaluate them on test.
 
-    Rerunning the same command resumes: finished architectures are skipped, an interrupted one
-    continues from its last epoch.
-    Example: [cyan]nascli retrain runs/s1 --top 3 --val data/test.json[/]
-    Example: [cyan]nascli retrain runs/s1 --top 0 --arch zoo:nas-fcos --width 128 --head-width 256[/]
+    Every architecture trains the short schedule at each rate of the grid and keeps the rate with
+    the best meta-val AP (never test); then the full schedule at that rate with --seeds seeds,
+    evaluated on --val. Rerunning the same command resumes: finished rows are skipped, an
+    interrupted one continues from its last epoch.
+    Example: [cyan]nascli retrain runs/s1 --top 3 --val data/test.json --seeds 3[/]
+    Example: [cyan]nascli retrain runs/s1 --top 0 --arch zoo:nas-fcos --width 128 --head-width 256 --lr 0.01[/]
     """
     from .report import compare
     from .retrain import retrain
 
+    grid = _rates(lr_grid) if lr_grid else None
     with _progress("retrain", not as_json) as on_progress:
-        r = retrain(run, top, arch or (), checkpoint, weights, data, val, image_dir, None, epochs, width,
-                    head_width, seed, lr, device, on_progress, deep_supervision=deep_supervision)
+        r = retrain(run, top, arch or (), checkpoint=checkpoint, weights=weights, data=data, val=val,
+                    image_dir=image_dir, val_image_dir=val_image_dir, epochs=epochs, width=width,
+                    head_width=head_width, seed=seed, seeds=seeds, lr=lr, lr_grid=grid, grid_epochs=grid_epochs,
+                    select_val=select_val, device=device, on_progress=on_progress,
+                    deep_supervision=deep_supervision)
     if as_json:
         return _emit_json(r)
+    console.print(f"promotion budget: grid {r['grid_seconds'] / 60:.1f} min "
+                  f"({sum(len(v) for v in r['grid'].values())} runs on meta-val), final "
+                  f"{r['final_seconds'] / 60:.1f} min ({len(r['chosen'])} architectures x {len(r['seeds'])} seeds on test)")
     _print_compare(compare([run]))
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    try:
+        rates = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise SpecError(f"--lr-grid: '{text}' is not a comma-separated list of rates") from None
+    if not rates or min(rates) <= 0:
+        raise SpecError(f"--lr-grid: '{text}' needs one or more positive rates")
+    return rates
 
 
 @app.command("compare")
@@ -643,20 +667,27 @@ def _print_compare(r: dict) -> None:
 
     several = len(r["fidelity"]) > 1
     rows = []
-    for x in sorted(r["rows"], key=lambda x: (x["status"] != "done", -(x.get("AP") or 0))):
-        done = x["status"] == "done"
-        rows.append(([Path(x["run"]).name] if several else []) + [
-            x["name"] + (" *" if x["pareto"] else ""), "" if x["reward"] is None else f"{x['reward']:.4f}",
-            *(pct(x.get(m)) for m in ("AP", "AP50", "APs", "APm", "APl")),
-            f"{x['params'] / 1e6:.2f}" if done else "", f"{x['flops'] / 1e9:.2f}" if done else "",
-            f"{x['latency_ms']:.0f}" if done else "", f"{x['train_seconds'] / 60:.1f}" if done else "",
-            x["status"] if not x["reason"] else f"{x['status']}: {x['reason'][:40]}"])
-    columns = (["run"] if several else []) + ["arch", "reward", "AP", "AP50", "APs", "APm", "APl",
-                                              "params M", "GFLOPs", "ms/img", "train min", "status"]
-    _table("retrained architectures (* = on the AP-vs-FLOPs Pareto front)", columns, rows)
+    for a in sorted(r["architectures"], key=lambda a: (a["status"] != "done", -(a.get("AP") or 0))):
+        done = a["status"] == "done"
+        ap = "" if not done else pct(a["AP"]) + ("" if a["AP_std"] is None else f" ± {100 * a['AP_std']:.1f}")
+        grid = " ".join(f"{rate:g}:{pct(v) or 'x'}" for rate, v in sorted(a["grid"].items()))
+        rows.append(([Path(a["run"]).name] if several else []) + [
+            a["arch"] + (" *" if a["pareto"] else ""), "" if a["reward"] is None else f"{a['reward']:.4f}",
+            grid, "" if a["lr"] is None else f"{a['lr']:g}", str(a["seeds"]), ap,
+            *(pct(a.get(m)) for m in ("AP50", "APs", "APm")),
+            f"{a['params'] / 1e6:.2f}" if done else "", f"{a['flops'] / 1e9:.2f}" if done else "",
+            f"{a['latency_ms']:.0f}" if done else "", f"{a['minutes']:.1f}",
+            a["status"] if not a["reason"] else f"{a['status']}: {a['reason'][:40]}"])
+    columns = (["run"] if several else []) + ["arch", "proxy reward", "grid: lr:meta-val AP", "lr", "seeds",
+                                              "test AP", "AP50", "APs", "APm", "params M", "GFLOPs", "ms/img",
+                                              "train min", "status"]
+    _table("promoted architectures (test AP mean ± std over seeds; * = on the AP-vs-FLOPs Pareto front)",
+           columns, rows)
     if not r["rows"]:
         console.print("no retrained architectures yet: run [cyan]nascli retrain RUN[/]")
     for run, f in r["fidelity"].items():
+        if r["rows"]:
+            console.print(f"test verdict {run}: {r['test_verdict'][run]['text']}")
         if f.get("verdict"):
             console.print(f"search verdict {run}: {f['verdict']}")
         if f["kendall_tau"] is None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .stats import mean_std, paired_difference
 from .store import RunStore
 
 
@@ -176,38 +177,114 @@ def pareto_front(costs, scores) -> list[int]:
 
 
 def compare(runs) -> dict:
-    """Every promoted architecture of the given runs with its proxy reward, retrained AP metrics
-    and cost; the Pareto front (AP vs FLOPs) over all of them; proxy fidelity per run.
+    """Every promoted architecture of the given runs: its rows (grid on meta-val, final seeds on
+    test), and per architecture the chosen rate, test AP mean ± std over seeds, cost, proxy
+    reward; the Pareto front (mean AP vs FLOPs); per run the test verdict (each architecture
+    against the control, paired by seed), the search's proxy verdict and proxy fidelity.
 
     A row is 'done', 'failed' (retraining diverged: reason given), 'training' (started, not
     finished: rerun retrain to resume) or 'missing' (recorded done but its checkpoint is gone).
-    Fidelity (Kendall tau, Spearman rho between proxy reward and AP) uses the done rows that have
-    a proxy reward, the baseline included; it needs at least two.
+    Fidelity (Kendall tau, Spearman rho between proxy reward and mean test AP) uses the
+    architectures with a proxy reward and a finished final row, the control included; it needs 3.
     """
-    rows, fidelity = [], {}
+    rows, archs, fidelity, verdicts = [], [], {}, {}
     for run in runs:
         store = RunStore(run, create=False)
         meta, promoted = store.meta(), store.retrained()
         store.close()
-        for r in promoted:
-            status = r["status"]
-            if status == "done" and not Path(r["checkpoint"]).is_file():
-                status = "missing"
-            rows.append({"run": str(run), "method": meta.get("method"), "name": r["name"], "trial": r["trial"],
-                         "reward": r["reward"], "status": status, "checkpoint": r["checkpoint"],
-                         "reason": r["metrics"].get("reason", ""),
-                         **({k: r["metrics"].get(k) for k in _COMPARED} if status == "done" else {})})
-        scored = [r for r in rows if r["run"] == str(run) and r["status"] == "done" and r["reward"] is not None]
-        pairs = ([r["reward"] for r in scored], [r["AP"] for r in scored])
+        run_rows = [_row(run, meta, r) for r in promoted]
+        rows += run_rows
+        run_archs = architectures(run_rows)
+        archs += run_archs
+        scored = [a for a in run_archs if a["status"] == "done" and a["reward"] is not None]
+        pairs = ([a["reward"] for a in scored], [a["AP"] for a in scored])
         enough = len(scored) >= 3  # over 2 points a rank correlation is +-1 by construction
         fidelity[str(run)] = {"n": len(scored), "kendall_tau": kendall_tau(*pairs) if enough else None,
                               "spearman_rho": spearman_rho(*pairs) if enough else None,
-                              "architectures": [r["name"] for r in scored], "verdict": _verdict(run)}
-    done = [k for k, r in enumerate(rows) if r["status"] == "done"]
-    front = pareto_front([rows[k]["flops"] for k in done], [rows[k]["AP"] for k in done])
-    for k, r in enumerate(rows):
-        r["pareto"] = k in {done[f] for f in front}
-    return {"rows": rows, "fidelity": fidelity}
+                              "architectures": [a["arch"] for a in scored], "verdict": _verdict(run)}
+        verdicts[str(run)] = verdict_on_test(run_rows)
+    done = [k for k, a in enumerate(archs) if a["status"] == "done"]
+    front = pareto_front([archs[k]["flops"] for k in done], [archs[k]["AP"] for k in done])
+    for k, a in enumerate(archs):
+        a["pareto"] = k in {done[f] for f in front}
+    return {"rows": rows, "architectures": archs, "fidelity": fidelity, "test_verdict": verdicts}
+
+
+def _row(run, meta: dict, r: dict) -> dict:
+    """One retrained row with its recipe; rows from before the promotion protocol count as one
+    final seed of the architecture they name."""
+    status = r["status"]
+    if status == "done" and not Path(r["checkpoint"]).is_file():
+        status = "missing"
+    m = r["metrics"]
+    return {"run": str(run), "method": meta.get("method"), "name": r["name"], "arch": m.get("arch", r["name"]),
+            "stage": m.get("stage", "final"), "lr": m.get("lr"), "seed": m.get("seed"), "trial": r["trial"],
+            "reward": r["reward"], "status": status, "checkpoint": r["checkpoint"], "reason": m.get("reason", ""),
+            **({k: m.get(k) for k in _COMPARED} if status == "done" else {})}
+
+
+def architectures(rows: list[dict]) -> list[dict]:
+    """One summary per architecture of one run: the grid's meta-val AP per rate, the chosen rate,
+    test AP mean ± std over its finished final seeds, mean AP50..APl, cost, latency, minutes."""
+    out = []
+    for arch in dict.fromkeys(r["arch"] for r in rows):
+        mine = [r for r in rows if r["arch"] == arch]
+        final = [r for r in mine if r["stage"] == "final"]
+        ok = [r for r in final if r["status"] == "done"]
+        grid = {r["lr"]: (r["AP"] if r["status"] == "done" else None) for r in mine if r["stage"] == "grid"}
+        summary = {"run": mine[0]["run"], "arch": arch, "trial": mine[0]["trial"], "reward": mine[0]["reward"],
+                   "grid": grid, "lr": final[0]["lr"] if final else None, "seeds": len(ok),
+                   "status": "done" if ok else _worst(final) if final else "grid only",
+                   "reason": next((r["reason"] for r in final if r["reason"]), ""),
+                   "ap_by_seed": {r["seed"]: r["AP"] for r in ok},
+                   "minutes": sum(r.get("train_seconds") or 0 for r in mine) / 60}
+        if ok:
+            summary["AP"], summary["AP_std"] = mean_std(r["AP"] for r in ok)
+            for k in ("AP50", "AP75", "APs", "APm", "APl", "latency_ms"):
+                summary[k] = mean_std(r[k] for r in ok if r.get(k) is not None)[0]
+            summary.update({k: ok[0][k] for k in ("params", "flops", "flops_input", "device")})
+        out.append(summary)
+    return out
+
+
+def _worst(rows: list[dict]) -> str:
+    states = {r["status"] for r in rows}
+    return next((s for s in ("failed", "missing", "training") if s in states), "done")
+
+
+def verdict_on_test(rows: list[dict]) -> dict:
+    """The product's answer for one run: does a promoted architecture beat the control on test
+    beyond seed noise? Each architecture's final test AP against the control's, paired by seed
+    (`stats.paired_difference`: mean difference above t(0.975, n-1)·s.e.); the headline names
+    the best architecture that beats it, else says none does."""
+    archs = {a["arch"]: a for a in architectures(rows)}
+    control = archs.get("baseline")
+    if control is None or not control["ap_by_seed"]:
+        return {"beats_control": None, "per_arch": {}, "text": "no test verdict: the control has no finished seed"}
+    per_arch = {}
+    for name, a in archs.items():
+        if name == "baseline" or not a["ap_by_seed"]:
+            continue
+        d = paired_difference(a["ap_by_seed"], control["ap_by_seed"])
+        per_arch[name] = {**d, **({k: 100 * d[k] for k in ("difference", "se", "threshold") if d[k] is not None})}
+    if not per_arch:
+        return {"beats_control": None, "per_arch": {}, "text": "no test verdict: no promoted architecture finished"}
+    best = max(per_arch, key=lambda k: per_arch[k]["difference"])
+    d = per_arch[best]
+    if d["beats"] is None:
+        return {"beats_control": None, "per_arch": per_arch, "best": best,
+                "text": f"no test verdict: {best} and the control share {d['n']} finished seed(s); "
+                        f"it needs 2 (retrain --seeds 2 or more)"}
+    where = f"threshold {d['threshold']:.1f} AP = t·s.e., {d['n']} seeds paired"
+    winners = [k for k, v in per_arch.items() if v["beats"]]
+    if winners:
+        best = max(winners, key=lambda k: per_arch[k]["difference"])
+        d = per_arch[best]
+        text = f"on test, {best} beats the control by {d['difference']:+.1f} AP ({where})"
+    else:
+        text = (f"on test, no architecture beats the control beyond seed noise (best: {best}, "
+                f"{d['difference']:+.1f} AP, {where})")
+    return {"beats_control": bool(winners), "per_arch": per_arch, "best": best, "text": text}
 
 
 def _verdict(run) -> str | None:
@@ -232,26 +309,26 @@ def compare_figure(result: dict, out) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in result["rows"] if r["status"] == "done"]
+    done = [a for a in result["architectures"] if a["status"] == "done"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for r in done:
-        x, y = r["flops"] / 1e9, 100 * r["AP"]
-        left.scatter(x, y, color="C3" if r["name"] == "baseline" else "C0", s=30, zorder=3)
-        left.annotate(r["name"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    front = sorted((r for r in done if r["pareto"]), key=lambda r: r["flops"])
+    for a in done:
+        x, y, err = a["flops"] / 1e9, 100 * a["AP"], 100 * (a["AP_std"] or 0)
+        left.errorbar(x, y, yerr=err, fmt="o", color="C3" if a["arch"] == "baseline" else "C0", ms=5, zorder=3)
+        left.annotate(a["arch"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    front = sorted((a for a in done if a["pareto"]), key=lambda a: a["flops"])
     if front:
-        left.step([r["flops"] / 1e9 for r in front], [100 * r["AP"] for r in front], where="post",
+        left.step([a["flops"] / 1e9 for a in front], [100 * a["AP"] for a in front], where="post",
                   color="C2", label="Pareto front")
         left.legend()
     left.set_xlabel("GFLOPs (one image at the evaluation size)")
-    left.set_ylabel("AP (pycocotools, %)")
+    left.set_ylabel("test AP, mean ± std over seeds (%)")
     left.set_title("retrained: AP vs FLOPs")
     titles = []
     for run, f in result["fidelity"].items():
-        pts = [r for r in done if r["run"] == run and r["reward"] is not None]
-        right.scatter([r["reward"] for r in pts], [100 * r["AP"] for r in pts], s=30, label=Path(run).name)
-        for r in pts:
-            right.annotate(r["name"], (r["reward"], 100 * r["AP"]), fontsize=7, xytext=(3, 3),
+        pts = [a for a in done if a["run"] == run and a["reward"] is not None]
+        right.scatter([a["reward"] for a in pts], [100 * a["AP"] for a in pts], s=30, label=Path(run).name)
+        for a in pts:
+            right.annotate(a["arch"], (a["reward"], 100 * a["AP"]), fontsize=7, xytext=(3, 3),
                            textcoords="offset points")
         if f["kendall_tau"] is not None:
             titles.append(f"{Path(run).name}: tau {f['kendall_tau']:.2f}, rho {f['spearman_rho']:.2f} (n={f['n']})")

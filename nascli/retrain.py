@@ -1,18 +1,26 @@
-"""Promotion: a search's winners (and the hand-designed baseline) trained in full from images.
+"""Promotion: a search's winners and the hand-designed control trained in full from images, fairly.
 
 Each promoted architecture becomes a full detector: the baseline's backbone (its trained weights,
 or a torchvision weights file), the searched decoder at the retraining width (for an SP-NAS run:
 the searched backbone, its weights the baseline's carried through its morphisms, under the
 baseline's FPN + FCOS head; for a DetNAS run: the path's backbone with the trained supernet's
-weights, the ShuffleNetV2 control likewise), trained with the
-baseline's own schedule, data and seed, then evaluated with pycocotools. The baseline decoder
-(FPN + FCOS head as the baseline had it) is always retrained the same way as the reference row,
-and scored by the run's proxy too, so proxy fidelity covers it.
+weights, the ShuffleNetV2 control likewise). The control (the run's hand design) is always
+promoted the same way, as the reference row.
 
-Everything lands in the run: `RUN/retrain/<name>/last.pt` per architecture, and one row per
-architecture in run.db's `retrained` table ('training' -> 'done' | 'failed'). Running the same
-command again resumes: finished architectures are skipped, an interrupted one continues from its
-last epoch (train.py's resume is exact), so Ctrl-C or kill loses at most one epoch.
+The recipe is the references', never the control's own tuning: SGD with FCOS's rate per image
+(0.01 per 16 images; NAS-FCOS's released configs too), linear warm-up from 1/3 of the peak over
+FCOS's share of the schedule (500 of 90k iterations) but at least the first epoch, gradient
+clipping at 35. Every architecture, the control included:
+1. *grid* - trains the short schedule at every rate of the learning-rate grid (default 1x, 2x and
+   4x the reference rate) and is evaluated on the search's meta-val; it keeps its best rate.
+   The test split is never looked at to choose.
+2. *final* - trains the full schedule at its chosen rate with each of `seeds` seeds (the same
+   seeds for every architecture, so the test verdict pairs them) and is evaluated on test.
+
+Everything lands in the run: `RUN/retrain/<arch>/<recipe>/last.pt`, one row per architecture and
+recipe in run.db's `retrained` table ('training' -> 'done' | 'failed'), named `<arch>/<recipe>`:
+a changed recipe is a new row. Running the same command again resumes: finished rows are
+skipped, an interrupted one continues from its last epoch (train.py's resume is exact).
 """
 
 from __future__ import annotations
@@ -29,6 +37,41 @@ from .store import RunStore
 from .train import TrainingDiverged, train
 
 BASELINE = "baseline"
+
+#: FCOS's reference recipe (Tian et al. 2019; the released NAS-FCOS configs use the same): SGD at
+#: 0.01 per 16 images, linear warm-up over 500 of 90k iterations from 1/3 of the peak, clipping 35.
+REFERENCE_LR_PER_IMAGE = 0.01 / 16
+WARMUP_FRACTION = 500 / 90_000
+WARMUP_START = 1 / 3
+#: The default grid: the reference rate and two doublings (short schedules often want more).
+GRID_FACTORS = (1, 2, 4)
+
+
+def reference_lr(batch_size: int) -> float:
+    return REFERENCE_LR_PER_IMAGE * batch_size
+
+
+def default_grid(batch_size: int) -> tuple[float, ...]:
+    return tuple(round(reference_lr(batch_size) * f, 8) for f in GRID_FACTORS)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one promotion row trains: stage ('grid' on meta-val or 'final' on test), peak lr,
+    epochs and seed. Its folder name is the row's key, so a changed recipe is a new row."""
+
+    stage: str
+    lr: float
+    epochs: int
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        return f"{'grid-' if self.stage == 'grid' else ''}lr{self.lr:g}-e{self.epochs}-s{self.seed}"
+
+    def fields(self) -> dict:
+        return {"stage": self.stage, "lr": self.lr, "epochs": self.epochs, "seed": self.seed,
+                "split": "meta-val" if self.stage == "grid" else "test"}
 
 
 @dataclass(frozen=True)
@@ -79,9 +122,10 @@ def _lineage(store: RunStore) -> dict:
     return {g.tag: g for g in (spnas.Genotype.from_json(t.genotype, f"trial {t.id}") for t in store.trials("id > 0"))}
 
 
-def _inputs(meta: dict, run_dir: Path, checkpoint, val, val_image_dir):
-    """Baseline checkpoint (given, else the one the run's cache was built from) and the test split
-    to evaluate on, which must share no image with the meta-val the search selected on."""
+def _inputs(meta: dict, run_dir: Path, checkpoint, val, val_image_dir, select_val=None, select_image_dir=None):
+    """Baseline checkpoint (given, else the one the run's cache was built from), the test split to
+    evaluate on, which must share no image with the meta-val the search selected on, and that
+    meta-val (given, else the cache's), on which the learning-rate grid chooses."""
     from .data.coco import CocoDetection
     from .data.split import shared_images
     from .features import describe
@@ -101,15 +145,17 @@ def _inputs(meta: dict, run_dir: Path, checkpoint, val, val_image_dir):
     if val is None:
         raise SpecError(f"{run_dir}: give --val TEST.json, a test split the search never saw "
                         f"(not the meta-val that selected the winners)")
-    meta_val = sources.get("val")
-    if meta_val and Path(meta_val).is_file():
-        shared = shared_images(CocoDetection(meta_val, sources.get("val_image_dir")).image_files(),
+    if select_val is None and sources.get("val"):
+        select_val, select_image_dir = sources["val"], select_image_dir or sources.get("val_image_dir")
+    if select_val and Path(select_val).is_file():
+        shared = shared_images(CocoDetection(select_val, select_image_dir).image_files(),
                                CocoDetection(val, val_image_dir))
         if shared:
             raise DataError(f"{val}: field 'images' shares {len(shared)} images with the search's meta-val "
-                            f"{meta_val} (e.g. {Path(shared[0]).name}); evaluate on a test split the search "
+                            f"{select_val} (e.g. {Path(shared[0]).name}); evaluate on a test split the search "
                             f"never saw")
-    return Path(checkpoint), Path(val), val_image_dir or sources.get("val_image_dir")
+    return {"checkpoint": Path(checkpoint), "val": Path(val), "val_image_dir": val_image_dir,
+            "select_val": str(select_val) if select_val else None, "select_image_dir": select_image_dir}
 
 
 def _config(base: dict, candidate: Candidate, out: Path, overrides: dict) -> TrainConfig:
@@ -119,12 +165,26 @@ def _config(base: dict, candidate: Candidate, out: Path, overrides: dict) -> Tra
     return validate(TrainConfig, data, "retrain options")
 
 
+#: Config fields that do not change what is trained: where it lands, runs, or is evaluated, and the
+#: start weights' path (a run folder moved elsewhere keeps its rows).
+_NOT_RECIPE = ("out", "device", "val", "init_from", "workers")
+
+
+def recipe_key(config: TrainConfig) -> str:
+    """A short hash of everything else that defines the training (data, widths, schedule, ...):
+    part of the row's folder, so a changed request is a new row, never a refusal."""
+    import hashlib
+
+    fields = {k: v for k, v in config.model_dump().items() if k not in _NOT_RECIPE}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
 def _check_resumable(last: Path, config: TrainConfig) -> None:
     """A checkpoint left by an earlier retrain must come from the same request."""
     old = load_checkpoint(last)["config"]
     new = config.model_dump()
     for k in new:
-        if k != "device" and old.get(k) != new[k]:
+        if k not in _NOT_RECIPE and old.get(k) != new[k]:
             raise NascliError(f"{last}: field '{k}' was {old.get(k)!r} when this retraining started, now "
                               f"{new[k]!r}; retrain into another run folder or delete {last.parent}")
 
@@ -146,79 +206,146 @@ def _proxy_reward(store: RunStore, genotype, seed: int) -> float | None:
     return result.reward if result.status == "done" else None
 
 
-def retrain(run_dir, top: int = 3, archs=(), checkpoint=None, weights=None, data=None, val=None,
+def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, data=None, val=None,
             image_dir=None, val_image_dir=None, epochs: int | None = None, width: int | None = None,
-            head_width: int | None = None, seed: int | None = None, lr: float | None = None, device: str = "auto",
-            on_progress=None, train_fn=train, deep_supervision: bool = False) -> dict:
-    """Retrains and evaluates the promoted set of a run; returns {run, checkpoint, val, rows}.
+            head_width: int | None = None, seed: int | None = None, lr: float | None = None,
+            lr_grid=None, grid_epochs: int | None = None, seeds: int = 2, select_val=None,
+            select_image_dir=None, device: str = "auto", on_progress=None, train_fn=train,
+            evaluate_fn=None, deep_supervision: bool = False) -> dict:
+    """Promotes a run: grid on meta-val, then the chosen rate with `seeds` seeds on test (module
+    docstring). Returns {run, checkpoint, val, select_val, grid, chosen, rows, grid_seconds,
+    final_seconds}; `rows` holds every row, grid and final.
 
-    Defaults come from the baseline checkpoint's config (data, schedule, width, seed): only what is
-    given here changes, identically for every architecture.
-    """
+    Defaults come from the baseline checkpoint's config (data, schedule, width, batch, seed): only
+    what is given here changes, identically for every architecture. `lr` pins one rate (no grid);
+    `lr_grid` replaces the default grid; `grid_epochs` defaults to a third of the schedule."""
     from .evaluate import evaluate
-
     from .spaces import load_genotype
 
     run_dir = Path(run_dir)
     if archs and not (run_dir / "run.db").is_file():  # a new run of given architectures: checked before it exists
         for arch in archs:
             load_genotype(arch)
-        load_checkpoint(_inputs({}, run_dir, checkpoint, val, val_image_dir)[0])
+        load_checkpoint(_inputs({}, run_dir, checkpoint, val, val_image_dir)["checkpoint"])
     store = RunStore(run_dir, create=bool(archs))
     try:
-        checkpoint, val, val_image_dir = _inputs(store.meta(), run_dir, checkpoint, val, val_image_dir)
+        where = _inputs(store.meta(), run_dir, checkpoint, val, val_image_dir, select_val, select_image_dir)
+        checkpoint = where["checkpoint"]
         base = load_checkpoint(checkpoint)
         # the backbone starts from the baseline's trained weights, or from a weights file if given
         base_cfg = {**base["config"], "init_from": None if weights else str(checkpoint),
-                    "weights": str(weights) if weights else None}
+                    "weights": str(weights) if weights else None,
+                    "warmup_fraction": WARMUP_FRACTION, "warmup_start": WARMUP_START}
         overrides = {"data": str(data) if data else None, "image_dir": str(image_dir) if image_dir else None,
-                     "epochs": epochs, "width": width, "head_width": head_width, "seed": seed, "lr": lr,
-                     "device": device, "val": str(val)}
+                     "width": width, "head_width": head_width, "device": device, "val": str(where["val"])}
         if store.meta().get("space") == "detnas":  # paths start from the supernet's weights, the control too
             overrides["init_from"] = str(run_dir / "supernet.pt")
-        deep = {"deep_supervision": True} if deep_supervision else {}
+        epochs = epochs or base["config"]["epochs"]
+        first_seed = base["config"]["seed"] if seed is None else seed
+        seed_list = [first_seed + k for k in range(seeds)]
+        grid = (lr,) if lr else tuple(lr_grid) if lr_grid else default_grid(base["config"]["batch_size"])
+        grid_epochs = grid_epochs or max(1, epochs // 3)
+        if len(grid) > 1 and not where["select_val"]:
+            raise SpecError(f"{run_dir}: the learning-rate grid chooses on the search's meta-val, and this run "
+                            f"records none: give --select-val META_VAL.json, or pin one rate with --lr")
         promoted = candidates(store, top, archs, base["model_args"]["num_convs"])
-        # deep supervision applies to the stacked (NAS-FPN) decoders only
-        rows = [_retrain_one(store, cand, base_cfg, {**overrides, **(deep if getattr(cand.genotype, "repeats", 1) > 1
-                                                                  else {})},
-                             val, val_image_dir, device, on_progress, train_fn, evaluate) for cand in promoted]
-        return {"run": str(run_dir), "checkpoint": str(checkpoint), "val": str(val), "rows": rows}
+        job = _Job(store, base_cfg, overrides, where, device, on_progress, train_fn, evaluate_fn or evaluate,
+                   {"deep_supervision": True} if deep_supervision else {})
+        rows, chosen, scores = [], {}, {}
+        for cand in promoted:  # stage 1: every architecture at every rate, short schedule, meta-val
+            if len(grid) == 1:
+                chosen[cand.name] = grid[0]
+                continue
+            grid_rows = [job.run(cand, Recipe("grid", rate, grid_epochs, seed_list[0])) for rate in grid]
+            rows += grid_rows
+            scores[cand.name] = {r["metrics"]["lr"]: (r["metrics"]["AP"] if r["status"] == "done" else None)
+                                 for r in grid_rows}
+            chosen[cand.name] = choose_rate(scores[cand.name])
+        for cand in promoted:  # stage 2: the chosen rate, full schedule, every seed, test
+            rate = chosen[cand.name]
+            if rate is None:
+                rows.append(job.fail(cand, Recipe("final", 0.0, epochs, seed_list[0]),
+                                     "diverged at every rate of the grid"))
+                continue
+            rows += [job.run(cand, Recipe("final", rate, epochs, s)) for s in seed_list]
+        seconds = {stage: sum(r["metrics"].get("train_seconds", 0) + r["metrics"].get("eval_seconds", 0)
+                              for r in rows if r["metrics"].get("stage") == stage) for stage in ("grid", "final")}
+        return {"run": str(run_dir), "checkpoint": str(checkpoint), "val": str(where["val"]),
+                "select_val": where["select_val"], "grid": scores, "chosen": chosen, "seeds": seed_list,
+                "rows": rows, "grid_seconds": seconds["grid"], "final_seconds": seconds["final"]}
     finally:
         store.close()
 
 
-def _retrain_one(store, cand: Candidate, base_cfg, overrides, val, val_image_dir, device, on_progress,
-                 train_fn, evaluate) -> dict:
-    out = store.run_dir / "retrain" / cand.name
-    config = _config(base_cfg, cand, out, overrides)
-    last = out / "last.pt"
-    previous = {r["name"]: r for r in store.retrained()}.get(cand.name)
-    if previous and previous["status"] == "done" and last.is_file():
-        _check_resumable(last, config)
-        return previous
-    reward = cand.reward
-    if cand.trial is None and reward is None:
-        reward = previous["reward"] if previous and previous["reward"] is not None else \
-            _proxy_reward(store, cand.genotype, config.seed)
-    genotype = cand.genotype.to_json()
-    store.set_retrained(cand.name, cand.trial, genotype, reward, "training", str(last), {})
-    resume = last.is_file()
-    if resume:
-        _check_resumable(last, config)
-    progress = (lambda e: on_progress({**e, "arch": cand.name})) if on_progress else None
-    try:
-        if not (resume and load_checkpoint(last)["epoch"] >= config.epochs):
-            train_fn(config, resume=resume, on_progress=progress)
-    except TrainingDiverged as e:
-        metrics = {"reason": str(e)}
-        store.set_retrained(cand.name, cand.trial, genotype, reward, "failed", str(last), metrics)
-        return {"name": cand.name, "trial": cand.trial, "genotype": genotype, "reward": reward,
-                "status": "failed", "checkpoint": str(last), "metrics": metrics}
-    ckpt = load_checkpoint(last)
-    started = time.perf_counter()
-    metrics = evaluate(last, val, val_image_dir, device)
-    metrics["eval_seconds"] = time.perf_counter() - started
-    metrics["train_seconds"] = sum(h["seconds"] for h in ckpt["history"])
-    store.set_retrained(cand.name, cand.trial, genotype, reward, "done", str(last), metrics)
-    return {"name": cand.name, "trial": cand.trial, "genotype": genotype, "reward": reward,
-            "status": "done", "checkpoint": str(last), "metrics": metrics}
+def choose_rate(scores: dict) -> float | None:
+    """The rate with the best meta-val AP (the lower rate on a tie); None if every rate failed."""
+    ok = {rate: ap for rate, ap in scores.items() if ap is not None}
+    return max(sorted(ok), key=lambda rate: ok[rate]) if ok else None
+
+
+@dataclass
+class _Job:
+    """What every promotion row shares: the store, the baseline's config and the overrides, where
+    to evaluate, and the training and evaluation functions."""
+
+    store: RunStore
+    base_cfg: dict
+    overrides: dict
+    where: dict
+    device: str
+    on_progress: object
+    train_fn: object
+    evaluate: object
+    deep: dict
+
+    def fail(self, cand: Candidate, recipe: Recipe, reason: str) -> dict:
+        name = f"{cand.name}/{recipe.folder}"
+        metrics = {"arch": cand.name, **recipe.fields(), "reason": reason}
+        self.store.set_retrained(name, cand.trial, cand.genotype.to_json(), cand.reward, "failed", None, metrics)
+        return {"name": name, "trial": cand.trial, "genotype": cand.genotype.to_json(), "reward": cand.reward,
+                "status": "failed", "checkpoint": None, "metrics": metrics}
+
+    def run(self, cand: Candidate, recipe: Recipe) -> dict:
+        """Trains and evaluates one (architecture, recipe) row, or returns it if it is done."""
+        extra = self.deep if getattr(cand.genotype, "repeats", 1) > 1 else {}  # stacked (NAS-FPN) decoders only
+        options = {**self.overrides, **extra, "lr": recipe.lr, "epochs": recipe.epochs, "seed": recipe.seed}
+        folder = f"{recipe.folder}-{recipe_key(_config(self.base_cfg, cand, Path('.'), options))}"
+        name = f"{cand.name}/{folder}"
+        out = self.store.run_dir / "retrain" / cand.name / folder
+        config = _config(self.base_cfg, cand, out, options)
+        last = out / "last.pt"
+        previous = {r["name"]: r for r in self.store.retrained()}.get(name)
+        if previous and previous["status"] == "done" and last.is_file():
+            _check_resumable(last, config)
+            return previous
+        reward = cand.reward
+        if cand.trial is None and reward is None:
+            reward = previous["reward"] if previous and previous["reward"] is not None else \
+                _proxy_reward(self.store, cand.genotype, config.seed)
+        genotype, fields = cand.genotype.to_json(), {"arch": cand.name, **recipe.fields()}
+        self.store.set_retrained(name, cand.trial, genotype, reward, "training", str(last), fields)
+        resume = last.is_file()
+        if resume:
+            _check_resumable(last, config)
+        progress = (lambda e: self.on_progress({**e, "arch": f"{cand.name} {recipe.folder}"})) \
+            if self.on_progress else None
+        try:
+            if not (resume and load_checkpoint(last)["epoch"] >= config.epochs):
+                self.train_fn(config, resume=resume, on_progress=progress)
+        except TrainingDiverged as e:
+            metrics = {**fields, "reason": str(e)}
+            self.store.set_retrained(name, cand.trial, genotype, reward, "failed", str(last), metrics)
+            return {"name": name, "trial": cand.trial, "genotype": genotype, "reward": reward,
+                    "status": "failed", "checkpoint": str(last), "metrics": metrics}
+        ckpt = load_checkpoint(last)
+        started = time.perf_counter()
+        if recipe.stage == "grid":  # meta-val: what chooses the rate; latency is measured on test only
+            metrics = self.evaluate(last, self.where["select_val"], self.where["select_image_dir"], self.device,
+                                    latency_images=1)
+        else:
+            metrics = self.evaluate(last, self.where["val"], self.where["val_image_dir"], self.device)
+        metrics.update(fields, eval_seconds=time.perf_counter() - started,
+                       train_seconds=sum(h["seconds"] for h in ckpt["history"]))
+        self.store.set_retrained(name, cand.trial, genotype, reward, "done", str(last), metrics)
+        return {"name": name, "trial": cand.trial, "genotype": genotype, "reward": reward,
+                "status": "done", "checkpoint": str(last), "metrics": metrics}

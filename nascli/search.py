@@ -175,8 +175,9 @@ class _Trial:
     def __init__(self, evaluate_fn, spec, cache: str, run_seed: int):
         self.evaluate_fn, self.spec, self.cache, self.run_seed = evaluate_fn, spec, cache, run_seed
 
-    def __call__(self, genotype, trial_seed: int):
-        return self.evaluate_fn(genotype, self.spec, self.cache, trial_seed, self.run_seed)
+    def __call__(self, genotype, trial_seed: int, data_seed: int | None = None):
+        data_seed = self.run_seed if data_seed is None else data_seed
+        return self.evaluate_fn(genotype, self.spec, self.cache, trial_seed, data_seed)
 
 
 def _search(store, spec, method, proxy_path, cache, trials, run_dir, seed, lam, score, pool, on_progress):
@@ -194,7 +195,7 @@ def _search(store, spec, method, proxy_path, cache, trials, run_dir, seed, lam, 
         store.mark_told([t.id], _pack(strategy.state_dict()))
 
     started, evaluated, rescored = time.perf_counter(), 0, 0
-    run = lambda key, g, s: pool.submit(key, score, g, s)  # noqa: E731
+    run = lambda key, g, s, d=None: pool.submit(key, score, g, s, d)  # noqa: E731
     store.add_control(control_genotype(spec, cache, proxy_path).to_json())
     rescored += _rescore(store, [0], spec.rescore_seeds, seed, run, pool, on_progress)
     in_flight: set[int] = set()
@@ -295,6 +296,13 @@ def rescore_seed(run_seed: int, trial_id: int, k: int) -> int:
     return 1_000_000 * (k + 1) + 1000 * run_seed + trial_id
 
 
+def rescore_data_seed(run_seed: int, k: int) -> int:
+    """The batch order of the k-th re-scoring: fresh (the search's order selected the winners, so
+    it must not stay in their re-scored mean or in the noise), and the same for every genotype at
+    that k, so re-scored means stay paired with the control's."""
+    return 7_000_003 * (k + 1) + run_seed
+
+
 def _rescore(store: RunStore, trial_ids: list[int], seeds: int, run_seed: int, run, pool, on_progress) -> int:
     """Scores the trials' genotypes with `seeds` fresh seeds each (those not already stored), all
     submitted at once to `pool`; the control's row (trial 0) then holds its mean. Returns how many
@@ -304,13 +312,13 @@ def _rescore(store: RunStore, trial_ids: list[int], seeds: int, run_seed: int, r
         trial = store.trials(f"id = {int(trial_id)}")[0]
         genotype = load_genotype(trial.genotype, f"trial {trial_id}")
         done = store.scores(trial_id).get(trial_id, {})
-        todo += [(trial_id, genotype, rescore_seed(run_seed, trial_id, k)) for k in range(seeds)
-                 if rescore_seed(run_seed, trial_id, k) not in done]
+        todo += [(trial_id, genotype, rescore_seed(run_seed, trial_id, k), rescore_data_seed(run_seed, k))
+                 for k in range(seeds) if rescore_seed(run_seed, trial_id, k) not in done]
     waiting = deque(todo)
     for evaluated in range(1, len(todo) + 1):
         while waiting and pool.busy() < pool.slots:
-            trial_id, genotype, s = waiting.popleft()
-            run((trial_id, s), genotype, s)
+            trial_id, genotype, s, order = waiting.popleft()
+            run((trial_id, s), genotype, s, order)
         (trial_id, s), result = pool.next_done()
         store.add_score(trial_id, s, result.status, result.reward, result.to_dict())
         if on_progress:

@@ -34,12 +34,21 @@ def collate(batch):
     return torch.from_numpy(images), [t for _, t in batch]
 
 
-def lr_at(it: int, total: int, base: float, warmup: int) -> float:
-    """Linear warm-up from base/1000 over `warmup` iterations, then cosine decay to zero."""
+def lr_at(it: int, total: int, base: float, warmup: int, start: float = 0.001) -> float:
+    """Linear warm-up from base·start over `warmup` iterations, then cosine decay to zero."""
     if it < warmup:
-        return base * (0.001 + 0.999 * it / warmup)
+        return base * (start + (1 - start) * it / warmup)
     progress = (it - warmup) / max(1, total - warmup)
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def warmup_iterations(config: TrainConfig, steps_per_epoch: int) -> int:
+    """`warmup_iters`, or with `warmup_fraction` that share of the schedule floored at one epoch
+    (a short schedule still warms up over its first epoch) and capped at FCOS's 500 iterations."""
+    if config.warmup_fraction is None:
+        return config.warmup_iters
+    total = steps_per_epoch * config.epochs
+    return max(math.ceil(config.warmup_fraction * total), min(steps_per_epoch, 500))
 
 
 def model_args(config: TrainConfig, num_classes: int) -> dict:
@@ -129,6 +138,7 @@ def train(config: TrainConfig, resume: bool = False, on_progress=None) -> dict:
 
     steps = math.ceil(len(dataset) / config.batch_size)
     total = steps * config.epochs
+    warmup = warmup_iterations(config, steps)
     classes = {"ids": dataset.class_ids, "names": dataset.class_names}
     train_images = dataset.image_files()  # so a cache or a test split can prove it never saw them
     for epoch in range(start_epoch, config.epochs):
@@ -141,7 +151,7 @@ def train(config: TrainConfig, resume: bool = False, on_progress=None) -> dict:
         for step, (images, targets) in enumerate(loader):
             it = epoch * steps + step
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(it, total, config.lr, config.warmup_iters)
+                group["lr"] = lr_at(it, total, config.lr, warmup, config.warmup_start)
             losses = model.loss(model(images.to(device)), targets)
             loss = sum(losses.values())
             if not torch.isfinite(loss):

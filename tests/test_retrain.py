@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,17 +100,21 @@ def test_load_genotype_from_file_zoo_and_bad_input(tmp_path):
 
 
 def test_retrain_trains_top_k_and_the_baseline_then_evaluates(run, tiny_checkpoint, tiny_test):
-    r = retrain(run, val=tiny_test, top=2, epochs=1, device="cpu")
-    names = [x["name"] for x in r["rows"]]
+    r = retrain(run, val=tiny_test, top=2, epochs=1, lr=0.01, seeds=1, device="cpu")
+    archs = [x["metrics"]["arch"] for x in r["rows"]]
     store = RunStore(run, create=False)
     best = [f"trial-{t['trial']}" for t in ranked(store)[:2]]  # re-scored ones first, by their mean
-    assert names == ["baseline", *best]
+    assert archs == ["baseline", *best] and r["grid"] == {}  # one pinned rate: no grid
     for x in r["rows"]:
         assert x["status"] == "done" and 0 <= x["metrics"]["AP"] <= 1 and x["metrics"]["params"] > 0
+        assert x["name"].startswith(f"{x['metrics']['arch']}/lr0.01-e1-s0-")
         ckpt = load_checkpoint(x["checkpoint"])
         assert ckpt["epoch"] == 1 and ckpt["config"]["init_from"] == str(tiny_checkpoint)
+        # the reference recipe: warm-up from 1/3 of the peak over FCOS's share, at least one epoch
+        assert ckpt["config"]["warmup_start"] == pytest.approx(1 / 3)
+        assert ckpt["config"]["warmup_fraction"] == pytest.approx(500 / 90000)
     # the reference row is the run's control with its mean reward; trials carry their re-scored mean
-    rows = {x["name"]: x for x in r["rows"]}
+    rows = {x["metrics"]["arch"]: x for x in r["rows"]}
     assert rows["baseline"]["reward"] == pytest.approx(store.control().reward) and rows["baseline"]["reward"] < 0
     assert json.loads(rows["baseline"]["genotype"]) == json.loads(store.control().genotype)
     assert rows[best[0]]["reward"] == ranked(store)[0]["mean"]
@@ -120,14 +125,112 @@ def test_retrain_trains_top_k_and_the_baseline_then_evaluates(run, tiny_checkpoi
     # a second call skips what is done
     def refuse(*a, **k):
         raise AssertionError("retrained again")
-    again = retrain(run, val=tiny_test, top=2, epochs=1, device="cpu", train_fn=refuse)
+    again = retrain(run, val=tiny_test, top=2, epochs=1, lr=0.01, seeds=1, device="cpu", train_fn=refuse)
     assert [x["metrics"]["AP"] for x in again["rows"]] == [x["metrics"]["AP"] for x in r["rows"]]
 
 
-def test_retrain_refuses_a_changed_request_on_existing_checkpoints(run, tiny_test):
-    retrain(run, val=tiny_test, top=0, epochs=1, device="cpu")
-    with pytest.raises(Exception, match="field 'epochs' was 1"):
-        retrain(run, val=tiny_test, top=0, epochs=2, device="cpu")
+def test_a_changed_recipe_is_a_new_row_not_a_refusal(run, tiny_test):
+    retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")
+    retrain(run, val=tiny_test, top=0, epochs=2, lr=0.01, seeds=1, device="cpu")
+    retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, width=8, device="cpu")
+    rows = RunStore(run).retrained()
+    assert len(rows) == 3 and len({r["checkpoint"] for r in rows}) == 3
+    assert sorted(load_checkpoint(r["checkpoint"])["epoch"] for r in rows) == [1, 1, 2]
+
+
+def test_warmup_is_a_share_of_the_schedule_floored_at_one_epoch(tiny_config):
+    from nascli.train import warmup_iterations
+
+    fcos = tiny_config("x.json", "out", warmup_fraction=500 / 90000, epochs=12)
+    assert warmup_iterations(fcos, steps_per_epoch=30) == 30          # 2 of 360: floored at the first epoch
+    assert warmup_iterations(fcos.model_copy(update={"epochs": 1000}), 30) == 167  # 0.56 % of 30k
+    assert warmup_iterations(fcos, steps_per_epoch=2000) == 500        # the floor is capped at FCOS's 500
+    assert warmup_iterations(tiny_config("x.json", "out", warmup_iters=7), 30) == 7
+
+
+def fake_train(calls):
+    """A train function that writes a minimal checkpoint (epoch, history, config) and records its config."""
+    from nascli.runtime import save_checkpoint
+    from nascli.train import model_args
+
+    def fake(config, resume=False, on_progress=None):
+        calls.append(config)
+        out = Path(config.out)
+        out.mkdir(parents=True, exist_ok=True)
+        save_checkpoint({"kind": "fcos", "model": {}, "model_args": model_args(config, 3), "epoch": config.epochs,
+                         "history": [{"seconds": 1.0}], "config": config.model_dump()}, out / "last.pt")
+    return fake
+
+
+def fake_evaluate(seen, meta_val_ap, test_ap):
+    """AP by (split, lr, arch): on meta-val `meta_val_ap(lr)`, on test `test_ap(lr)` (+ seed noise)."""
+    def evaluate(checkpoint, data, image_dir=None, device="cpu", latency_images=20):
+        config = load_checkpoint(checkpoint)["config"]
+        split = "test" if Path(data).name == "test.json" else "meta-val"
+        seen.append((split, config["lr"], config["epochs"]))
+        ap = (test_ap if split == "test" else meta_val_ap)(config["lr"]) + 0.001 * config["seed"]
+        return {"AP": ap, "AP50": ap, "AP75": ap, "APs": ap, "APm": ap, "APl": -1, "params": 1, "flops": 1,
+                "flops_input": [64, 64], "latency_ms": 1.0, "device": "cpu"}
+    return evaluate
+
+
+def test_the_grid_chooses_on_meta_val_never_on_test(run, tiny_test):
+    """Meta-val prefers the middle rate, test the highest: the chosen rate is meta-val's, for the
+    control and the trial alike, and no grid run is ever evaluated on test."""
+    calls, seen = [], []
+    meta_val = {0.005: 0.2, 0.01: 0.3, 0.02: 0.1}
+    test = {0.005: 0.1, 0.01: 0.2, 0.02: 0.9}
+    r = retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=(0.005, 0.01, 0.02), seeds=2, device="cpu",
+                train_fn=fake_train(calls), evaluate_fn=fake_evaluate(seen, meta_val.get, test.get))
+    assert set(r["chosen"].values()) == {0.01} and len(r["chosen"]) == 2
+    assert r["grid"]["baseline"] == meta_val
+    grid_evals = [s for s in seen if s[2] == 1]       # grid: a third of 3 epochs
+    final_evals = [s for s in seen if s[2] == 3]
+    assert len(grid_evals) == 6 and {s[0] for s in grid_evals} == {"meta-val"}
+    assert len(final_evals) == 4 and {s for s in final_evals} == {("test", 0.01, 3)}
+    assert sorted(c.seed for c in calls if c.epochs == 3) == [0, 0, 1, 1]   # the same seeds for every arch
+
+
+def test_a_killed_grid_resumes_without_redoing_finished_rows(run, tiny_test):
+    calls, seen = [], []
+    rates = {0.005: 0.2, 0.01: 0.3}
+    train_ok = fake_train(calls)
+
+    def dies_on_third(config, resume=False, on_progress=None):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the grid
+        train_ok(config, resume, on_progress)
+
+    with pytest.raises(KeyboardInterrupt):
+        retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=tuple(rates), seeds=1, device="cpu",
+                train_fn=dies_on_third, evaluate_fn=fake_evaluate(seen, rates.get, rates.get))
+    status = sorted(r["status"] for r in RunStore(run).retrained())
+    assert status == ["done", "done", "training"]
+    before = len(calls)
+    r = retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=tuple(rates), seeds=1, device="cpu",
+                train_fn=train_ok, evaluate_fn=fake_evaluate(seen, rates.get, rates.get))
+    assert len(calls) - before == 2 + 2  # the grid's two remaining rows, then one final seed per arch
+    assert all(x["status"] == "done" for x in r["rows"]) and len(r["rows"]) == 6
+
+
+def test_an_architecture_diverging_at_every_rate_is_failed_not_a_crash(run, tiny_test):
+    calls, seen = [], []
+    ok = fake_train(calls)
+
+    def diverge_trials(config, resume=False, on_progress=None):
+        if config.genotype["space"] != "fpn-fcos":
+            raise TrainingDiverged("loss became nan")
+        ok(config, resume, on_progress)
+
+    rates = {0.005: 0.2, 0.01: 0.3}
+    r = retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=tuple(rates), seeds=2, device="cpu",
+                train_fn=diverge_trials, evaluate_fn=fake_evaluate(seen, rates.get, rates.get))
+    failed = [x for x in r["rows"] if x["metrics"]["arch"] != "baseline" and x["metrics"]["stage"] == "final"]
+    assert len(failed) == 1 and failed[0]["status"] == "failed" and "every rate" in failed[0]["metrics"]["reason"]
+    c = compare([run])
+    arch = [a for a in c["architectures"] if a["arch"] != "baseline"][0]
+    assert arch["status"] == "failed" and "AP" not in arch
+    assert "no promoted architecture finished" in c["test_verdict"][str(run)]["text"]
 
 
 def test_diverging_architecture_is_a_failed_row_not_a_crash(run, tiny_test):
@@ -136,7 +239,7 @@ def test_diverging_architecture_is_a_failed_row_not_a_crash(run, tiny_test):
             raise TrainingDiverged("loss became nan")
         return train(config, resume, on_progress)
 
-    r = retrain(run, val=tiny_test, top=1, epochs=1, device="cpu", train_fn=diverge_trials)
+    r = retrain(run, val=tiny_test, top=1, epochs=1, lr=0.01, seeds=1, device="cpu", train_fn=diverge_trials)
     assert [x["status"] for x in r["rows"]] == ["done", "failed"]
     c = compare([run])
     failed = [x for x in c["rows"] if x["status"] == "failed"][0]
@@ -151,15 +254,15 @@ from nascli.retrain import retrain
 def die(event):
     if event["epoch"] == 2:
         os.kill(os.getpid(), signal.SIGKILL)
-retrain({str(run)!r}, val={str(tiny_test)!r}, top=0, epochs=3, device="cpu", on_progress=die)
+retrain({str(run)!r}, val={str(tiny_test)!r}, top=0, epochs=3, lr=0.01, seeds=1, device="cpu", on_progress=die)
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
     assert proc.returncode == -9
-    last = run / "retrain" / "baseline" / "last.pt"
+    [last] = (run / "retrain" / "baseline").glob("*/last.pt")
     killed = load_checkpoint(last)
     assert killed["epoch"] == 1
     assert RunStore(run).retrained()[0]["status"] == "training"
-    r = retrain(run, val=tiny_test, top=0, epochs=3, device="cpu")
+    r = retrain(run, val=tiny_test, top=0, epochs=3, lr=0.01, seeds=1, device="cpu")
     final = load_checkpoint(last)
     assert final["epoch"] == 3 and r["rows"][0]["status"] == "done"
     assert final["history"][0] == killed["history"][0]  # epoch 1 was not trained again
@@ -171,9 +274,17 @@ def test_retrain_arch_and_cli_errors(run, run_cli, tmp_path, tiny_test, tiny_coc
     assert code == 2 and "missing.json: genotype file not found" in err
     code, out, err = run_cli("retrain", tmp_path / "nowhere", "--top", "1")
     assert code == 2 and "run.db" in err
-    code, out, _ = run_cli("retrain", run, "--top", "0", "--arch", "zoo:fpn-fcos", "--epochs", 1,
-                           "--device", "cpu", "--val", tiny_test, "--json")
-    assert code == 0 and [x["name"] for x in json.loads(out)["rows"]] == ["baseline", "zoo-fpn-fcos"]
+    code, out, err = run_cli("retrain", run, "--top", "0", "--val", tiny_test, "--lr-grid", "0.01,fast")
+    assert code == 2 and "--lr-grid: '0.01,fast'" in err
+    code, out, _ = run_cli("retrain", run, "--top", "0", "--arch", "zoo:fpn-fcos", "--epochs", 1, "--lr", 0.01,
+                           "--seeds", 1, "--device", "cpu", "--val", tiny_test, "--json")
+    assert code == 0 and [x["metrics"]["arch"] for x in json.loads(out)["rows"]] == ["baseline", "zoo-fpn-fcos"]
+
+
+def test_a_grid_without_a_meta_val_asks_for_one(run_cli, tmp_path, tiny_test, tiny_checkpoint):
+    code, _, err = run_cli("retrain", tmp_path / "new", "--top", "0", "--arch", "zoo:fpn-fcos", "--checkpoint",
+                           tiny_checkpoint, "--val", tiny_test, "--epochs", 1)
+    assert code == 2 and "give --select-val META_VAL.json, or pin one rate with --lr" in err
 
 
 def test_retrain_of_given_architectures_checks_its_inputs_before_creating_a_run(run_cli, tmp_path, tiny_test,
@@ -202,8 +313,48 @@ def test_retrain_refuses_to_evaluate_where_the_search_selected(run, run_cli, tin
 # ---------------------------------------------------------------- compare
 
 
+def add_final(store, arch, seed, ap, checkpoint, reward=None, trial=None, flops=1e9):
+    """A finished final-stage row as retrain records it."""
+    store.set_retrained(f"{arch}/lr0.01-e1-s{seed}", trial, zoo.FPN_FCOS.to_json(), reward, "done", checkpoint,
+                        {"arch": arch, "stage": "final", "lr": 0.01, "epochs": 1, "seed": seed, "split": "test",
+                         "AP": ap, "AP50": ap, "flops": flops, "params": 1, "latency_ms": 1.0})
+
+
+def test_test_verdict_pairs_seeds_and_uses_the_t_threshold(run, tiny_test):
+    """Control 20/22/21 AP, trial-1 +1.5/+1.0/+2.0 on the same seeds: mean +1.5, sd 0.5, se 0.289,
+    threshold t(0.975, 2)·se = 4.303·0.289 = 1.24 AP -> beats. trial-2 +3/-1/+1: mean +1, sd 2,
+    threshold 4.97 -> does not (an unpaired z-rule would have called 1.0 > 2·1.15 no as well,
+    but trial-1's 1.5 would need 2·0.29 only: the t threshold is what the test checks)."""
+    retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")
+    ckpt = RunStore(run).retrained()[0]["checkpoint"]
+    store = RunStore(run, create=False)
+    store.db.execute("DELETE FROM retrained")
+    store.db.commit()
+    control = {0: 0.20, 1: 0.22, 2: 0.21}
+    for seed, ap in control.items():
+        add_final(store, "baseline", seed, ap, ckpt)
+        add_final(store, "trial-1", seed, ap + {0: 0.015, 1: 0.010, 2: 0.020}[seed], ckpt, trial=1)
+        add_final(store, "trial-2", seed, ap + {0: 0.03, 1: -0.01, 2: 0.01}[seed], ckpt, trial=2)
+    store.close()
+    v = compare([run])["test_verdict"][str(run)]
+    one, two = v["per_arch"]["trial-1"], v["per_arch"]["trial-2"]
+    assert one["n"] == 3 and one["difference"] == pytest.approx(1.5)
+    assert one["threshold"] == pytest.approx(scipy.stats.t.ppf(0.975, 2) * 0.5 / 3 ** 0.5, rel=1e-6)
+    assert one["beats"] is True and two["beats"] is False
+    assert v["beats_control"] is True and v["text"].startswith("on test, trial-1 beats the control by +1.5 AP")
+    archs = {a["arch"]: a for a in compare([run])["architectures"]}
+    assert archs["baseline"]["AP"] == pytest.approx(0.21) and archs["baseline"]["AP_std"] == pytest.approx(0.01)
+    assert archs["trial-1"]["seeds"] == 3
+
+
+def test_test_verdict_needs_two_paired_seeds(run, tiny_test):
+    retrain(run, val=tiny_test, top=1, epochs=1, lr=0.01, seeds=1, device="cpu")
+    v = compare([run])["test_verdict"][str(run)]
+    assert v["beats_control"] is None and "needs 2" in v["text"]
+
+
 def test_compare_handles_failed_training_and_missing_rows(run, run_cli, tiny_test):
-    retrain(run, val=tiny_test, top=1, epochs=1, device="cpu")
+    retrain(run, val=tiny_test, top=1, epochs=1, lr=0.01, seeds=1, device="cpu")
     store = RunStore(run, create=False)
     g = zoo.FPN_FCOS.to_json()
     store.set_retrained("interrupted", None, g, -5.0, "training", str(run / "nope.pt"), {})
@@ -211,13 +362,13 @@ def test_compare_handles_failed_training_and_missing_rows(run, run_cli, tiny_tes
     store.set_retrained("deleted", 8, g, -3.0, "done", str(run / "gone.pt"), {"AP": 0.9, "flops": 1})
     store.close()
     c = compare([run])
-    status = {x["name"]: x["status"] for x in c["rows"]}
+    status = {x["arch"]: x["status"] for x in c["architectures"]}
     assert status["interrupted"] == "training" and status["diverged"] == "failed" and status["deleted"] == "missing"
     fid = c["fidelity"][str(run)]
     assert fid["n"] == 2 and set(fid["architectures"]) == {"baseline", [n for n in status if n.startswith("trial")][0]}
-    assert any(x["pareto"] for x in c["rows"] if x["status"] == "done")
+    assert any(x["pareto"] for x in c["architectures"] if x["status"] == "done")
     code, out, _ = run_cli("compare", run)
-    assert code == 0 and "diverged" in out and "needs 3+" in out  # no tau over 2 points
+    assert code == 0 and "diverged" in out and "needs 3+" in out and "test verdict" in out  # no tau over 2 points
     assert (run / "compare.png").stat().st_size > 1000
     code, out, _ = run_cli("compare", run, "--json")
     assert code == 0 and len(json.loads(out)["rows"]) == 5
@@ -229,16 +380,19 @@ def test_compare_of_a_run_without_retraining(searched_run, run_cli):
 
 
 def test_fidelity_over_five_architectures_of_known_order(run, tiny_test):
-    """Proxy rewards rising -5..-1 against APs .10 .30 .20 .40 .35: 8 concordant pairs and 2
-    discordant of 10, so tau = 0.6; rank differences 0, 1, 1, 1, 1, so rho = 1 - 6·4/120 = 0.8.
-    Failed and unfinished rows stay out of the count."""
-    retrain(run, val=tiny_test, top=0, epochs=1, device="cpu")
+    """Proxy rewards rising -5..-1 against mean APs .10 .30 .20 .40 .35 (two seeds each, +-0.02):
+    8 concordant pairs and 2 discordant of 10, so tau = 0.6; rank differences 0, 1, 1, 1, 1, so
+    rho = 1 - 6·4/120 = 0.8. Failed and unfinished rows stay out of the count."""
+    retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")
     ckpt = RunStore(run).retrained()[0]["checkpoint"]
     store = RunStore(run, create=False)
+    store.db.execute("DELETE FROM retrained")
+    store.db.commit()
     g = zoo.FPN_FCOS.to_json()
     for k, (reward, ap) in enumerate(zip([-5.0, -4.0, -3.0, -2.0, -1.0], [0.10, 0.30, 0.20, 0.40, 0.35])):
-        store.set_retrained("baseline" if k == 0 else f"arch-{k}", k or None, g, reward, "done", ckpt,
-                            {"AP": ap, "flops": 1e9 * (k + 1)})
+        for seed, noise in ((0, -0.02), (1, 0.02)):
+            add_final(store, "baseline" if k == 0 else f"arch-{k}", seed, ap + noise, ckpt, reward=reward,
+                      trial=k or None, flops=1e9 * (k + 1))
     store.set_retrained("diverged", 9, g, 10.0, "failed", None, {"reason": "loss became nan"})
     store.close()
     fid = compare([run])["fidelity"][str(run)]

@@ -80,7 +80,7 @@ def test_evolution_and_random_score_paths_of_one_supernet_against_shufflenetv2(t
         starts.append({k: v.clone() for k, v in model.backbone.state_dict().items()})
 
     monkeypatch.setattr(train_module, "init_backbone", recording)
-    r = retrain(tmp_path / "evolution", top=1, val=tiny_test, epochs=1, device="cpu")
+    r = retrain(tmp_path / "evolution", top=1, val=tiny_test, epochs=1, lr=0.01, seeds=1, device="cpu")
     assert [row["status"] for row in r["rows"]] == ["done", "done"] and len(starts) == 2
     for row, start in zip(r["rows"], starts):  # the control and the winner start from the supernet's path
         expected = path_backbone_state(load_genotype(row["genotype"]), tmp_path / "evolution" / "supernet.pt")

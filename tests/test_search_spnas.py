@@ -173,7 +173,7 @@ def test_spnas_search_on_image_crops_resumes_exactly_and_retrains(tiny_image_cac
     from nascli.retrain import retrain
 
     best = json.loads(whole["top"][0]["genotype"])
-    r = retrain(tmp_path / "whole", top=1, val=tiny_test, epochs=1, device="cpu")
+    r = retrain(tmp_path / "whole", top=1, val=tiny_test, epochs=1, lr=0.01, seeds=1, device="cpu")
     assert [row["status"] for row in r["rows"]] == ["done", "done"]
     grown = json.loads(r["rows"][1]["genotype"])  # from the baseline's weights by the whole lineage
     by_tag = {json.loads(g)["tag"]: json.loads(g) for _, g, _ in rows(tmp_path / "whole")[0][1:]}
