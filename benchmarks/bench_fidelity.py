@@ -46,12 +46,17 @@ def architectures(run: Path, top: int, random: int, seed: int) -> list[tuple[str
     return out
 
 
+#: Proxy seeds of this benchmark: trial seeds (seed·100003 + id) and re-scoring seeds
+#: (1e6·(k+1) + ...) stay below it for any run seed < 10,000 and k < 999.
+FIDELITY_SEED_BASE = 10**9
+
+
 def proxy_scores(run: Path, archs, seeds: int) -> dict:
     """{name: [reward per seed]}, computed once per (architecture, seed) and kept in a json (with
     each score's seconds in proxy-seconds.json)."""
     from nascli.config import ProxySpec, load_spec
     from nascli.proxy import evaluate
-    from nascli.search import rescore_seed
+    from nascli.search import rescore_data_seed
     from nascli.store import RunStore
 
     path = run / "fidelity" / "proxy.json"
@@ -65,8 +70,11 @@ def proxy_scores(run: Path, archs, seeds: int) -> dict:
     spec = load_spec(ProxySpec, run / "spec.yaml")
     for k, (name, genotype) in enumerate(archs):
         while len(done.get(name, [])) < seeds:
-            s = rescore_seed(meta["seed"], 500 + k, len(done.get(name, [])))
-            r = evaluate(genotype, spec, meta["cache"], s, meta["seed"])
+            j = len(done.get(name, []))
+            # seeds of their own (above every trial's and re-scoring's), batch orders the re-scoring's:
+            # fresh for the search's winners, paired across architectures
+            s = FIDELITY_SEED_BASE + 1000 * k + j
+            r = evaluate(genotype, spec, meta["cache"], s, rescore_data_seed(meta["seed"], j))
             done.setdefault(name, []).append(r.reward if r.status == "done" else None)
             times.setdefault(name, []).append(r.seconds)
             times_path.write_text(json.dumps(times, indent=1))

@@ -1,17 +1,17 @@
-"""Do bench-search's proxy wins survive retraining? A summary of `make bench-search-retrain`.
+"""Do bench-search's proxy wins survive a fair promotion? A summary of `make bench-search-retrain`.
 
-Every `benchmarks/runs/search/retrain-<recipe>-seed<S>` folder holds the control, the controller's
-best and random's best retrained alike with one recipe and seed. This prints their test AP side by
-side per recipe and seed, with each row's classification loss per epoch (a searched decoder that
-spikes at the end of the warm-up is a recipe problem, not an architecture one), and writes
-benchmarks/search-retrain.json.
+`benchmarks/runs/search/promoted` holds the control, the controller's best and random's best
+promoted alike by `nascli retrain`: each picks its rate from the grid by meta-val AP, then trains
+the full schedule with several seeds and is evaluated on the demo's test split. This prints, per
+architecture, the grid's meta-val AP per rate, the chosen rate, test AP per seed with the
+classification loss per epoch (a spike after warm-up is a recipe problem, not an architecture's),
+mean ± std, and the test verdict; it writes benchmarks/search-retrain.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 ARMS = {"baseline": "control", "trial-": "controller's best", "rank1_trial": "random's best"}
@@ -21,29 +21,27 @@ def arm(name: str) -> str:
     return next(label for prefix, label in ARMS.items() if name.startswith(prefix))
 
 
-def collect(runs_root: Path) -> list[dict]:
+def collect(run: Path) -> dict:
     import torch
 
     from nascli.report import compare
 
-    rows = []
-    for run in sorted(runs_root.glob("retrain-*-seed*")):
-        recipe, seed = re.fullmatch(r"retrain-(.+)-seed(\d+)", run.name).groups()
-        for r in compare([run])["rows"]:
-            if r["status"] != "done":
-                continue
-            ckpt = torch.load(r["checkpoint"], map_location="cpu", weights_only=False)
-            rows.append({"recipe": recipe, "seed": int(seed), "arm": arm(r["name"]), "name": r["name"],
-                         "reward": r["reward"], "AP": 100 * r["AP"], "AP50": 100 * r["AP50"],
-                         "epochs": ckpt["config"]["epochs"], "lr": ckpt["config"]["lr"],
-                         "cls_loss": [round(e["cls"], 3) for e in ckpt["history"]]})
-    return rows
-
-
-def losses(per_epoch: list) -> str:
-    """The first three epochs (where a warm-up spike shows) and the last."""
-    shown = [f"{c:.2f}" for c in per_epoch]
-    return " ".join(shown if len(shown) <= 4 else shown[:3] + ["…", shown[-1]])
+    c = compare([run])
+    archs = []
+    for a in c["architectures"]:
+        seeds = []
+        for r in c["rows"]:
+            if r["arch"] == a["arch"] and r["stage"] == "final" and r["status"] == "done":
+                ckpt = torch.load(r["checkpoint"], map_location="cpu", weights_only=False)
+                seeds.append({"seed": r["seed"], "AP": 100 * r["AP"], "AP50": 100 * r["AP50"],
+                              "cls_loss": [round(e["cls"], 3) for e in ckpt["history"]]})
+        archs.append({"arm": arm(a["arch"]), "arch": a["arch"], "reward": a["reward"],
+                      "grid_meta_val_AP": {str(k): None if v is None else 100 * v for k, v in a["grid"].items()},
+                      "lr": a["lr"], "AP_mean": None if a.get("AP") is None else 100 * a["AP"],
+                      "AP_std": None if a.get("AP_std") is None else 100 * a["AP_std"],
+                      "flops": a.get("flops"), "seeds": seeds})
+    return {"run": str(run), "architectures": archs, "test_verdict": c["test_verdict"][str(run)],
+            "proxy_verdict": c["fidelity"][str(run)]["verdict"]}
 
 
 def main():
@@ -51,21 +49,22 @@ def main():
     from rich.table import Table
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", default="benchmarks/runs/search")
+    parser.add_argument("--run", default="benchmarks/runs/search/promoted")
     parser.add_argument("--out", default="benchmarks/search-retrain.json")
     args = parser.parse_args()
-    rows = collect(Path(args.runs))
-    Path(args.out).write_text(json.dumps(rows, indent=1))
-    table = Table(title="retrained on the demo's test split: AP (classification loss per epoch)")
-    for col in ("epochs", "lr", "seed", *dict.fromkeys(ARMS.values())):
-        table.add_column(col, justify="right")
-    rows.sort(key=lambda r: (r["epochs"], -r["lr"], r["seed"]))
-    for recipe, seed in dict.fromkeys((r["recipe"], r["seed"]) for r in rows):
-        mine = [r for r in rows if (r["recipe"], r["seed"]) == (recipe, seed)]
-        cell = {r["arm"]: f"{r['AP']:.1f} ({losses(r['cls_loss'])})" for r in mine}
-        table.add_row(str(mine[0]["epochs"]), f"{mine[0]['lr']:g}", str(seed),
-                      *(cell.get(a, "") for a in dict.fromkeys(ARMS.values())))
+    result = collect(Path(args.run))
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    table = Table(title="promoted on the demo: grid on meta-val, test AP per seed (cls loss per epoch)")
+    for col in ("architecture", "grid: lr -> meta-val AP", "lr", "test AP per seed", "mean ± std"):
+        table.add_column(col)
+    for a in result["architectures"]:
+        grid = " ".join(f"{k}:{'x' if v is None else f'{v:.1f}'}" for k, v in a["grid_meta_val_AP"].items())
+        seeds = "; ".join(f"{s['AP']:.1f} ({' '.join(f'{c:.2f}' for c in s['cls_loss'])})" for s in a["seeds"])
+        mean = "" if a["AP_mean"] is None else f"{a['AP_mean']:.1f}" + (
+            "" if a["AP_std"] is None else f" ± {a['AP_std']:.1f}")
+        table.add_row(a["arm"], grid, "" if a["lr"] is None else f"{a['lr']:g}", seeds, mean)
     Console(width=200).print(table)
+    Console().print(f"test verdict: {result['test_verdict']['text']}\nproxy verdict: {result['proxy_verdict']}")
     Console().print(f"wrote {args.out}")
 
 

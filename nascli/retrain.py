@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import ProxySpec, TrainConfig, load_spec, validate
@@ -99,8 +99,8 @@ def candidates(store: RunStore, top: int, archs, baseline_convs: int) -> list[Ca
     else:
         out = [Candidate(BASELINE, fpn_fcos.Genotype(num_convs=baseline_convs))]
     lineage = _lineage(store)
-    for t in ranked(store)[:top]:
-        reward = t["mean"] if t["mean"] is not None else t["reward"]
+    for t in ranked(store)[:top]:  # a trial the search did not re-score is re-scored when promoted
+        reward = t["mean"] if t["mean"] is not None else t["reward"] if lineage else None
         genotype = load_genotype(t["genotype"], f"trial {t['trial']}")
         if lineage:  # a grown backbone starts from the baseline's weights, like the control
             from .backbone_proxy import from_baseline
@@ -189,9 +189,12 @@ def _check_resumable(last: Path, config: TrainConfig) -> None:
                               f"{new[k]!r}; retrain into another run folder or delete {last.parent}")
 
 
-def _proxy_reward(store: RunStore, genotype, seed: int) -> float | None:
-    """The run's proxy reward for an architecture the search did not score (the baseline)."""
+def _proxy_reward(store: RunStore, genotype, trial: int | None) -> float | None:
+    """The run's proxy reward for a promoted architecture without a re-scored mean (an `--arch`
+    genotype, a trial outside the search's re-scored top), defined as every other row's: the mean
+    over the run's re-scoring seeds and batch orders. A trial's scores are stored with it."""
     from .proxy import evaluate as proxy_evaluate
+    from .search import rescore_data_seed, rescore_seed
 
     meta = store.meta()
     spec_path = store.run_dir / "spec.yaml"
@@ -199,11 +202,32 @@ def _proxy_reward(store: RunStore, genotype, seed: int) -> float | None:
         return None
     if not meta.get("cache") or not spec_path.is_file() or not Path(meta["cache"]).is_file():
         return None
-    try:
-        result = proxy_evaluate(genotype, load_spec(ProxySpec, spec_path), meta["cache"], seed, meta.get("seed", 0))
-    except CacheError:  # the run's cache is of an older format: no proxy reward for this row
-        return None
-    return result.reward if result.status == "done" else None
+    spec, run_seed = load_spec(ProxySpec, spec_path), meta.get("seed", 0)
+    stored = store.scores(trial).get(trial, {}) if trial is not None else {}
+    rewards = []
+    for k in range(spec.rescore_seeds):
+        seed = rescore_seed(run_seed, -1 if trial is None else trial, k)
+        if seed in stored:
+            rewards.append(stored[seed])
+            continue
+        try:
+            result = proxy_evaluate(genotype, spec, meta["cache"], seed, rescore_data_seed(run_seed, k))
+        except CacheError:  # the run's cache is of an older format: no proxy reward for this row
+            return None
+        if trial is not None:
+            store.add_score(trial, seed, result.status, result.reward, result.to_dict())
+        rewards.append(result.reward if result.status == "done" else None)
+    ok = [r for r in rewards if r is not None]
+    return sum(ok) / len(ok) if ok else None
+
+
+def _with_reward(store: RunStore, cand: Candidate) -> Candidate:
+    """The candidate with its proxy reward: as given, as an earlier row of it recorded, or scored now."""
+    if cand.reward is not None:
+        return cand
+    known = [r["reward"] for r in store.retrained()
+             if r["metrics"].get("arch", r["name"]) == cand.name and r["reward"] is not None]
+    return replace(cand, reward=known[0] if known else _proxy_reward(store, cand.genotype, cand.trial))
 
 
 def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, data=None, val=None,
@@ -248,7 +272,7 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
         if len(grid) > 1 and not where["select_val"]:
             raise SpecError(f"{run_dir}: the learning-rate grid chooses on the search's meta-val, and this run "
                             f"records none: give --select-val META_VAL.json, or pin one rate with --lr")
-        promoted = candidates(store, top, archs, base["model_args"]["num_convs"])
+        promoted = [_with_reward(store, c) for c in candidates(store, top, archs, base["model_args"]["num_convs"])]
         job = _Job(store, base_cfg, overrides, where, device, on_progress, train_fn, evaluate_fn or evaluate,
                    {"deep_supervision": True} if deep_supervision else {})
         rows, chosen, scores = [], {}, {}
@@ -319,9 +343,6 @@ class _Job:
             _check_resumable(last, config)
             return previous
         reward = cand.reward
-        if cand.trial is None and reward is None:
-            reward = previous["reward"] if previous and previous["reward"] is not None else \
-                _proxy_reward(self.store, cand.genotype, config.seed)
         genotype, fields = cand.genotype.to_json(), {"arch": cand.name, **recipe.fields()}
         self.store.set_retrained(name, cand.trial, genotype, reward, "training", str(last), fields)
         resume = last.is_file()

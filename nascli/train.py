@@ -43,12 +43,13 @@ def lr_at(it: int, total: int, base: float, warmup: int, start: float = 0.001) -
 
 
 def warmup_iterations(config: TrainConfig, steps_per_epoch: int) -> int:
-    """`warmup_iters`, or with `warmup_fraction` that share of the schedule floored at one epoch
-    (a short schedule still warms up over its first epoch) and capped at FCOS's 500 iterations."""
+    """`warmup_iters`, or with `warmup_fraction` that share of the schedule, floored at what the
+    first epoch needs: its steps, but at most a third of the schedule (a 1-epoch grid run still
+    reaches its peak) and at most FCOS's 500 iterations."""
     if config.warmup_fraction is None:
         return config.warmup_iters
     total = steps_per_epoch * config.epochs
-    return max(math.ceil(config.warmup_fraction * total), min(steps_per_epoch, 500))
+    return max(math.ceil(config.warmup_fraction * total), min(steps_per_epoch, total // 3, 500))
 
 
 def model_args(config: TrainConfig, num_classes: int) -> dict:

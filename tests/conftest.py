@@ -1,11 +1,14 @@
 """Shared fixtures: a tiny synthetic COCO dataset and a tiny trained checkpoint (built once)."""
 
+import os
 import sys
 
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# `make test` runs two pytest workers on the 2-core machines: one torch thread each, since two
+# processes with two threads each on 2 cores slow each other down many times over.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 def trained_like(net):

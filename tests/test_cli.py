@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+from nascli.evaluate import evaluate
+
 
 def test_help_does_not_import_torch():
     code = "import sys; from nascli.cli import app; assert 'torch' not in sys.modules; print('ok')"
@@ -33,7 +35,11 @@ def test_train_eval_cli(run_cli, tiny_coco, tmp_path):
                            "--min-size", 64, "--device", "cpu", "--json")
     assert code == 0 and json.loads(out)["epochs"] == 1
     code, out, _ = run_cli("eval", tmp_path / "last.pt", "--data", tiny_coco[1], "--device", "cpu", "--json")
-    assert code == 0 and set(json.loads(out)) >= {"AP", "AP50", "params", "flops", "latency_ms"}
+    shown = json.loads(out)
+    direct = evaluate(tmp_path / "last.pt", tiny_coco[1], device="cpu")  # the library call the CLI wraps
+    assert code == 0 and shown["images"] == 4 and shown["data"] == str(tiny_coco[1])
+    for k in ("AP", "AP50", "AP75", "params", "flops"):
+        assert shown[k] == direct[k], k
 
 
 def _assert_user_error(result, *fragments):

@@ -80,8 +80,10 @@ def test_searched_decoder_builds_at_retraining_widths():
     wide = build_detector({**args, "head_width": 32})   # the @128-256 shape, scaled down
     x = torch.zeros(1, 3, 64, 64)
     assert plain(x)["cls_logits"].shape == wide(x)["cls_logits"].shape
-    count = lambda m: sum(p.numel() for p in m.decoder.parameters())  # noqa: E731
-    assert count(wide) > count(plain)
+    feats = plain.backbone(x)
+    assert [p.shape[1] for p in plain.decoder.fpn(feats)] == [16] * 5   # the pyramid at --width
+    assert [p.shape[1] for p in wide.decoder.fpn(feats)] == [32] * 5    # widened for the head
+    assert plain.decoder.head.cls_logits.in_channels == 16 and wide.decoder.head.cls_logits.in_channels == 32
     baseline = build_detector({**args, "genotype": None, "head_width": 32})
     assert baseline(x)["cls_logits"].shape[-1] == 3
 
@@ -138,13 +140,15 @@ def test_a_changed_recipe_is_a_new_row_not_a_refusal(run, tiny_test):
     assert sorted(load_checkpoint(r["checkpoint"])["epoch"] for r in rows) == [1, 1, 2]
 
 
-def test_warmup_is_a_share_of_the_schedule_floored_at_one_epoch(tiny_config):
+def test_warmup_is_a_share_of_the_schedule_floored_at_what_the_first_epoch_needs(tiny_config):
     from nascli.train import warmup_iterations
 
     fcos = tiny_config("x.json", "out", warmup_fraction=500 / 90000, epochs=12)
     assert warmup_iterations(fcos, steps_per_epoch=30) == 30          # 2 of 360: floored at the first epoch
     assert warmup_iterations(fcos.model_copy(update={"epochs": 1000}), 30) == 167  # 0.56 % of 30k
     assert warmup_iterations(fcos, steps_per_epoch=2000) == 500        # the floor is capped at FCOS's 500
+    one_epoch = fcos.model_copy(update={"epochs": 1})
+    assert warmup_iterations(one_epoch, steps_per_epoch=30) == 10      # ... and at a third of the schedule
     assert warmup_iterations(tiny_config("x.json", "out", warmup_iters=7), 30) == 7
 
 

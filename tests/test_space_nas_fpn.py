@@ -91,20 +91,30 @@ def test_anchor_encoding_round_trips_and_matching_labels_positives():
     assert (empty_labels == -1).all()
 
 
-def test_retinanet_decoder_trains_and_detects():
-    g = zoo.NAS_FPN
-    g = nas_fpn.Genotype(cells=g.cells, repeats=2)
-    decoder = build_decoder(g, {"c3": 16, "c4": 24, "c5": 32}, 3, 8)
+def test_retinanet_decoder_overfits_one_batch_and_then_detects_it():
+    """The searched-pyramid RetinaNet learns: 80 Adam steps on one batch cut the loss by 70 %,
+    and the best detection of the first image is its box with its label."""
+    torch.manual_seed(0)
+    g = nas_fpn.Genotype(cells=zoo.NAS_FPN.cells, repeats=2)
+    decoder = build_decoder(g, {"c3": 16, "c4": 24, "c5": 32}, 3, 16)
     feats = _feats()
     targets = [{"boxes": np.array([[8, 8, 60, 40]], np.float32), "labels": np.array([1])},
                {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}]
-    out = decoder(feats)
-    losses = decoder.loss(out, targets)
-    assert set(losses) == {"cls", "box"} and all(torch.isfinite(v) for v in losses.values())
-    sum(losses.values()).backward()
+    opt = torch.optim.Adam(decoder.parameters(), 3e-3)
+    losses = []
+    for _ in range(80):
+        parts = decoder.loss(decoder(feats), targets)
+        loss = sum(parts.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert set(parts) == {"cls", "box"} and losses[-1] < 0.3 * losses[0]
     decoder.eval()
-    dets = decoder.postprocess(decoder(feats), [(128, 128)] * 2)
-    assert len(dets) == 2 and dets[0]["boxes"].shape[1] == 4 and len(dets[0]["boxes"]) <= 100
+    with torch.no_grad():
+        dets = decoder.postprocess(decoder(feats), [(128, 128)] * 2)
+    assert len(dets) == 2 and dets[0]["labels"][0] == 1
+    assert np.abs(dets[0]["boxes"][0] - [8, 8, 60, 40]).max() < 12
 
 
 def test_anytime_exit_after_k_stops_after_k_stages_and_deep_supervision_trains_each():
