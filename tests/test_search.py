@@ -178,6 +178,31 @@ def test_a_failing_candidate_does_not_stop_the_search(tiny_cache, tiny_proxy, tm
     assert r["finished"] == 3 and r["failed"] == 1
 
 
+def test_rescoring_draws_fresh_batch_orders_paired_across_genotypes(tiny_cache, tiny_proxy, tmp_path):
+    """Search trials all see the run seed's order; re-scoring (the control's and the best's) uses
+    other orders, the k-th one the same for every genotype, so no re-scored mean keeps the order
+    that selected its winner and the means stay paired."""
+    from nascli.search import rescore_seed
+
+    calls = []
+
+    def logged(genotype, spec, cache, seed, data_seed=0):
+        calls.append((seed, data_seed))
+        return TrialResult("done", reward=-float(seed % 97), losses={"cls": 1.0})
+
+    run_search("random", tiny_proxy, tiny_cache, 3, tmp_path / "run", seed=4, evaluate_fn=logged)
+    store = RunStore(tmp_path / "run", create=False)
+    search_seeds = {t.seed for t in store.trials("id > 0")}
+    orders = dict(calls)
+    assert {orders[s] for s in search_seeds} == {4}                   # the run's order for every trial
+    rescored = {t: sorted(by) for t, by in store.scores().items()}
+    assert 0 in rescored and len(rescored) >= 2
+    for k in range(len(rescored[0])):  # the k-th re-scoring order: not the search's, one for all
+        per_genotype = {orders[rescore_seed(4, t, k)] for t in rescored}
+        assert len(per_genotype) == 1 and 4 not in per_genotype
+    assert len({orders[rescore_seed(4, 0, k)] for k in range(len(rescored[0]))}) == len(rescored[0])
+
+
 def test_resume_continues_to_the_target_without_rerunning(tiny_cache, tiny_proxy, tmp_path):
     run_search("nas-fcos", tiny_proxy, tiny_cache, 2, tmp_path / "run", seed=2)
     first = {t.id: t.reward for t in RunStore(tmp_path / "run").trials()}  # the control and 2 trials
