@@ -214,7 +214,7 @@ def _row(run, meta: dict, r: dict) -> dict:
     """One retrained row with its recipe; rows from before the promotion protocol count as one
     final seed of the architecture they name."""
     status = r["status"]
-    if status == "done" and not Path(r["checkpoint"]).is_file():
+    if status == "done" and r["checkpoint"] and not Path(r["checkpoint"]).is_file():  # grid rows keep none
         status = "missing"
     m = r["metrics"]
     return {"run": str(run), "method": meta.get("method"), "name": r["name"], "arch": m.get("arch", r["name"]),

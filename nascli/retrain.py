@@ -26,13 +26,14 @@ skipped, an interrupted one continues from its last epoch (train.py's resume is 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import ProxySpec, TrainConfig, load_spec, validate
 from .errors import CacheError, DataError, NascliError, SpecError
-from .runtime import load_checkpoint
+from .runtime import load_checkpoint, save_checkpoint
 from .store import RunStore
 from .train import TrainingDiverged, train
 
@@ -339,8 +340,9 @@ class _Job:
         config = _config(self.base_cfg, cand, out, options)
         last = out / "last.pt"
         previous = {r["name"]: r for r in self.store.retrained()}.get(name)
-        if previous and previous["status"] == "done" and last.is_file():
-            _check_resumable(last, config)
+        if previous and previous["status"] == "done" and (recipe.stage == "grid" or last.is_file()):
+            if last.is_file():
+                _check_resumable(last, config)
             return previous
         reward = cand.reward
         genotype, fields = cand.genotype.to_json(), {"arch": cand.name, **recipe.fields()}
@@ -367,6 +369,20 @@ class _Job:
             metrics = self.evaluate(last, self.where["val"], self.where["val_image_dir"], self.device)
         metrics.update(fields, eval_seconds=time.perf_counter() - started,
                        train_seconds=sum(h["seconds"] for h in ckpt["history"]))
-        self.store.set_retrained(name, cand.trial, genotype, reward, "done", str(last), metrics)
+        kept = str(last) if recipe.stage == "final" else None
+        self.store.set_retrained(name, cand.trial, genotype, reward, "done", kept, metrics)
+        _prune(last, keep_model=kept is not None)
         return {"name": name, "trial": cand.trial, "genotype": genotype, "reward": reward,
-                "status": "done", "checkpoint": str(last), "metrics": metrics}
+                "status": "done", "checkpoint": kept, "metrics": metrics}
+
+
+def _prune(last: Path, keep_model: bool) -> None:
+    """Keeps what compare and eval need once a row is done: a grid row's meta-val AP is in run.db,
+    so its folder goes; a final row keeps its model without the optimiser state (about half the
+    file). A grid multiplies the rows, so this is what keeps a promotion's disk use bounded."""
+    if not keep_model:
+        shutil.rmtree(last.parent, ignore_errors=True)
+        return
+    ckpt = load_checkpoint(last)
+    if ckpt.pop("optimizer", None) is not None:
+        save_checkpoint(ckpt, last)

@@ -111,6 +111,7 @@ def test_retrain_trains_top_k_and_the_baseline_then_evaluates(run, tiny_checkpoi
         assert x["status"] == "done" and 0 <= x["metrics"]["AP"] <= 1 and x["metrics"]["params"] > 0
         assert x["name"].startswith(f"{x['metrics']['arch']}/lr0.01-e1-s0-")
         ckpt = load_checkpoint(x["checkpoint"])
+        assert "optimizer" not in ckpt  # pruned once done: eval and compare need the model only
         assert ckpt["epoch"] == 1 and ckpt["config"]["init_from"] == str(tiny_checkpoint)
         # the reference recipe: warm-up from 1/3 of the peak over FCOS's share, at least one epoch
         assert ckpt["config"]["warmup_start"] == pytest.approx(1 / 3)
@@ -192,6 +193,10 @@ def test_the_grid_chooses_on_meta_val_never_on_test(run, tiny_test):
     final_evals = [s for s in seen if s[2] == 3]
     assert len(grid_evals) == 6 and {s[0] for s in grid_evals} == {"meta-val"}
     assert len(final_evals) == 4 and {s for s in final_evals} == {("test", 0.01, 3)}
+    # done rows keep what compare needs: grid rows their AP in run.db, final rows a model, no optimiser
+    rows = RunStore(run).retrained()
+    assert all(r["checkpoint"] is None for r in rows if r["metrics"]["stage"] == "grid")
+    assert sorted(p.parent.name.split("-")[0] for p in (run / "retrain").glob("*/*/last.pt")) == ["lr0.01"] * 4
     assert sorted(c.seed for c in calls if c.epochs == 3) == [0, 0, 1, 1]   # the same seeds for every arch
 
 
