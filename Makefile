@@ -11,7 +11,7 @@ SEED ?= 0
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: install demo test bench bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors clean
+.PHONY: help install demo demo-full test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,16 +21,25 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+help:
+	@echo "set-up:      make demo (the NAS-FCOS pipeline on synthetic data, ~7 min) | make test | make install"
+	@echo "pipelines:   make pipeline-METHOD (nas-fcos, nas-fpn, random; knobs PIPE_*) | make demo-full (~45 min)"
+	@echo "             make bccd, then make bccd-nas-fcos | make sp-nas-demo (after demo)"
+	@echo "benchmarks:  make bench (kernels, cache, AP vs the references) | bench-search | bench-search-retrain"
+	@echo "             bench-proxy | bench-init | bench-auto-fpn | bench-detnas | bench-supernet | bench-executors"
+	@echo "experiments: make fidelity | make bccd-fidelity (hours; resumable)"
+	@echo "             each bench on the demo's cache needs make demo first; see README"
+
 # A pipeline per method on the synthetic default, with honest splits: a test split is held out
 # first; the rest is split into meta-train (the baseline trains on it, then the search's
 # candidates) and meta-val (the search scores on it; the baseline never saw it); the promoted
 # decoders and the control are promoted alike (each keeps its best rate of the grid by meta-val
 # AP, then trains with PIPE_SEEDS seeds) and evaluated on the test split alone. Sized so that
-# `make demo` (= pipeline-nas-fcos) ends inside 8 minutes on 2 CPU cores (shrunk for that: 440
+# `make demo` (= pipeline-nas-fcos) ends inside 8 minutes on 2 CPU cores (shrunk for that: 400
 # images of 96 px, a 10-epoch baseline, 3 trials, 2 retraining epochs, a 2-rate grid of 1 epoch,
 # 2 seeds); raise the
 # knobs for a real run, e.g. `make pipeline-nas-fpn PIPE_IMAGES=1000 PIPE_TRIALS=200 PIPE_TOP=3`.
-PIPE_IMAGES ?= 440
+PIPE_IMAGES ?= 400
 PIPE_TEST ?= 80
 PIPE_VAL ?= 60
 PIPE_SIZE ?= 96
@@ -64,6 +73,14 @@ pipeline-%: $(STAMP)
 
 # The main job on the built-in default: the NAS-FCOS pipeline, ending with the compare table.
 demo: pipeline-nas-fcos
+
+# The demo at the earlier default's size with a real promotion schedule (README "the demo at full
+# size": 660 images of 128 px, 12-epoch baseline, 4 trials; the default grid for 2 epochs, 3 seeds
+# of 6 epochs; about 45 minutes alone), summarised into benchmarks/demo-full.json.
+demo-full: $(STAMP)
+	$(MAKE) pipeline-nas-fcos PIPE_IMAGES=660 PIPE_SIZE=128 PIPE_EPOCHS=12 PIPE_TRIALS=4 PIPE_RETRAIN_EPOCHS=6 \
+	  PIPE_GRID=0.005,0.01,0.02 PIPE_GRID_EPOCHS=2 PIPE_SEEDS=3
+	$(BIN)/python -m benchmarks.bench_promotion --run $(DEMO)/run --out benchmarks/demo-full.json
 
 # Two workers, one torch thread each (tests/conftest.py; OMP for the subprocesses the tests start):
 # the suite is mostly single-threaded work, so this halves its wall time on 2 cores. A file's
@@ -171,6 +188,11 @@ bench-executors: $(STAMP)
 
 bench-auto-fpn: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_auto_fpn --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --trials $(AUTO_FPN_TRIALS) --seed $(SEED)
+
+# Whether the fair head initialisation moves the proxy's ranking: the control and 6 random genotypes
+# under the old and the new initialisation, 2 seeds each, on the demo's cache (run `make demo` first).
+bench-init: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_init --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --seed $(SEED)
 
 # How far to trust the NAS-FCOS proxy (run `make demo` first): seed noise, tau between widths,
 # and the control and 20 random genotypes before and after the proxy's correctness fixes.

@@ -628,6 +628,10 @@ def retrain_cmd(
     console.print(f"promotion budget: grid {r['grid_seconds'] / 60:.1f} min "
                   f"({sum(len(v) for v in r['grid'].values())} runs on meta-val), final "
                   f"{r['final_seconds'] / 60:.1f} min ({len(r['chosen'])} architectures x {len(r['seeds'])} seeds on test)")
+    edge = [name for name, rate in r["chosen"].items() if r["grid"] and rate == max(r["grid"][name])]
+    if edge:
+        console.print(f"note: {', '.join(edge)} chose the grid's largest rate; a higher one might do better "
+                      f"(--lr-grid with rates above it)")
     _print_compare(compare([run]))
 
 
@@ -645,6 +649,7 @@ def _rates(text: str) -> tuple[float, ...]:
 def compare_cmd(
     runs: Annotated[list[Path], typer.Argument(help="Run folders whose retrained architectures to compare.")],
     figure: Annotated[Path | None, typer.Option("--figure", help="PNG to write (default FIRST_RUN/compare.png).")] = None,
+    min_gain: Annotated[float, typer.Option(min=0, help="Test-AP points an architecture must gain over the control, beyond seed noise, to count as a win.")] = 1.0,
     as_json: JsonOpt = False,
 ):
     """Retrained architectures side by side: proxy reward, AP, cost; Pareto front; proxy fidelity.
@@ -653,7 +658,7 @@ def compare_cmd(
     """
     from .report import compare, compare_figure
 
-    r = compare(runs)
+    r = compare(runs, min_gain)
     r["figure"] = str(compare_figure(r, figure or runs[0] / "compare.png"))
     if as_json:
         return _emit_json(r)

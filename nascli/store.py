@@ -213,7 +213,13 @@ class RunStore:
     def set_retrained(self, name: str, trial: int | None, genotype: str, reward: float | None,
                       status: str, checkpoint: str | None, metrics: dict) -> None:
         """Records (or updates) one promoted architecture: 'training' before its retraining
-        starts, then 'done' with its evaluation or 'failed' with the reason in `metrics`."""
+        starts, then 'done' with its evaluation or 'failed' with the reason in `metrics`. A
+        checkpoint inside the run folder is stored relative to it, so a moved run still finds it."""
+        if checkpoint:
+            try:
+                checkpoint = str(Path(checkpoint).resolve().relative_to(self.run_dir.resolve()))
+            except ValueError:  # outside the run: kept as given
+                pass
         with self._transaction():
             self.db.execute("INSERT OR REPLACE INTO retrained VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                             (name, trial, genotype, reward, status, checkpoint, json.dumps(metrics), time.time()))
@@ -222,8 +228,16 @@ class RunStore:
         rows = self.db.execute("SELECT name, trial, genotype, reward, status, checkpoint, metrics "
                                "FROM retrained ORDER BY updated")
         return [{"name": r[0], "trial": r[1], "genotype": r[2], "reward": r[3], "status": r[4],
-                 "checkpoint": r[5], "metrics": self.decode_json(r[6], f"retrained row '{r[0]}' field 'metrics'") or {}}
+                 "checkpoint": self._checkpoint_path(r[5]),
+                 "metrics": self.decode_json(r[6], f"retrained row '{r[0]}' field 'metrics'") or {}}
                 for r in rows]
+
+    def _checkpoint_path(self, stored: str | None) -> str | None:
+        """A row's checkpoint as a usable path: rows written relative to the run folder (retrain/...)
+        are joined to where the run is now; older rows kept the path they were given."""
+        if stored and not Path(stored).is_absolute() and Path(stored).parts[0] == "retrain":
+            return str(self.run_dir / stored)
+        return stored
 
     # -- strategy state
 

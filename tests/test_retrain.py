@@ -354,6 +354,10 @@ def test_test_verdict_pairs_seeds_and_uses_the_t_threshold(run, tiny_test):
     archs = {a["arch"]: a for a in compare([run])["architectures"]}
     assert archs["baseline"]["AP"] == pytest.approx(0.21) and archs["baseline"]["AP_std"] == pytest.approx(0.01)
     assert archs["trial-1"]["seeds"] == 3
+    # beyond noise but below the gain that counts as a win: reported as such, not as a win
+    strict = compare([run], min_gain=2.0)["test_verdict"][str(run)]
+    assert strict["beats_control"] is False and strict["per_arch"]["trial-1"]["beyond_noise"] is True
+    assert "2 AP that counts as a win" in strict["text"]
 
 
 def test_test_verdict_needs_two_paired_seeds(run, tiny_test):
@@ -407,3 +411,21 @@ def test_fidelity_over_five_architectures_of_known_order(run, tiny_test):
     fid = compare([run])["fidelity"][str(run)]
     assert fid["n"] == 5
     assert fid["kendall_tau"] == pytest.approx(0.6) and fid["spearman_rho"] == pytest.approx(0.8)
+
+
+def test_a_moved_run_folder_is_compared_and_resumed_where_it_now_is(run, tiny_test, tmp_path, monkeypatch):
+    import shutil
+
+    retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")
+    ap = compare([run])["architectures"][0]["AP"]
+    (tmp_path / "elsewhere").mkdir()
+    moved = shutil.move(str(run), str(tmp_path / "elsewhere" / "moved"))
+    monkeypatch.chdir(tmp_path / "elsewhere")  # and looked at from another folder, by a relative path
+    c = compare([Path("moved")])
+    assert c["architectures"][0]["status"] == "done" and c["architectures"][0]["AP"] == ap
+    assert Path(c["rows"][0]["checkpoint"]).is_file() and Path(moved) in Path(c["rows"][0]["checkpoint"]).resolve().parents
+
+    def refuse(*a, **k):
+        raise AssertionError("retrained again")
+    again = retrain(Path("moved"), val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu", train_fn=refuse)
+    assert again["rows"][0]["status"] == "done"

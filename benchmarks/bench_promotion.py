@@ -1,0 +1,56 @@
+"""A promoted run as the README reports it: per architecture the grid's meta-val AP, the chosen
+rate, test AP per seed and mean ± std, cost; the test verdict and the proxy verdict.
+
+`python -m benchmarks.bench_promotion --run pipelines/nas-fcos/run --out benchmarks/demo.json`
+(after `make demo`; `make demo-full` writes benchmarks/demo-full.json the same way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def summary(run: Path) -> dict:
+    import torch
+
+    from nascli.report import compare
+
+    c = compare([run])
+    archs = []
+    for a in c["architectures"]:
+        seeds = {}
+        for r in c["rows"]:
+            if r["arch"] == a["arch"] and r["stage"] == "final" and r["status"] == "done":
+                history = torch.load(r["checkpoint"], map_location="cpu", weights_only=False)["history"]
+                seeds[r["seed"]] = {"AP": 100 * r["AP"], "AP50": 100 * r["AP50"],
+                                    "cls_loss": [round(e["cls"], 3) for e in history]}
+        archs.append({"arch": a["arch"], "proxy_reward": a["reward"], "status": a["status"],
+                      "grid_meta_val_AP": {f"{k:g}": None if v is None else 100 * v for k, v in a["grid"].items()},
+                      "lr": a["lr"], "seeds": seeds,
+                      "AP_mean": None if a.get("AP") is None else 100 * a["AP"],
+                      "AP_std": None if a.get("AP_std") is None else 100 * a["AP_std"],
+                      "AP50_mean": None if a.get("AP50") is None else 100 * a["AP50"],
+                      "params": a.get("params"), "flops": a.get("flops"), "latency_ms": a.get("latency_ms"),
+                      "train_minutes": a["minutes"]})
+    return {"run": str(run), "architectures": archs, "test_verdict": c["test_verdict"][str(run)],
+            "proxy_verdict": c["fidelity"][str(run)]["verdict"]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    result = summary(Path(args.run))
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    for a in result["architectures"]:
+        per_seed = ", ".join(f"{v['AP']:.1f}" for v in a["seeds"].values())
+        mean = "" if a["AP_mean"] is None else f"{a['AP_mean']:.1f} ± {a['AP_std'] or 0:.1f}"
+        print(f"{a['arch']:<12} grid {a['grid_meta_val_AP']} lr {a['lr']} test AP [{per_seed}] {mean}")
+    print(f"test verdict: {result['test_verdict']['text']}\nproxy verdict: {result['proxy_verdict']}\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
