@@ -128,3 +128,16 @@ def tiny_image_cache(tiny_coco, tiny_checkpoint, tmp_path_factory):
     r = build_cache(*tiny_coco, out_dir=out, checkpoint=tiny_checkpoint, crop=64, min_size=64,
                     levels=("images",), batch_size=4, device="cpu")
     return r["path"]
+
+
+#: Test files that take longest, started first: `make test` hands whole files to two workers in
+#: collection order, so a slow file collected last would run alone at the end.
+SLOW_FIRST = ("test_executors.py", "test_device.py", "test_search_spnas.py", "test_space_auto_fpn.py",
+              "test_search.py", "test_retrain.py", "test_strategies.py")
+
+
+def pytest_collection_modifyitems(items):
+    from pathlib import Path
+
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))  # stable: file order kept
