@@ -334,11 +334,11 @@ def _rescore(store: RunStore, trial_ids: list[int], seeds: int, run_seed: int, r
 
 def seed_stats(rewards) -> dict:
     """Mean, sample std and count of one genotype's rewards over seeds (failed seeds left out)."""
+    from .stats import mean_std
+
     ok = [r for r in rewards if r is not None]
-    n = len(ok)
-    mean = sum(ok) / n if n else None
-    std = (sum((r - mean) ** 2 for r in ok) / (n - 1)) ** 0.5 if n > 1 else None
-    return {"mean": mean, "std": std, "seeds": n, "failed_seeds": len(rewards) - n}
+    mean, std = mean_std(ok)
+    return {"mean": mean, "std": std, "seeds": len(ok), "failed_seeds": len(rewards) - len(ok)}
 
 
 def seed_noise(stats: list[dict]) -> float | None:
