@@ -11,7 +11,7 @@ import torch
 from nascli.data.coco import CocoDetection
 from nascli.data.split import split_coco
 from nascli.data.synth import make_synthetic
-from nascli.features import (
+from nascli.cache import (
     CachedSplit,
     build_cache,
     crop_sample,
@@ -82,7 +82,7 @@ def rows():
             for p in net.parameters():
                 p.requires_grad_(False)
             torch.save(net.body.state_dict(), tmp / f"{name}.pth")  # random weights: timing only
-            built = build_cache(tmp / "train.json", tmp / "val.json", tmp / "cache", backbone=name,
+            built = build_cache(tmp / "train.json", tmp / "val.json", out_dir=tmp / "cache", backbone=name,
                                 weights=tmp / f"{name}.pth", crop=CROP, levels=("c3", "c4", "c5"),
                                 device="cpu")
             cached, waiting = epoch_from_cache(built["path"], 4)

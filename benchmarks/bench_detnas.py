@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 from .bench_auto_fpn import row, search
@@ -60,10 +59,9 @@ def main():
     args = parser.parse_args()
     runs = Path(args.runs)
     evolution = search("detnas", args.proxy, args.cache, args.trials, runs / "evolution", args.seed)
-    (runs / "random").mkdir(parents=True, exist_ok=True)
-    if not (runs / "random" / "supernet.pt").is_file():
-        shutil.copy(runs / "evolution" / "supernet.pt", runs / "random" / "supernet.pt")
-    random = search("random", args.proxy, args.cache, args.trials, runs / "random", args.seed)
+    # the paper's Figure 2: random sampling scores paths of the same trained supernet
+    random = search("random", args.proxy, args.cache, args.trials, runs / "random", args.seed,
+                    supernet=runs / "evolution")
     results = {name: {**row(name, s), "best_so_far": curve(s)} for name, s in
                (("evolution", evolution), ("random", random))}
     # a resumed search's wall time is only this call's: keep the one written when it first ran

@@ -29,8 +29,8 @@ import numpy as np
 def architectures(run: Path, top: int, random: int, seed: int) -> list[tuple[str, object]]:
     """(name, genotype): the control, the run's best `top` (re-scored first), `random` samples."""
     from nascli.config import ProxySpec, load_spec
-    from nascli.proxy import space_for
-    from nascli.search import ranked
+    from nascli.spaces import space_for
+    from nascli.protocol import ranked
     from nascli.spaces import load_genotype
     from nascli.store import RunStore
     from nascli.strategies.random import RandomStrategy
@@ -55,8 +55,8 @@ def proxy_scores(run: Path, archs, seeds: int) -> dict:
     """{name: [reward per seed]}, computed once per (architecture, seed) and kept in a json (with
     each score's seconds in proxy-seconds.json)."""
     from nascli.config import ProxySpec, load_spec
-    from nascli.proxy import evaluate
-    from nascli.search import rescore_data_seed
+    from nascli.methods.decoder import evaluate
+    from nascli.protocol import rescore_data_seed
     from nascli.store import RunStore
 
     path = run / "fidelity" / "proxy.json"

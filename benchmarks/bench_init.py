@@ -19,8 +19,8 @@ from pathlib import Path
 
 def scores(genotypes, spec, cache, seeds: int, uniform: bool) -> list[list[float]]:
     import nascli.models.heads as heads
-    from nascli.proxy import evaluate
-    from nascli.search import rescore_data_seed
+    from nascli.methods.decoder import evaluate
+    from nascli.protocol import rescore_data_seed
 
     fair = heads.fair_std
     heads.fair_std = (lambda conv, width: 0.01) if uniform else fair
@@ -45,7 +45,7 @@ def pooled_std(rows) -> float:
 
 def main():
     from nascli.config import ProxySpec, load_spec, proxy_specs
-    from nascli.proxy import space_for
+    from nascli.spaces import space_for
     from nascli.report import kendall_tau, spearman_rho
     from nascli.search import control_genotype
     from nascli.strategies.random import RandomStrategy

@@ -3,7 +3,7 @@
 1. before vs after: the control (FPN + FCOS head) and N uniformly sampled genotypes scored by the
    proxy as it was (`legacy_evaluate` below: 6 Adam steps on 96 crops, Polyak average from step 1
    with BatchNorm statistics averaged, default-initialised searched towers, batch order per trial)
-   and as it is now (`nascli.proxy.evaluate` with proxies/nas-fcos-demo.yaml); how the ranking moved;
+   and as it is now (`nascli.methods.decoder.evaluate` with proxies/nas-fcos-demo.yaml); how the ranking moved;
 2. seed noise: the control and two genotypes scored with S seeds each, old and new proxy; noise is
    reported against the spread between genotypes (a scale-free signal-to-noise ratio);
 3. width: the same W genotypes at widths 16 / 32 / 64 (one seed), Kendall tau of each narrower
@@ -29,11 +29,11 @@ LEGACY = dict(width=16, epochs=2, min_steps=0, batch_size=32, max_train_samples=
 
 def legacy_evaluate(genotype, spec, cache, seed: int) -> float:
     """The proxy before the correctness fixes, kept here as the reference it is measured against."""
-    from nascli import proxy
+    from nascli import trial
     from nascli.spaces import build_decoder
 
     torch.manual_seed(seed)
-    train, val = proxy._open_split(str(cache), "train"), proxy._open_split(str(cache), "val")
+    train, val = trial.open_split(str(cache), "train"), trial.open_split(str(cache), "val")
     decoder = build_decoder(genotype, train.in_channels(), len(train.classes), spec.width)
     if genotype.space == "nas-fcos":  # searched towers kept PyTorch's default initialisation
         for m in decoder.head.towers.modules():
@@ -52,12 +52,12 @@ def legacy_evaluate(genotype, spec, cache, seed: int) -> float:
             loss.backward()
             optimizer.step()
             averaged.update_parameters(decoder)
-    losses, _ = proxy._score(averaged.module.eval(), val, spec, False)
+    losses, _ = trial.score(averaged.module.eval(), val, spec, False)
     return -sum(losses.values())
 
 
 def current_evaluate(genotype, spec, cache, seed: int) -> float:
-    from nascli.proxy import evaluate
+    from nascli.methods.decoder import evaluate
 
     r = evaluate(genotype, spec, cache, seed, data_seed=0)
     return r.reward if r.status == "done" else float("nan")
@@ -77,7 +77,7 @@ def _rank_of(value, values) -> int:
 
 def run(cache, proxy: str, genotypes: int, seeds: int, widths, width_genotypes: int, seed: int) -> dict:
     from nascli.config import ProxySpec, load_spec, resolve_proxy
-    from nascli.proxy import space_for
+    from nascli.spaces import space_for
     from nascli.search import control_genotype
     from nascli.strategies.random import RandomStrategy
 

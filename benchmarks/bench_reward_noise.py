@@ -26,7 +26,8 @@ from pathlib import Path
 def scores(cache, proxy: str, genotypes: int, seeds: int, seed: int) -> dict:
     """{name: {"ap": [per seed], "loss": [per seed]}} for the control and `genotypes` samples."""
     from nascli.config import ProxySpec, load_spec, resolve_proxy
-    from nascli.proxy import evaluate, space_for
+    from nascli.methods.decoder import evaluate
+    from nascli.spaces import space_for
     from nascli.search import control_genotype
     from nascli.strategies.random import RandomStrategy
 
@@ -50,7 +51,7 @@ def scores(cache, proxy: str, genotypes: int, seeds: int, seed: int) -> dict:
 def separation(per_genotype: list[list[float]]) -> dict:
     """Seed noise, spread between genotype means, and the share of pairs apart by more than the
     search verdict's margin (either way round) — the search's own statistics, not a copy."""
-    from nascli.search import seed_noise, seed_stats, verdict
+    from nascli.protocol import seed_noise, seed_stats, verdict
 
     stats = [dict(seed_stats([v if v is not None and math.isfinite(v) else None for v in g]), trial=k)
              for k, g in enumerate(per_genotype)]

@@ -57,7 +57,7 @@ def run(cache, trials: int, proxy: str, seed: int, runs: Path, out_json: Path) -
 def difference(a: dict, b: dict) -> dict:
     """a's re-scored best minus b's, against 2 standard errors of that difference (the two bests'
     pooled seed noise, as the search's own verdict)."""
-    from nascli.search import seed_noise
+    from nascli.protocol import seed_noise
 
     diff = a["mean"] - b["mean"]
     two_se = 2 * seed_noise([a, b]) * math.sqrt(1 / a["seeds"] + 1 / b["seeds"])

@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nascli.backbone_proxy import cosine, sgd_step
+from nascli.trial import cosine, sgd_step
 from nascli.config import ProxySpec, load_spec, resolve_proxy
-from nascli.proxy import _open_split
+from nascli.trial import open_split
 from nascli.spaces import detnas
-from nascli.supernet import SupernetDetector, _optimizer, options_of, pretrain_logits
+from nascli.methods.detnas import SupernetDetector, options_of, pretrain_logits, supernet_optimizer
 
 CHOICES = len(detnas.CHOICES)
 
@@ -85,7 +85,7 @@ def train(name, sampler, spec, train_split, val_split, epochs, lr, seed) -> dict
     if name == "random, identical choices":
         identical_choices(model)
     optimizer = (torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4) if "AdamW" in name
-                 else _optimizer(model, o))
+                 else supernet_optimizer(model, o))
     per_epoch = math.ceil(len(train_split) / o.batch_size)
     started, history, step = time.perf_counter(), [], 0
     model.train()
@@ -121,7 +121,7 @@ def main():
     args = parser.parse_args()
     spec = load_spec(ProxySpec, resolve_proxy(args.spec))
     o = options_of(spec)
-    train_split, val_split = _open_split(args.cache, "train"), _open_split(args.cache, "val")
+    train_split, val_split = open_split(args.cache, "train"), open_split(args.cache, "val")
     rows = []
     for name, sampler in samplers(o.space_spec().blocks(), np.random.default_rng(args.seed)).items():
         epochs = args.epochs * (3 if "3x epochs" in name else 6 if "6x epochs" in name else 1)

@@ -248,7 +248,8 @@ def eval_cmd(
     results = []
     with _progress("eval", not as_json) as on_progress:
         for k in exits:
-            results.append(evaluate(checkpoint, data, image_dir, device, on_progress=on_progress, exit_after=k))
+            results.append(evaluate(checkpoint, data, image_dir=image_dir, device=device, on_progress=on_progress,
+                                    exit_after=k))
     if as_json:
         return _emit_json(results if all_exits else results[0])
     if all_exits:
@@ -279,7 +280,7 @@ def predict_cmd(
     """
     from .evaluate import predict
 
-    r = predict(checkpoint, images, out, device, score_thresh, exit_after)
+    r = predict(checkpoint, images, out, device=device, score_thresh=score_thresh, exit_after=exit_after)
     _emit_json(r) if as_json else console.print(f"{r['count']} detections -> {r['detections']}; "
                                                 f"{len(r['images'])} images drawn in {out}")
 
@@ -313,20 +314,21 @@ def cache_features_cmd(
     Example: [cyan]nascli cache-features --data data/train.json --val data/val.json --checkpoint runs/baseline/last.pt[/]
     Example: [cyan]nascli cache-features --info cache/<key>.h5[/]
     """
-    from . import features
+    from . import cache as feature_cache
 
     if verify_file is not None:
-        r = features.verify(verify_file)
+        r = feature_cache.verify(verify_file)
         return _emit_json(r) if as_json else console.print(f"{r['path']}: ok ({len(r['checked'])} datasets checked)")
     if info_file is not None:
-        r = features.describe(info_file)
+        r = feature_cache.describe(info_file)
         return _emit_json(r) if as_json else _print_cache_info(r)
     if data is None or val is None:
         raise NascliError("cache-features: give --data and --val (or --verify / --info FILE)")
     with _progress("cache", not as_json) as on_progress:
-        r = features.build_cache(data, val, out, checkpoint, backbone, weights, crop, crops_per_image,
-                                 min_size, tuple(levels.split(",")), image_dir, None, batch_size,
-                                 device, seed, on_progress)
+        r = feature_cache.build_cache(data, val, out_dir=out, checkpoint=checkpoint, backbone=backbone,
+                                      weights=weights, crop=crop, crops_per_image=crops_per_image,
+                                      min_size=min_size, levels=tuple(levels.split(",")), image_dir=image_dir,
+                                      batch_size=batch_size, device=device, seed=seed, on_progress=on_progress)
     if as_json:
         return _emit_json(r)
     console.print(("reused " if r["reused"] else "wrote ") + r["path"])
@@ -413,6 +415,8 @@ def search_cmd(
                                                   "(a private instance on this machine).")] = "auto",
     workers: Annotated[int | None, typer.Option(min=1, help="--executor ray: trials at once at most (default: as "
                                                             "many as the cluster fits).")] = None,
+    supernet: Annotated[Path | None, typer.Option(help="detnas, or random over its space: score paths of this "
+                                                       "run's finished supernet instead of training one.")] = None,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ):
@@ -422,23 +426,22 @@ def search_cmd(
     Example: [cyan]nascli search --method auto-fpn --lambda small --cache cache/<key>.h5 --trials 12 --run runs/a1[/]
     Example: [cyan]nascli search --method sp-nas --cache cache/<images key>.h5 --trials 12 --run runs/g1[/]
     Example: [cyan]nascli search --method detnas --cache cache/<images key>.h5 --trials 40 --run runs/d1[/]
+    Example: [cyan]nascli search --method random --proxy detnas --supernet runs/d1 --cache cache/<images key>.h5 --trials 40 --run runs/d1-random[/]
     Example: [cyan]nascli search --resume runs/s1[/]
     Example: [cyan]nascli search --resume runs/s1 --executor ray --ray-address auto[/]
     """
+    from .methods import default_proxy
     from .search import run_search
 
     if resume is None and (cache is None or trials is None):
         raise NascliError("search: give --cache and --trials (or --resume RUN)")
     with _progress("search", not as_json) as on_progress:
-        r = run_search(method, proxy or (method if method != "random" else "nas-fcos"), cache, trials,
-                       resume or run, seed, resume is not None, on_progress, lam=lam, device=device,
-                       executor=executor, ray_address=ray_address, workers=workers)
+        r = run_search(method, proxy or default_proxy(method), cache, trials, resume or run, seed=seed,
+                       resume=resume is not None, on_progress=on_progress, lam=lam, device=device,
+                       executor=executor, ray_address=ray_address, workers=workers, supernet=supernet)
     if as_json:
         return _emit_json(r)
     _print_top(r, top)
-
-
-BACKBONE_METHODS = ("sp-nas", "detnas")  # their genotypes say what they are in one line; decoders are drawn
 
 
 def _one_line(genotype_json: str) -> str:
@@ -458,7 +461,11 @@ def _print_top(r: dict, top: int) -> None:
             return ""
         return f"{x['mean']:.4f} ± {x['std']:.4f} ({x['seeds']})" if x["std"] is not None else f"{x['mean']:.4f} (1)"
 
-    backbone = r.get("method") in BACKBONE_METHODS
+    from .spaces import SPACES
+    from .spaces.base import BACKBONE
+
+    # a backbone's genotype says what it is in one line; decoders are drawn (runs show --arch)
+    backbone = r.get("space") in SPACES and SPACES[r["space"]].SEARCHES == BACKBONE
 
     def arch(x):
         return [_one_line(x["genotype"])] if backbone else []
@@ -506,8 +513,9 @@ def runs_show(run: RunArg, top: Annotated[int, typer.Option(help="Rows in the ta
     Example: [cyan]nascli runs show runs/s1 --top 5[/]
     Example: [cyan]nascli runs show runs/s1 --arch 12[/]
     """
+    from .methods import lookup
+    from .protocol import summarize
     from .report import reward_figure
-    from .search import summarize
     from .store import RunStore
 
     store = RunStore(run, create=False)
@@ -518,11 +526,9 @@ def runs_show(run: RunArg, top: Annotated[int, typer.Option(help="Rows in the ta
     finally:
         store.close()
     r["figure"] = str(reward_figure(run))
-    if r.get("method") == "sp-nas":
-        from .report import trajectory, trajectory_figure
-
-        r["trajectory"] = trajectory(run)
-        r["trajectory_figure"] = str(trajectory_figure(run, r["trajectory"]))
+    panels = lookup(r["method"], r.get("space")).panels if r.get("method") else None
+    if panels:
+        r.update(panels(run))
     if as_json:
         return _emit_json(r)
     _print_top(r, top)
@@ -560,20 +566,9 @@ def export_cmd(run: RunArg, top: Annotated[int, typer.Option(help="How many of t
 
     Example: [cyan]nascli export runs/s1 --top 3[/]
     """
-    from .search import ranked
-    from .store import RunStore
+    from .report import export_best
 
-    store = RunStore(run, create=False)
-    best = ranked(store)[:top]
-    store.close()
-    folder = out or run / "export"
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for rank, t in enumerate(best, start=1):
-        path = folder / f"rank{rank}_trial{t['trial']}.json"
-        path.write_text(json.dumps({**json.loads(t["genotype"]), "reward": t["reward"], "mean": t["mean"],
-                                    "std": t["std"]}, indent=2))
-        paths.append(str(path))
+    paths = export_best(run, top=top, out=out or run / "export")
     _emit_json(paths) if as_json else console.print("\n".join(paths) or "no finished trials")
 
 
@@ -658,7 +653,7 @@ def compare_cmd(
     """
     from .report import compare, compare_figure
 
-    r = compare(runs, min_gain)
+    r = compare(runs, min_gain=min_gain)
     r["figure"] = str(compare_figure(r, figure or runs[0] / "compare.png"))
     if as_json:
         return _emit_json(r)

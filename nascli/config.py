@@ -114,7 +114,7 @@ class ProxySpec(Spec):
     morphism: dict = Field(default_factory=dict, description="options of the SP-NAS search "
                                                               "(nascli.strategies.morphism.MorphismOptions)")
     supernet: dict = Field(default_factory=dict, description="the DetNAS supernet and its training "
-                                                              "(nascli.supernet.SupernetOptions)")
+                                                              "(nascli.methods.detnas.SupernetOptions)")
     evolution: dict = Field(default_factory=dict, description="options of the evolutionary search "
                                                               "(nascli.strategies.evolution.EvolutionOptions)")
     amp: bool = Field(False, description="mixed precision on CUDA for training candidates (and the DetNAS "

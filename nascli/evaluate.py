@@ -95,7 +95,7 @@ def stages_of(checkpoint) -> int:
     return getattr(model.decoder, "stages", 1)
 
 
-def evaluate(checkpoint, data, image_dir=None, device="auto", batch_size: int = 4,
+def evaluate(checkpoint, data, *, image_dir=None, device="auto", batch_size: int = 4,
              latency_images: int = 20, on_progress=None, exit_after: int | None = None) -> dict:
     """Runs the detector over a COCO json and returns AP metrics, params, FLOPs and latency/image
     (with `exit_after`, of the detector stopped after that many stacked pyramids)."""
@@ -140,7 +140,7 @@ def _latency(model, dataset, device, n: int) -> float:
     return float(np.mean(times))
 
 
-def predict(checkpoint, images, out_dir, device="auto", score_thresh: float = 0.3,
+def predict(checkpoint, images, out_dir, *, device="auto", score_thresh: float = 0.3,
             exit_after: int | None = None) -> dict:
     """Writes `detections.json` (COCO results, image_id = position in `images`) and one PNG per
     image with its boxes drawn; returns the paths."""

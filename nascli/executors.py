@@ -19,7 +19,7 @@ from collections import deque
 from pathlib import Path
 
 from .errors import NascliError, SpecError
-from .proxy import TrialResult
+from .trial import TrialResult
 
 EXECUTORS = ("local", "ray")
 

@@ -42,7 +42,7 @@ def _train_spec(path: Path) -> dict:
 
 def _proxy_spec(path: Path) -> dict:
     from .config import ProxySpec, load_spec
-    from .proxy import space_for
+    from .spaces import space_for
 
     spec = load_spec(ProxySpec, path)
     try:
@@ -68,7 +68,7 @@ def _checkpoint(path: Path) -> dict:
 
 
 def _cache(path: Path) -> dict:
-    from .features import verify
+    from .cache import verify
 
     return {"checked": len(verify(path)["checked"])}
 

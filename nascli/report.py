@@ -3,6 +3,7 @@ architectures (table, Pareto front, proxy fidelity)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ def reward_figure(run_dir, out=None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .search import summarize
+    from .protocol import summarize
 
     store = RunStore(run_dir, create=False)
     meta, rows = store.meta(), [t for t in store.trials("id > 0") if t.status == "done"]
@@ -41,7 +42,7 @@ def reward_figure(run_dir, out=None) -> Path:
     if rows or control:
         ax.legend(fontsize=8)
     ax.set_xlabel("trial")
-    ax.set_ylabel("AP on meta-val" if meta.get("space") == "nas-fpn" else "reward = -(sum of losses) on meta-val")
+    ax.set_ylabel(_reward_label(run_dir))
     ax.set_title(f"{Path(run_dir).name}: {meta.get('method', '?')}")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
@@ -49,16 +50,50 @@ def reward_figure(run_dir, out=None) -> Path:
     return out
 
 
+def export_best(run_dir, *, top: int, out) -> list[str]:
+    """Writes the run's `top` best genotypes (re-scored first) as `rank<k>_trial<id>.json` in `out`,
+    each with its search reward and re-scored mean and std: the files `retrain --arch` reads."""
+    from .protocol import ranked
+    from .store import RunStore
+
+    store = RunStore(run_dir, create=False)
+    try:
+        best = ranked(store)[:top]
+    finally:
+        store.close()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for rank, t in enumerate(best, start=1):
+        path = out / f"rank{rank}_trial{t['trial']}.json"
+        path.write_text(json.dumps({**json.loads(t["genotype"]), "reward": t["reward"], "mean": t["mean"],
+                                    "std": t["std"]}, indent=2))
+        paths.append(str(path))
+    return paths
+
+
+def _reward_label(run_dir) -> str:
+    """What the run's reward is: AP, or the negated sum of losses (its spec's, else its method's)."""
+    from .config import ProxySpec, load_spec
+    from .methods import reward_kind
+
+    spec_path = Path(run_dir) / "spec.yaml"
+    if not spec_path.is_file():
+        return "reward on meta-val"
+    ap = reward_kind(load_spec(ProxySpec, spec_path)) == "ap"
+    return "AP on meta-val" if ap else "reward = -(sum of losses) on meta-val"
+
+
 def trajectory(run_dir) -> list[dict]:
     """An sp-nas run's accepted steps (start, improvements, reignitions), from its strategy state."""
-    from .search import _unpack
+    from .store import unpack_state
 
     store = RunStore(run_dir, create=False, readonly=True)
     blob, trials = store.load_state(), {t.id: t for t in store.trials("id > 0")}
     store.close()
     if blob is None:
         return []
-    state = _unpack(blob)
+    state = unpack_state(blob)
     by_tag = {json_field(t.genotype, "tag"): i for i, t in trials.items()}
     return [{**step, "trial": by_tag.get(step["tag"])} for step in state["state"]["trajectory"]]
 
@@ -181,7 +216,7 @@ def pareto_front(costs, scores) -> list[int]:
 MIN_GAIN = 1.0
 
 
-def compare(runs, min_gain: float = MIN_GAIN) -> dict:
+def compare(runs, *, min_gain: float = MIN_GAIN) -> dict:
     """Every promoted architecture of the given runs: its rows (grid on meta-val, final seeds on
     test), and per architecture the chosen rate, test AP mean ± std over seeds, cost, proxy
     reward; the Pareto front (mean AP vs FLOPs); per run the test verdict (each architecture
@@ -301,7 +336,7 @@ def verdict_on_test(rows: list[dict], min_gain: float = MIN_GAIN) -> dict:
 
 def _verdict(run) -> str | None:
     """The search's own verdict (best re-scored candidate vs the control, on the proxy)."""
-    from .search import summarize
+    from .protocol import summarize
 
     store = RunStore(run, create=False)
     try:

@@ -91,7 +91,7 @@ def candidates(store: RunStore, top: int, archs, baseline_convs: int) -> list[Ca
     seeds first), then each `--arch` genotype. The reference is the run's control (the family's
     hand design: FPN + RetinaNet head for a NAS-FPN run) with its mean reward; a run without one
     (older, or made by --arch alone) gets the FPN + FCOS head as the baseline had it."""
-    from .search import ranked
+    from .protocol import ranked
     from .spaces import fpn_fcos, load_genotype
 
     control = store.control()
@@ -99,14 +99,13 @@ def candidates(store: RunStore, top: int, archs, baseline_convs: int) -> list[Ca
         out = [Candidate(BASELINE, load_genotype(control.genotype, "control"), reward=control.reward)]
     else:
         out = [Candidate(BASELINE, fpn_fcos.Genotype(num_convs=baseline_convs))]
-    lineage = _lineage(store)
-    for t in ranked(store)[:top]:  # a trial the search did not re-score is re-scored when promoted
-        reward = t["mean"] if t["mean"] is not None else t["reward"] if lineage else None
-        genotype = load_genotype(t["genotype"], f"trial {t['trial']}")
-        if lineage:  # a grown backbone starts from the baseline's weights, like the control
-            from .backbone_proxy import from_baseline
-
-            genotype = from_baseline(genotype, lineage)
+    method = _method(store)
+    promoted = method.promoted(store) if method else (lambda genotype: genotype)
+    # a trial the search did not re-score is re-scored when promoted, where the proxy can score it
+    rescorable = method is None or method.scores_any_genotype
+    for t in ranked(store)[:top]:
+        reward = t["mean"] if t["mean"] is not None else None if rescorable else t["reward"]
+        genotype = promoted(load_genotype(t["genotype"], f"trial {t['trial']}"))
         out.append(Candidate(f"trial-{t['trial']}", genotype, t["trial"], reward))
     for arch in archs:
         name = str(arch).replace("zoo:", "zoo-") if str(arch).startswith("zoo:") else Path(arch).stem
@@ -114,13 +113,12 @@ def candidates(store: RunStore, top: int, archs, baseline_convs: int) -> list[Ca
     return out
 
 
-def _lineage(store: RunStore) -> dict:
-    """tag -> genotype of every trial of an sp-nas run (whose candidates inherit weights); {} otherwise."""
-    from .spaces import spnas
+def _method(store: RunStore):
+    """The registry entry of the run's search; None for a run made by `--arch` alone."""
+    from .methods import lookup
 
-    if store.meta().get("method") != "sp-nas":
-        return {}
-    return {g.tag: g for g in (spnas.Genotype.from_json(t.genotype, f"trial {t.id}") for t in store.trials("id > 0"))}
+    meta = store.meta()
+    return lookup(meta["method"], meta.get("space")) if meta.get("method") else None
 
 
 def _inputs(meta: dict, run_dir: Path, checkpoint, val, val_image_dir, select_val=None, select_image_dir=None):
@@ -129,7 +127,7 @@ def _inputs(meta: dict, run_dir: Path, checkpoint, val, val_image_dir, select_va
     meta-val (given, else the cache's), on which the learning-rate grid chooses."""
     from .data.coco import CocoDetection
     from .data.split import shared_images
-    from .features import describe
+    from .cache import describe
 
     sources = {}
     cache = meta.get("cache")
@@ -194,17 +192,18 @@ def _proxy_reward(store: RunStore, genotype, trial: int | None) -> float | None:
     """The run's proxy reward for a promoted architecture without a re-scored mean (an `--arch`
     genotype, a trial outside the search's re-scored top), defined as every other row's: the mean
     over the run's re-scoring seeds and batch orders. A trial's scores are stored with it."""
-    from .proxy import evaluate as proxy_evaluate
-    from .search import rescore_data_seed, rescore_seed
+    from .protocol import rescore_data_seed, rescore_seed
 
-    meta = store.meta()
+    meta, method = store.meta(), _method(store)
     spec_path = store.run_dir / "spec.yaml"
-    if meta.get("method") == "sp-nas":  # its proxy needs a lineage; an --arch backbone has none
+    if method is None or not method.scores_any_genotype:  # e.g. SP-NAS: its proxy needs a lineage
         return None
     if not meta.get("cache") or not spec_path.is_file() or not Path(meta["cache"]).is_file():
         return None
     spec, run_seed = load_spec(ProxySpec, spec_path), meta.get("seed", 0)
     stored = store.scores(trial).get(trial, {}) if trial is not None else {}
+    supernet = Path(meta["supernet"]).parent if meta.get("supernet") else None
+    proxy_evaluate = None
     rewards = []
     for k in range(spec.rescore_seeds):
         seed = rescore_seed(run_seed, -1 if trial is None else trial, k)
@@ -212,6 +211,8 @@ def _proxy_reward(store: RunStore, genotype, trial: int | None) -> float | None:
             rewards.append(stored[seed])
             continue
         try:
+            proxy_evaluate = proxy_evaluate or method.trial(spec, meta["cache"], store.run_dir, run_seed, "cpu",
+                                                            supernet=supernet).evaluate
             result = proxy_evaluate(genotype, spec, meta["cache"], seed, rescore_data_seed(run_seed, k))
         except CacheError:  # the run's cache is of an older format: no proxy reward for this row
             return None
@@ -263,8 +264,10 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
                     "warmup_fraction": WARMUP_FRACTION, "warmup_start": WARMUP_START}
         overrides = {"data": str(data) if data else None, "image_dir": str(image_dir) if image_dir else None,
                      "width": width, "head_width": head_width, "device": device, "val": str(where["val"])}
-        if store.meta().get("space") == "detnas":  # paths start from the supernet's weights, the control too
-            overrides["init_from"] = str(run_dir / "supernet.pt")
+        method = _method(store)
+        start = method.retrain_init(run_dir, store.meta()) if method else None
+        if start is not None:  # e.g. DetNAS: paths start from the supernet's weights, the control too
+            overrides["init_from"] = str(start)
         epochs = epochs or base["config"]["epochs"]
         first_seed = base["config"]["seed"] if seed is None else seed
         seed_list = [first_seed + k for k in range(seeds)]
@@ -363,10 +366,10 @@ class _Job:
         ckpt = load_checkpoint(last)
         started = time.perf_counter()
         if recipe.stage == "grid":  # meta-val: what chooses the rate; latency is measured on test only
-            metrics = self.evaluate(last, self.where["select_val"], self.where["select_image_dir"], self.device,
-                                    latency_images=1)
+            metrics = self.evaluate(last, self.where["select_val"], image_dir=self.where["select_image_dir"],
+                                    device=self.device, latency_images=1)
         else:
-            metrics = self.evaluate(last, self.where["val"], self.where["val_image_dir"], self.device)
+            metrics = self.evaluate(last, self.where["val"], image_dir=self.where["val_image_dir"], device=self.device)
         metrics.update(fields, eval_seconds=time.perf_counter() - started,
                        train_seconds=sum(h["seconds"] for h in ckpt["history"]))
         kept = str(last) if recipe.stage == "final" else None

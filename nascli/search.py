@@ -16,39 +16,27 @@ as many in flight as there are workers; the strategy and the database stay here 
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import time
 from collections import deque
 from pathlib import Path
 
-import torch
-
-from .config import ProxySpec, load_spec, resolve_proxy, validate
-from .errors import NascliError, SpecError, unknown_name
+from .cache import describe
+from .config import ProxySpec, load_spec, resolve_proxy
+from .errors import NascliError, SpecError
 from .executors import check_executor, make_executor
-from .features import describe
-from .proxy import evaluate, space_for
-from .spaces import load_genotype
-from .store import RunStore
-from .strategies import STRATEGIES
-from .strategies.darts import DartsOptions, resolve_lambda
+from .methods import IMAGES, for_space, lookup
+from .protocol import rescore_data_seed, rescore_seed, seed_stats, summarize
+from .spaces import load_genotype, space_for
+from .store import RunStore, pack_state, unpack_state
+from .strategies.darts import resolve_lambda
 
 
-def _pack(state: dict) -> bytes:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return buf.getvalue()
-
-
-def _unpack(blob: bytes) -> dict:
-    return torch.load(io.BytesIO(blob), weights_only=True)
-
-
-def _check_cache(spec: ProxySpec, cache, proxy_path) -> None:
+def _check_cache(entry, spec: ProxySpec, cache, proxy_path) -> None:
+    """The cache holds what the method's trials train on: image crops, or the spec's feature levels."""
     levels = describe(cache)["levels"]
-    if spec.space in ("sp-nas", "detnas"):
+    if entry.cache == IMAGES:
         if levels != ["images"]:
             raise SpecError(f"{cache}: field 'levels' is {levels}; {spec.space} trains backbones on image crops "
                             f"(cache-features --levels images)")
@@ -62,23 +50,24 @@ def _check_cache(spec: ProxySpec, cache, proxy_path) -> None:
                         f"does not hold (it has {levels})")
 
 
-def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, resume: bool = False,
-               on_progress=None, evaluate_fn=evaluate, lam=None, device="cpu", executor="local",
-               ray_address="auto", workers=None) -> dict:
+def run_search(method: str, proxy, cache, trials: int, run_dir, *, seed: int = 0, resume: bool = False,
+               on_progress=None, evaluate_fn=None, lam=None, device="cpu", executor="local",
+               ray_address="auto", workers=None, supernet=None) -> dict:
     """Runs (or resumes) a search until `trials` trials are finished; returns the summary.
-    `lam` (auto-fpn): the resource weight λ, a number or small|middle|big, over the spec's.
-    `device` (auto|cpu|cuda): where trials train (the Auto-FPN supernet stays on the CPU).
-    `executor` (local|ray, see executors.py): where trials run; `ray_address` and `workers` for ray.
-    A run resumes on any device and any executor."""
-    if method not in STRATEGIES:
-        raise unknown_name("method", method, STRATEGIES)
+    `method`: a name of the registry (nascli/methods) or random; `evaluate_fn` replaces the
+    method's trial (tests). `lam` (auto-fpn): the resource weight λ, a number or small|middle|big,
+    over the spec's. `device` (auto|cpu|cuda): where trials train (the Auto-FPN supernet stays on
+    the CPU). `executor` (local|ray, see executors.py): where trials run; `ray_address` and
+    `workers` for ray. `supernet` (detnas, random over its space): another run folder whose
+    trained supernet this run scores paths of. A run resumes on any device and any executor."""
+    lookup(method)  # an unknown name is an error before anything else
     check_executor(executor, workers)
     if executor == "local":
         trial_device(device, executor, None)  # a missing GPU is an error before anything is written
     run_dir = Path(run_dir)
     if not resume:  # a bad spec or cache is an error before the run folder exists
         proxy_path = resolve_proxy(proxy)
-        spec = _checked_spec(method, proxy_path, cache)
+        spec, entry = _checked_spec(method, proxy_path, cache)
     store = RunStore(run_dir, create=not resume)
     try:
         if resume:
@@ -86,23 +75,25 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
             if not meta:
                 raise NascliError(f"{run_dir}: nothing to resume (empty run database)")
             method, cache, seed = meta["method"], meta["cache"], meta["seed"]
+            supernet = Path(meta["supernet"]).parent if meta.get("supernet") else None
             proxy_path = run_dir / "spec.yaml"
             if lam is not None and meta.get("lambda") is not None and resolve_lambda(lam) != meta["lambda"]:
                 raise SpecError(f"--lambda {lam}: {run_dir} was searched with lambda {meta['lambda']}; "
                                 f"resume it without --lambda, or start a new --run")
             lam = meta.get("lambda")
-            # a supernet's schedule (cosine, α frozen for the first third) is fixed by its epochs at start
-            trials = meta["trials"] if not trials or method == "auto-fpn" else max(trials, meta["trials"])
-            spec = _checked_spec(method, proxy_path, cache)
+            spec, entry = _checked_spec(method, proxy_path, cache)
+            trials = meta["trials"] if not trials or entry.budget_fixed else max(trials, meta["trials"])
         elif store.count():
             raise NascliError(f"{run_dir}: run already has {store.count()} trials; pass --resume or a new --run")
+        if lam is not None and not entry.resource_weight:
+            raise SpecError(f"--lambda: only auto-fpn has a resource weight, not --method {method}")
         device = trial_device(device, executor, spec)
         pool = make_executor(executor, spec, ray_address, workers)
         try:
             if not resume:
                 shutil.copyfile(proxy_path, run_dir / "spec.yaml")
-            score = _evaluator(spec, method, cache, run_dir, seed, device, evaluate_fn, on_progress, pool)
-            return _search(store, spec, method, proxy_path, cache, trials, run_dir, seed, lam, score, pool,
+            score = _trial(entry, spec, cache, run_dir, seed, device, evaluate_fn, on_progress, pool, supernet)
+            return _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, score, pool,
                            on_progress)
         finally:
             pool.close()
@@ -110,16 +101,15 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, seed: int = 0, r
         store.close()
 
 
-def _checked_spec(method: str, proxy_path, cache) -> ProxySpec:
-    """The proxy spec, checked against the method and the cache it will search."""
+def _checked_spec(method: str, proxy_path, cache):
+    """The proxy spec and the registry entry of the method over its space, checked against the cache."""
     spec = load_spec(ProxySpec, proxy_path)
-    if method == "random" and spec.space == "sp-nas":
-        raise SpecError(f"{proxy_path}: the sp-nas space is searched by --method sp-nas only (it grows one network)")
-    if method != "random" and method != spec.space:
-        raise SpecError(f"{proxy_path}: field 'space' is {spec.space!r}, but --method {method} searches "
-                        f"the {method} space (pass --proxy {method} or a spec of that space)")
-    _check_cache(spec, cache, proxy_path)
-    return spec
+    try:
+        entry = lookup(method, spec.space)
+    except SpecError as e:
+        raise SpecError(f"{proxy_path}: {e}") from None
+    _check_cache(entry, spec, cache, proxy_path)
+    return spec, entry
 
 
 def trial_device(device: str, executor: str, spec: ProxySpec) -> str:
@@ -137,62 +127,47 @@ def trial_device(device: str, executor: str, spec: ProxySpec) -> str:
     return "cuda" if device == "cuda" or spec.resources.gpus else "cpu"
 
 
-def _evaluator(spec, method, cache, run_dir, seed, device, evaluate_fn, on_progress, pool):
-    """What a trial runs: `evaluate_fn(genotype, spec, cache, trial_seed, run_seed)` bound to its
-    device and the files it reads, all absolute so a worker in another folder finds them. The
-    executor checks first that its workers can use those files."""
-    from functools import partial
-
+def _trial(entry, spec, cache, run_dir, seed, device, evaluate_fn, on_progress, pool, supernet):
+    """What a trial runs: the method's trial (or `evaluate_fn`) as `score(genotype, trial_seed,
+    data_seed)`, bound to its device and the files it reads, all absolute so a worker in another
+    folder finds them. The executor checks first that its workers can use those files."""
     from .runtime import resolve_device
 
     cache, run_dir = str(Path(cache).resolve()), Path(run_dir).resolve()
-    readable, writable = {"cache": cache}, {}
-    if method == "sp-nas" and evaluate_fn is evaluate:  # weights travel through files in the run folder
-        from .backbone_proxy import evaluate as evaluate_backbone
-
-        (run_dir / "weights").mkdir(exist_ok=True)
-        writable["run folder"] = run_dir / "weights"
-        evaluate_fn = partial(evaluate_backbone, weights_dir=run_dir / "weights", device=device)
-    elif spec.space == "detnas":  # the one-shot supernet first (resumable); then paths inherit its weights
-        from .supernet import evaluate_path, train_supernet
-
-        # trained on the driver: on Ray its own GPU if it has one, unless --device cpu
-        here = device if pool.name == "local" or device == "cpu" else str(resolve_device("auto"))
-        train_supernet(run_dir / "supernet.pt", spec, cache, seed, on_progress, here)
-        readable["supernet"] = run_dir / "supernet.pt"
-        if evaluate_fn is evaluate:
-            evaluate_fn = partial(evaluate_path, supernet_path=run_dir / "supernet.pt", device=device)
-    elif evaluate_fn is evaluate:
-        evaluate_fn = partial(evaluate, device=device)
-    pool.check_paths(readable, writable)
-    return _Trial(evaluate_fn, spec, cache, seed)
+    # what runs before the trials (a supernet) runs here: on Ray its own GPU if it has one, unless --device cpu
+    driver = device if pool.name == "local" or device == "cpu" else str(resolve_device("auto"))
+    setup = entry.trial(spec, cache, run_dir, seed, device, driver_device=driver, on_progress=on_progress,
+                        supernet=supernet)
+    pool.check_paths({"cache": cache, **setup.readable}, setup.writable)
+    return _Trial(evaluate_fn or setup.evaluate, spec, cache, seed, setup.meta)
 
 
 class _Trial:
     """One evaluation as a picklable call: `score(genotype, trial_seed)`; every candidate of a run
     sees the run seed's batches (`data_seed`), so rewards differ by architecture, not by order."""
 
-    def __init__(self, evaluate_fn, spec, cache: str, run_seed: int):
-        self.evaluate_fn, self.spec, self.cache, self.run_seed = evaluate_fn, spec, cache, run_seed
+    def __init__(self, evaluate_fn, spec, cache: str, run_seed: int, meta: dict):
+        self.evaluate_fn, self.spec, self.cache, self.run_seed, self.meta = evaluate_fn, spec, cache, run_seed, meta
 
     def __call__(self, genotype, trial_seed: int, data_seed: int | None = None):
         data_seed = self.run_seed if data_seed is None else data_seed
         return self.evaluate_fn(genotype, self.spec, self.cache, trial_seed, data_seed)
 
 
-def _search(store, spec, method, proxy_path, cache, trials, run_dir, seed, lam, score, pool, on_progress):
+def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, score, pool, on_progress):
     """The protocol of the module docstring, with the trials run by `pool` (`slots` at a time)."""
-    options = strategy_options(method, spec, cache, trials, lam)
-    store.set_meta(method=method, cache=str(cache), seed=seed, trials=trials, space=spec.space,
-                   proxy=str(proxy_path), **({"lambda": options["lambda"]} if "lambda" in options else {}))
+    options = entry.options(spec, cache, trials, lam)
+    store.set_meta(method=entry.name, cache=str(cache), seed=seed, trials=trials, space=spec.space,
+                   proxy=str(proxy_path), **({"lambda": options["lambda"]} if "lambda" in options else {}),
+                   **score.meta)
     space = space_for(spec)
-    strategy = STRATEGIES[method](space, seed=seed, **options)
+    strategy = entry.strategy(space, seed=seed, **options)
     blob = store.load_state()
     if blob is not None:
-        strategy.load_state_dict(_unpack(blob))
+        strategy.load_state_dict(unpack_state(blob))
     for t in store.finished_untold():  # committed, but the kill came before the strategy saw it
         strategy.tell(space.genotype_class.from_json(t.genotype), t.reward)
-        store.mark_told([t.id], _pack(strategy.state_dict()))
+        store.mark_told([t.id], pack_state(strategy.state_dict()))
 
     started, evaluated, rescored = time.perf_counter(), 0, 0
     run = lambda key, g, s, d=None: pool.submit(key, score, g, s, d)  # noqa: E731
@@ -209,7 +184,7 @@ def _search(store, spec, method, proxy_path, cache, trials, run_dir, seed, lam, 
                     break
                 first = store.count() + 1
                 store.add_pending([g.to_json() for g in asked], [seed * 100_003 + first + i for i in range(len(asked))],
-                                  _pack(strategy.state_dict()))
+                                  pack_state(strategy.state_dict()))
                 continue
             trial = queue[0]
             in_flight.add(trial.id)
@@ -221,7 +196,7 @@ def _search(store, spec, method, proxy_path, cache, trials, run_dir, seed, lam, 
         genotype = space.genotype_class.from_json(store.trials(f"id = {int(trial_id)}")[0].genotype)
         store.finish(trial_id, result.status, result.reward, result.to_dict())
         strategy.tell(genotype, result.reward if result.status == "done" else None)
-        store.mark_told([trial_id], _pack(strategy.state_dict()))
+        store.mark_told([trial_id], pack_state(strategy.state_dict()))
         _drop_discarded_weights(strategy, run_dir)
         evaluated += 1
         if on_progress:
@@ -248,59 +223,12 @@ def _drop_discarded_weights(strategy, run_dir: Path) -> None:
             (Path(run_dir) / "weights" / f"{tag}.pt").unlink(missing_ok=True)
 
 
-def strategy_options(method: str, spec: ProxySpec, cache, trials: int, lam=None) -> dict:
-    """What the method's strategy is built with: the controller's options, or for auto-fpn the
-    supernet's (`darts:`, λ resolved to a number) with the cache it trains on and its epochs."""
-    if method == "random":
-        return {}
-    if method == "sp-nas":
-        from .backbone_proxy import baseline_of, start_genotype
-
-        return {**spec.morphism, "trials": trials, "start": start_genotype(baseline_of(cache)).to_json()}
-    if method == "detnas":
-        return dict(spec.evolution)
-    if method == "auto-fpn":
-        darts = dict(spec.darts)
-        default = validate(DartsOptions, darts, "proxy spec field 'darts'").lambda_
-        darts["lambda"] = resolve_lambda(lam if lam is not None else default)
-        return {**darts, "cache": str(cache), "epochs": trials}
-    if lam is not None:
-        raise SpecError(f"--lambda: only auto-fpn has a resource weight, not --method {method}")
-    return dict(spec.controller)
-
-
 def control_genotype(spec: ProxySpec, cache, source):
-    """The control arm: the spec's `control`, else the family's hand design (FPN + FCOS head with
-    the tower depth of the baseline the cache was built from; FPN + RetinaNet head for nas-fpn)."""
-    from .spaces import fpn_fcos, fpn_retinanet
-
+    """The control arm: the spec's `control`, else the hand design of the spec's method (its
+    registry entry's `control`)."""
     if spec.control:
         return load_genotype(spec.control, f"{source}: field 'control'")
-    if spec.space == "detnas":  # the hand design of the family: ShuffleNetV2 (every block 3x3) of the layout
-        from .proxy import space_for
-
-        space = space_for(spec)
-        return space.decode([0] * len(space.decisions()))
-    if spec.space == "sp-nas":  # the network the search grows from, trained as briefly as a candidate
-        from .backbone_proxy import baseline_of, start_genotype
-
-        return start_genotype(baseline_of(cache))
-    if spec.space == "nas-fpn":
-        return fpn_retinanet.Genotype()
-    convs = describe(cache).get("sources", {}).get("model_args", {}).get("num_convs", 4)
-    return fpn_fcos.Genotype(num_convs=convs)
-
-
-def rescore_seed(run_seed: int, trial_id: int, k: int) -> int:
-    """The k-th re-scoring seed of a trial: fresh (never a search trial's seed) and reproducible."""
-    return 1_000_000 * (k + 1) + 1000 * run_seed + trial_id
-
-
-def rescore_data_seed(run_seed: int, k: int) -> int:
-    """The batch order of the k-th re-scoring: fresh (the search's order selected the winners, so
-    it must not stay in their re-scored mean or in the noise), and the same for every genotype at
-    that k, so re-scored means stay paired with the control's."""
-    return 7_000_003 * (k + 1) + run_seed
+    return for_space(spec.space).control(spec, cache)
 
 
 def _rescore(store: RunStore, trial_ids: list[int], seeds: int, run_seed: int, run, pool, on_progress) -> int:
@@ -330,86 +258,3 @@ def _rescore(store: RunStore, trial_ids: list[int], seeds: int, run_seed: int, r
         cost = {k: v for k, v in store.score_metrics(0).items() if k in ("params", "flops")}
         store.finish(0, "done" if stats["seeds"] else "failed", stats["mean"], {"seeds": stats["seeds"], **cost})
     return len(todo)
-
-
-def seed_stats(rewards) -> dict:
-    """Mean, sample std and count of one genotype's rewards over seeds (failed seeds left out)."""
-    from .stats import mean_std
-
-    ok = [r for r in rewards if r is not None]
-    mean, std = mean_std(ok)
-    return {"mean": mean, "std": std, "seeds": len(ok), "failed_seeds": len(rewards) - len(ok)}
-
-
-def seed_noise(stats: list[dict]) -> float | None:
-    """The proxy's seed noise: the pooled std of every re-scored genotype's rewards over seeds."""
-    parts = [(s["seeds"] - 1, s["std"] ** 2) for s in stats if s["std"] is not None]
-    dof = sum(d for d, _ in parts)
-    return (sum(d * v for d, v in parts) / dof) ** 0.5 if dof else None
-
-
-def noise_dof(stats: list[dict]) -> int:
-    """Degrees of freedom of `seed_noise`: the pooled (seeds - 1) of every re-scored genotype."""
-    return sum(s["seeds"] - 1 for s in stats if s["std"] is not None)
-
-
-def verdict(best: dict | None, control: dict | None, noise: float | None, dof: int | None = None) -> dict:
-    """Whether the best re-scored candidate beats the control beyond noise on the proxy: by more
-    than t·se, se = sigma·sqrt(1/n_best + 1/n_control), t the 97.5 % Student quantile at the noise
-    estimate's `dof` degrees of freedom (few seeds: t = 4.30 at 2, not z = 2)."""
-    from .stats import t_quantile
-
-    if not control:
-        return {"beats_control": None, "text": "no verdict: this run has no control (made before the protocol)"}
-    if control.get("mean") is None:
-        return {"beats_control": None, "text": "no verdict: the control failed to train"}
-    if not best or best.get("mean") is None or noise is None:
-        return {"beats_control": None, "text": "no verdict yet: no candidate has been re-scored"}
-    diff = best["mean"] - control["mean"]
-    se = noise * (1 / best["seeds"] + 1 / control["seeds"]) ** 0.5
-    t = t_quantile(0.975, dof) if dof else 2.0
-    beats = diff > t * se
-    where = f"noise ±{noise:.4f}, threshold {t:.2f} s.e. = {t * se:.4f}"
-    text = (f"on the proxy, trial {best['trial']} beats the control by {diff:.4f} ({where})"
-            if beats else f"on the proxy, no candidate beats the hand design beyond noise (best trial "
-                          f"{best['trial']}: {diff:+.4f} vs the control, {where})")
-    return {"beats_control": beats, "difference": diff, "noise": noise, "threshold": t * se, "t": t,
-            "best_trial": best["trial"], "text": text}
-
-
-def ranked(store: RunStore) -> list[dict]:
-    """Search trials best first: the re-scored ones by their mean over fresh seeds, then the
-    others by their single search reward. Each: trial, reward, mean, std, seeds, params, FLOPs,
-    seconds, losses, genotype."""
-    scores = store.scores()
-    rows = []
-    for t in store.trials("status = 'done' AND id > 0", "reward DESC, id"):
-        stats = seed_stats(list(scores[t.id].values())) if t.id in scores else \
-            {"mean": None, "std": None, "seeds": 0, "failed_seeds": 0}
-        rows.append({"trial": t.id, "reward": t.reward, **stats, "params": t.metrics.get("params"),
-                     "flops": t.metrics.get("flops"), "seconds": t.metrics.get("seconds"),
-                     "losses": t.metrics.get("losses"), "genotype": t.genotype})
-    rescored = sorted((r for r in rows if r["mean"] is not None), key=lambda r: (-r["mean"], r["trial"]))
-    return rescored + [r for r in rows if r["mean"] is None]
-
-
-def summarize(store: RunStore, top: int = 5) -> dict:
-    """Counts, the control, the best trials (re-scored first, by mean), the seed noise, the
-    verdict and the reward curve."""
-    rows = store.trials("id > 0")
-    best = ranked(store)
-    control, scores = store.control(), store.scores()
-    control_row = None
-    if control is not None:
-        control_row = {"trial": 0, "status": control.status, "genotype": control.genotype,
-                       "params": control.metrics.get("params"), "flops": control.metrics.get("flops"),
-                       **seed_stats(list(scores.get(0, {}).values()))}
-    stats = ([control_row] if control_row else []) + [r for r in best if r["mean"] is not None]
-    noise = seed_noise(stats)
-    rescored = best[0] if best and best[0]["mean"] is not None else None
-    return {"run": str(store.run_dir), **store.meta(),
-            "finished": sum(t.status != "pending" for t in rows),
-            "failed": sum(t.status == "failed" for t in rows),
-            "control": control_row, "noise": noise, "verdict": verdict(rescored, control_row, noise, noise_dof(stats)),
-            "top": best[:top],
-            "curve": [[t.id, t.reward] for t in rows if t.status == "done"]}

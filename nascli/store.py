@@ -11,6 +11,7 @@ seeds of re-scored genotypes (the control and the top K), one row per (trial, se
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import time
@@ -18,6 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import NascliError
+
+
+def pack_state(state: dict) -> bytes:
+    """A strategy's state as the bytes run.db stores beside each trial."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def unpack_state(blob: bytes) -> dict:
+    """The strategy state `pack_state` stored."""
+    import torch
+
+    return torch.load(io.BytesIO(blob), weights_only=True)
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

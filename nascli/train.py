@@ -65,13 +65,13 @@ def build_detector(args: dict, weights=None) -> FCOS:
     if not args.get("genotype") and not args.get("head_width") and not args.get("deep_supervision"):
         return build_fcos(**{k: v for k, v in args.items() if k not in ("genotype", "head_width", "deep_supervision")},
                           weights=weights)
-    from .spaces import build_decoder, detnas, fpn_fcos, load_genotype, spnas
+    from .spaces import build_decoder, fpn_fcos, load_genotype, searches_backbone
+    from .spaces import build_backbone as build_searched_backbone
 
     genotype = (load_genotype(args["genotype"]) if args.get("genotype")
                 else fpn_fcos.Genotype(num_convs=args["num_convs"]))
-    if genotype.space in (spnas.SPACE, detnas.SPACE):  # a searched backbone under an FPN + FCOS head
-        backbone = spnas.build_backbone(genotype) if genotype.space == spnas.SPACE else detnas.DetNASNet(genotype)
-        backbone.genotype = genotype  # init_backbone: SP-NAS replays its morphs, DetNAS takes its path
+    if searches_backbone(genotype):  # a searched backbone under an FPN + FCOS head
+        backbone = build_searched_backbone(genotype)
         return FCOS(backbone, FCOSDecoder(backbone.out_channels, args["num_classes"], width=args["width"],
                                           num_convs=args["num_convs"]))
     net = build_backbone(args["backbone"], weights, args.get("frozen_bn", False))
@@ -85,21 +85,20 @@ def build_detector(args: dict, weights=None) -> FCOS:
     return FCOS(net, decoder)
 
 
-def init_backbone(model: FCOS, checkpoint) -> None:
-    """Copies the backbone of a nascli checkpoint (the baseline) into `model`'s backbone."""
-    genotype = getattr(model.backbone, "genotype", None)
-    if genotype is not None and genotype.space == "detnas":  # its path of the trained supernet
-        from .supernet import path_backbone_state
+def init_backbone(model: FCOS, checkpoint, genotype=None) -> None:
+    """Starts `model`'s backbone from `checkpoint`: the baseline's backbone (a nascli checkpoint),
+    or, for a searched backbone (`genotype`), what its method's `backbone_state` makes of that file
+    (SP-NAS: the baseline's weights carried by its morphs; DetNAS: its path of the supernet)."""
+    from .spaces import searches_backbone
 
-        model.backbone.load_state_dict(path_backbone_state(genotype, checkpoint))
+    if genotype is not None and searches_backbone(genotype):
+        from .methods import for_space
+
+        model.backbone.load_state_dict(for_space(genotype.space).backbone_state(genotype, checkpoint))
         return
     ckpt = load_checkpoint(checkpoint)
     prefix = "backbone."
     state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
-    if genotype is not None:  # an SP-NAS backbone: the baseline's weights carried by its morphs
-        from .backbone_proxy import inherit
-
-        state = inherit(genotype, ckpt, None).backbone.state_dict()
     try:
         model.backbone.load_state_dict(state)
     except RuntimeError:
@@ -123,7 +122,9 @@ def train(config: TrainConfig, resume: bool = False, on_progress=None) -> dict:
         raise DataError(f"{config.data}: field 'annotations' is empty; nothing to train on")
     model = build_detector(model_args(config, len(dataset.class_ids)), config.weights)
     if config.init_from and not (resume and last.is_file()):
-        init_backbone(model, config.init_from)
+        from .spaces import load_genotype
+
+        init_backbone(model, config.init_from, load_genotype(config.genotype) if config.genotype else None)
     model = model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,

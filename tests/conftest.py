@@ -7,8 +7,11 @@ import pytest
 import torch
 
 # `make test` runs two pytest workers on the 2-core machines: one torch thread each, since two
-# processes with two threads each on 2 cores slow each other down many times over.
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+# processes with two threads each on 2 cores slow each other down many times over (the
+# controller's small LSTM update: 2.5 s alone, 82 s beside one busy process). A single pytest
+# keeps torch's default, which OMP_NUM_THREADS sets.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 def trained_like(net):
@@ -88,7 +91,7 @@ def run_cli(monkeypatch, capsys):
 @pytest.fixture(scope="session")
 def tiny_cache(tiny_coco, tiny_checkpoint, tmp_path_factory):
     """A c2..c5 cache of the tiny dataset through the tiny checkpoint's backbone (64 px crops)."""
-    from nascli.features import build_cache
+    from nascli.cache import build_cache
 
     out = tmp_path_factory.mktemp("cache")
     r = build_cache(*tiny_coco, out_dir=out, checkpoint=tiny_checkpoint, crop=64, min_size=64,
@@ -122,7 +125,7 @@ def tiny_proxy(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_image_cache(tiny_coco, tiny_checkpoint, tmp_path_factory):
     """The tiny dataset's 64 px crops as uint8 images (backbone searches), from the tiny checkpoint."""
-    from nascli.features import build_cache
+    from nascli.cache import build_cache
 
     out = tmp_path_factory.mktemp("image-cache")
     r = build_cache(*tiny_coco, out_dir=out, checkpoint=tiny_checkpoint, crop=64, min_size=64,

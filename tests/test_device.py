@@ -20,7 +20,7 @@ def test_search_on_a_missing_gpu_is_a_one_line_error(run_cli, tiny_cache, tiny_p
 @CUDA
 def test_decoder_rewards_agree_on_cpu_and_gpu(tiny_cache, tiny_proxy):
     from nascli.config import ProxySpec, load_spec
-    from nascli.proxy import evaluate
+    from nascli.methods.decoder import evaluate
     from nascli.spaces import zoo
 
     spec = load_spec(ProxySpec, tiny_proxy)
@@ -32,7 +32,7 @@ def test_decoder_rewards_agree_on_cpu_and_gpu(tiny_cache, tiny_proxy):
 
 @CUDA
 def test_backbone_rewards_agree_on_cpu_and_gpu(tiny_image_cache, tmp_path):
-    from nascli.backbone_proxy import baseline_of, evaluate, start_genotype
+    from nascli.methods.sp_nas import baseline_of, evaluate, start_genotype
     from nascli.config import ProxySpec
 
     spec = ProxySpec(space="sp-nas", epochs=1, lr=0.01, batch_size=4, reward="loss")
@@ -53,7 +53,7 @@ def _amp_spec(tiny_proxy, amp: bool):
 
 
 def _all_deform(spec):
-    from nascli.proxy import space_for
+    from nascli.spaces import space_for
 
     space = space_for(spec)
     g = space.decode([0] * len(space.decisions()))
@@ -62,7 +62,7 @@ def _all_deform(spec):
 
 
 def test_amp_on_the_cpu_trains_in_float32(tiny_cache, tiny_proxy):
-    from nascli.proxy import evaluate
+    from nascli.methods.decoder import evaluate
 
     g = _all_deform(_amp_spec(tiny_proxy, False))
     fp32, amp = (evaluate(g, _amp_spec(tiny_proxy, a), tiny_cache, seed=1, device="cpu") for a in (False, True))
@@ -72,15 +72,16 @@ def test_amp_on_the_cpu_trains_in_float32(tiny_cache, tiny_proxy):
 @pytest.fixture
 def amp_on_the_cpu(monkeypatch):
     """The CUDA mixed-precision path (float16 autocast, loss scaling) made to run on the CPU."""
-    from nascli import backbone_proxy, proxy, supernet
+    from nascli.methods import decoder, detnas, sp_nas
     from nascli.runtime import MixedPrecision
 
-    for module in (proxy, backbone_proxy, supernet):
+    for module in (decoder, sp_nas, detnas):
         monkeypatch.setattr(module, "training_precision", lambda device, amp: MixedPrecision(device, amp))
 
 
 def test_mixed_precision_path_trains_decoders_close_to_float32(tiny_cache, tiny_proxy, amp_on_the_cpu):
-    from nascli.proxy import _open_split, evaluate, train_candidate
+    from nascli.trial import open_split
+    from nascli.methods.decoder import evaluate, train_candidate
 
     plain, mixed = _amp_spec(tiny_proxy, False), _amp_spec(tiny_proxy, True)
     g = _all_deform(plain)
@@ -89,14 +90,14 @@ def test_mixed_precision_path_trains_decoders_close_to_float32(tiny_cache, tiny_
     assert fp32.status == amp.status == "done", amp.reason
     assert amp.reward != fp32.reward  # autocast did run: float16 rounding changes the trajectory ...
     assert amp.reward == pytest.approx(fp32.reward, rel=0.05)  # ... by little on a short run
-    scorer, _ = train_candidate(g, mixed, _open_split(str(tiny_cache), "train"), seed=1)
+    scorer, _ = train_candidate(g, mixed, open_split(str(tiny_cache), "train"), seed=1)
     assert {p.dtype for p in scorer.parameters()} == {torch.float32}  # weights and their average stay fp32
 
 
 def test_mixed_precision_path_trains_backbones_and_the_supernet(tiny_image_cache, tmp_path, amp_on_the_cpu):
-    from nascli.backbone_proxy import baseline_of, evaluate, start_genotype
+    from nascli.methods.sp_nas import baseline_of, evaluate, start_genotype
     from nascli.config import ProxySpec, load_spec, proxy_specs
-    from nascli.supernet import train_supernet
+    from nascli.methods.detnas import train_supernet
 
     spec = ProxySpec(space="sp-nas", epochs=1, lr=0.01, batch_size=4, reward="loss")
     g = start_genotype(baseline_of(tiny_image_cache))
@@ -137,7 +138,7 @@ def test_mixed_precision_runs_half_and_skips_an_overflowing_step():
 
 @CUDA
 def test_mixed_precision_on_gpu_agrees_with_float32(tiny_cache, tiny_proxy):
-    from nascli.proxy import evaluate
+    from nascli.methods.decoder import evaluate
 
     plain, mixed = _amp_spec(tiny_proxy, False), _amp_spec(tiny_proxy, True)
     g = _all_deform(plain)

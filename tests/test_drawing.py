@@ -4,7 +4,7 @@ import pytest
 
 from nascli.config import ProxySpec
 from nascli.drawing import GRAPHS, draw_genotype, genotype_graph
-from nascli.proxy import space_for
+from nascli.spaces import space_for
 from nascli.spaces import SPACES, zoo
 from nascli.strategies.random import RandomStrategy
 

@@ -41,7 +41,7 @@ SCENARIOS = textwrap.dedent('''
     import ray
 
     from nascli.executors import RayExecutor
-    from nascli.proxy import evaluate
+    from nascli.methods.decoder import evaluate
     from nascli.search import run_search
     from nascli.store import RunStore
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nascli.errors import CacheError, SpecError
-from nascli.features import CachedSplit, build_cache, describe, pyramid_sizes, verify
+from nascli.cache import CachedSplit, build_cache, describe, pyramid_sizes, verify
 from nascli.models.detector import batch_targets
 from nascli.runtime import load_checkpoint
 
@@ -22,7 +22,7 @@ def _rebuild_kwargs(tiny_coco, tiny_checkpoint, out, **kw):
 
 def test_features_read_back_equal_the_backbone_output(tiny_cache, tiny_coco, tiny_checkpoint):
     from nascli.data.coco import CocoDetection
-    from nascli.features import crop_sample, crop_transform, to_chw_array
+    from nascli.cache import crop_sample, crop_transform, to_chw_array
     from nascli.models.backbones import build_backbone
 
     ckpt = load_checkpoint(tiny_checkpoint)
@@ -136,7 +136,7 @@ def test_bad_requests_are_user_errors(tiny_coco, tiny_checkpoint, tmp_path):
     with pytest.raises(SpecError, match="--levels"):
         build_cache(**_rebuild_kwargs(tiny_coco, tiny_checkpoint, tmp_path, levels=("c9",)))
     with pytest.raises(SpecError, match="random features"):
-        build_cache(tiny_coco[0], tiny_coco[1], tmp_path, backbone="resnet18", crop=64, device="cpu")
+        build_cache(tiny_coco[0], tiny_coco[1], out_dir=tmp_path, backbone="resnet18", crop=64, device="cpu")
 
 
 def test_cli_info_verify_and_bad_file(run_cli, tiny_cache, tmp_path):
@@ -167,7 +167,7 @@ def test_batches_of_repeated_indices_read_the_same_from_disk_as_from_memory(tiny
     """A bootstrap subset (BatchNorm recalibration) repeats samples; h5py alone refuses that."""
     import numpy as np
 
-    from nascli.features import CachedSplit
+    from nascli.cache import CachedSplit
 
     indices = np.array([0, 0, 2, 5, 5, 5, 7])
     on_disk = list(CachedSplit(tiny_cache, "train", in_memory=False).batches(4, False, indices=indices))

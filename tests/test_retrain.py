@@ -14,7 +14,8 @@ from nascli.errors import SpecError
 from nascli.report import compare, kendall_tau, pareto_front, spearman_rho
 from nascli.retrain import retrain
 from nascli.runtime import load_checkpoint
-from nascli.search import ranked, run_search
+from nascli.protocol import ranked
+from nascli.search import run_search
 from nascli.spaces import load_genotype, zoo
 from nascli.store import RunStore
 from nascli.train import TrainingDiverged, build_detector, train
@@ -169,7 +170,7 @@ def fake_train(calls):
 
 def fake_evaluate(seen, meta_val_ap, test_ap):
     """AP by (split, lr, arch): on meta-val `meta_val_ap(lr)`, on test `test_ap(lr)` (+ seed noise)."""
-    def evaluate(checkpoint, data, image_dir=None, device="cpu", latency_images=20):
+    def evaluate(checkpoint, data, *, image_dir=None, device="cpu", latency_images=20):
         config = load_checkpoint(checkpoint)["config"]
         split = "test" if Path(data).name == "test.json" else "meta-val"
         seen.append((split, config["lr"], config["epochs"]))

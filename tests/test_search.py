@@ -15,7 +15,9 @@ import scipy.stats
 
 from nascli.config import ProxySpec, load_spec
 from nascli.errors import SpecError
-from nascli.proxy import TrialResult, evaluate, space_for
+from nascli.trial import TrialResult
+from nascli.methods.decoder import evaluate
+from nascli.spaces import space_for
 from nascli.search import run_search
 from nascli.store import RunStore
 from nascli.strategies.random import RandomStrategy
@@ -81,7 +83,7 @@ def test_the_control_is_trial_0_outside_the_budget_with_noise_and_verdict(tiny_c
 def test_proxy_verdict_threshold_is_t_at_the_noise_dof_not_z():
     """diff 0.5, se = 0.2·sqrt(2/3) = 0.163: beyond z = 2 (0.327) but not beyond t(0.975, 4)
     = 2.776 (0.453 ... beats) vs t(0.975, 2) = 4.303 (0.703: does not)."""
-    from nascli.search import verdict
+    from nascli.protocol import verdict
 
     control = {"mean": -5.0, "seeds": 3}
     best = {"trial": 4, "mean": -4.5, "seeds": 3}
@@ -93,7 +95,7 @@ def test_proxy_verdict_threshold_is_t_at_the_noise_dof_not_z():
 
 
 def test_candidates_of_a_search_see_the_same_batches_in_the_same_order(tiny_cache, tiny_proxy, monkeypatch):
-    from nascli.features import CachedSplit
+    from nascli.cache import CachedSplit
 
     spec = load_spec(ProxySpec, tiny_proxy).model_copy(update={"epochs": 2, "batch_size": 3})
     seen, original = [], CachedSplit.batches
@@ -121,8 +123,8 @@ def test_scored_batchnorm_statistics_are_recomputed_on_meta_train(tiny_cache, ti
     (averaged) weights, averaged over the meta-train batches: not averaged, not initial."""
     import torch
 
-    from nascli.features import CachedSplit
-    from nascli.proxy import train_candidate
+    from nascli.cache import CachedSplit
+    from nascli.methods.decoder import train_candidate
 
     spec = load_spec(ProxySpec, tiny_proxy).model_copy(update={"batch_size": 4})
     train = CachedSplit(tiny_cache, "train")
@@ -149,7 +151,7 @@ def test_scored_batchnorm_statistics_are_recomputed_on_meta_train(tiny_cache, ti
 def test_polyak_average_warms_up_so_the_first_steps_fade():
     import torch
 
-    from nascli.proxy import PolyakAverage
+    from nascli.trial import PolyakAverage
 
     model = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():
@@ -182,7 +184,7 @@ def test_rescoring_draws_fresh_batch_orders_paired_across_genotypes(tiny_cache, 
     """Search trials all see the run seed's order; re-scoring (the control's and the best's) uses
     other orders, the k-th one the same for every genotype, so no re-scored mean keeps the order
     that selected its winner and the means stay paired."""
-    from nascli.search import rescore_seed
+    from nascli.protocol import rescore_seed
 
     calls = []
 

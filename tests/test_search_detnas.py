@@ -26,7 +26,7 @@ def detnas_spec(tmp_path):
 
 def test_supernet_training_resumes_exactly_after_a_kill(tiny_image_cache, detnas_spec, tmp_path):
     from nascli.config import ProxySpec, load_spec
-    from nascli.supernet import train_supernet
+    from nascli.methods.detnas import train_supernet
 
     spec = load_spec(ProxySpec, detnas_spec)
     whole = train_supernet(tmp_path / "whole.pt", spec, tiny_image_cache, seed=2)
@@ -48,15 +48,14 @@ def test_supernet_training_resumes_exactly_after_a_kill(tiny_image_cache, detnas
 
 def test_evolution_and_random_score_paths_of_one_supernet_against_shufflenetv2(tiny_image_cache, detnas_spec,
                                                                                tiny_test, tmp_path, monkeypatch):
-    import shutil
-
     from nascli.search import run_search
     from nascli.store import RunStore
 
     evolution = run_search("detnas", detnas_spec, tiny_image_cache, 4, tmp_path / "evolution", seed=0)
-    (tmp_path / "random").mkdir()  # the paper's Figure 2: random sampling on the same trained supernet
-    shutil.copy(tmp_path / "evolution" / "supernet.pt", tmp_path / "random" / "supernet.pt")
-    random = run_search("random", detnas_spec, tiny_image_cache, 4, tmp_path / "random", seed=0)
+    # the paper's Figure 2: random sampling on the same trained supernet, named instead of copied
+    random = run_search("random", detnas_spec, tiny_image_cache, 4, tmp_path / "random", seed=0,
+                        supernet=tmp_path / "evolution")
+    assert not (tmp_path / "random" / "supernet.pt").exists()
     for summary, run in ((evolution, "evolution"), (random, "random")):
         control = json.loads(summary["control"]["genotype"])
         assert control["space"] == "detnas" and set(control["choices"]) == {0}  # ShuffleNetV2: all 3x3
@@ -67,16 +66,22 @@ def test_evolution_and_random_score_paths_of_one_supernet_against_shufflenetv2(t
         assert len(set(genotypes)) == len(genotypes) == 4
     # one supernet, the same fresh seeds: the control's scores agree to the bit
     assert evolution["control"]["mean"] == random["control"]["mean"]
+    # the random run records whose supernet it scored: its retraining starts from that one
+    from nascli.methods import lookup
+
+    meta = RunStore(tmp_path / "random", create=False).meta()
+    assert lookup("random", "detnas").retrain_init(tmp_path / "random", meta) == \
+        (tmp_path / "evolution" / "supernet.pt").resolve()
 
     import nascli.train as train_module
     from nascli.retrain import retrain
     from nascli.spaces import load_genotype
-    from nascli.supernet import path_backbone_state
+    from nascli.methods.detnas import path_backbone_state
 
     starts, original = [], train_module.init_backbone
 
-    def recording(model, checkpoint):  # the backbone weights retraining starts from
-        original(model, checkpoint)
+    def recording(model, checkpoint, genotype=None):  # the backbone weights retraining starts from
+        original(model, checkpoint, genotype)
         starts.append({k: v.clone() for k, v in model.backbone.state_dict().items()})
 
     monkeypatch.setattr(train_module, "init_backbone", recording)

@@ -88,7 +88,8 @@ def test_genotype_fields_are_checked_in_one_line(bad):
 
 
 def test_the_start_detector_is_the_baseline_and_expand_keeps_the_whole_detector(tiny_checkpoint, tmp_path):
-    from nascli.backbone_proxy import inherit, normalize, start_detector
+    from nascli.methods.sp_nas import inherit, start_detector
+    from nascli.trial import normalize
     from nascli.runtime import load_checkpoint
     from nascli.train import build_detector
 
@@ -133,7 +134,7 @@ def test_spnas_search_on_image_crops_resumes_exactly_and_retrains(tiny_image_cac
     calls = []
 
     def dies_in_trial_two(*args, **kwargs):  # the control's 2 seeds, trial 1, then cut
-        from nascli.backbone_proxy import evaluate
+        from nascli.methods.sp_nas import evaluate
 
         calls.append(1)
         if len(calls) == 4:

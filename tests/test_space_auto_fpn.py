@@ -6,8 +6,9 @@ import torch
 
 from nascli.config import ProxySpec
 from nascli.errors import SpecError
-from nascli.proxy import TrialResult, space_for
-from nascli.spaces import auto_fpn, load_genotype
+from nascli.spaces import auto_fpn, load_genotype, space_for
+from nascli.spaces.base import cost
+from nascli.trial import TrialResult
 from nascli.strategies.darts import DartsStrategy, resolve_lambda
 from nascli.strategies.random import RandomStrategy
 
@@ -104,12 +105,13 @@ def test_a_larger_lambda_decodes_to_fewer_flops_and_every_decoded_genotype_runs(
             out = decoder(batch)
             assert torch.isfinite(sum(decoder.loss_from_batch(out, batch).values()))
         shapes = {lv: tuple(strategy.train.group[lv].shape[1:]) for lv in strategy.train.levels}
-        flops[lam] = auto_fpn.cost(decoder, shapes)["flops"]
+        flops[lam] = cost(decoder, shapes)["flops"]
     assert flops[2.0] < flops[0.0]
 
 
 def test_resume_after_a_kill_mid_epoch_restores_alpha_and_weights_exactly(tiny_cache, tmp_path, monkeypatch):
-    from nascli.search import _unpack, run_search
+    from nascli.store import unpack_state
+    from nascli.search import run_search
     from nascli.store import RunStore
 
     spec = tmp_path / "auto.yaml"
@@ -121,7 +123,7 @@ def test_resume_after_a_kill_mid_epoch_restores_alpha_and_weights_exactly(tiny_c
 
     def final_state(run):
         store = RunStore(run, create=False)
-        state, genotypes = _unpack(store.load_state()), [t.genotype for t in store.trials("id > 0")]
+        state, genotypes = unpack_state(store.load_state()), [t.genotype for t in store.trials("id > 0")]
         store.close()
         return state, genotypes
 

@@ -88,12 +88,12 @@ def test_a_supernet_path_equals_the_standalone_network_with_its_weights(seed):
 def test_path_wise_training_updates_only_the_sampled_path(optimizer):
     """Through the supernet trainer's own optimiser (momentum / moments and weight decay included): a
     step on path 2 leaves every choice that path 1 alone used exactly where path 1's step left it."""
-    from nascli.backbone_proxy import sgd_step
-    from nascli.supernet import SupernetOptions, _optimizer
+    from nascli.trial import sgd_step
+    from nascli.methods.detnas import SupernetOptions, supernet_optimizer
 
     options = SupernetOptions(width=0.25, depth=0.5, optimizer=optimizer, lr=0.01, weight_decay=0.1)
     supernet = Supernet(options.space_spec()).train()
-    opt = _optimizer(supernet, options)
+    opt = supernet_optimizer(supernet, options)
     blocks = options.space_spec().blocks()
     for path in ([1] * blocks, [2] * blocks):
         before = {k: v.clone() for k, v in supernet.state_dict().items()}
@@ -104,7 +104,7 @@ def test_path_wise_training_updates_only_the_sampled_path(optimizer):
 
 
 def test_batchnorm_recalibration_changes_only_batchnorm_buffers():
-    from nascli.proxy import recompute_batchnorm
+    from nascli.trial import recompute_batchnorm
 
     net = detnas.DetNASNet(detnas.decode([3, 0, 1, 2] * 3 + [0] * (SpaceSpec(depth=0.5).blocks() - 12),
                                          SpaceSpec(width=0.25, depth=0.5)))

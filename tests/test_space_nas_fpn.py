@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nascli.errors import SpecError
-from nascli.features import pyramid_sizes
+from nascli.cache import pyramid_sizes
 from nascli.models.retinanet import anchor_targets, anchors_for, decode, encode
 from nascli.spaces import build_decoder, load_genotype, nas_fpn, zoo
 
@@ -152,7 +152,8 @@ def tiny_fpn_proxy(tmp_path):
 
 def test_proxy_reward_is_the_meta_val_ap(tiny_cache, tiny_fpn_proxy):
     from nascli.config import ProxySpec, load_spec
-    from nascli.proxy import evaluate, space_for
+    from nascli.methods.decoder import evaluate
+    from nascli.spaces import space_for
     from nascli.strategies.random import RandomStrategy
 
     spec = load_spec(ProxySpec, tiny_fpn_proxy)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nascli.strategies import STRATEGIES
+from nascli.methods import lookup
 from nascli.strategies.base import Strategy
 from nascli.strategies.controller import ControllerStrategy
 from nascli.strategies.random import RandomStrategy
@@ -80,10 +80,11 @@ def test_failed_trials_count_as_the_worst_reward():
     assert s.worst == 0.5 and len(s.buffer) == 2
 
 
-@pytest.mark.parametrize("name", sorted(n for n, c in STRATEGIES.items() if issubclass(c, Strategy)))
+@pytest.mark.parametrize("name", sorted(n for n in ("random", "nas-fcos", "nas-fpn", "auto-fpn", "detnas", "sp-nas")
+                                         if issubclass(lookup(n).strategy, Strategy)))
 def test_resume_from_state_dict_continues_identically(name):
-    """Every strategy over a decision sequence (auto-fpn's supernet: tests/test_space_auto_fpn.py)."""
-    cls = STRATEGIES[name]
+    """Every method's strategy over a decision sequence (auto-fpn's supernet: tests/test_space_auto_fpn.py)."""
+    cls = lookup(name).strategy
     a = cls(ToySpace(), seed=3, batch=4) if cls is ControllerStrategy else cls(ToySpace(), seed=3)
     for g in a.ask(6):
         a.tell(g, toy_reward(g))

@@ -9,7 +9,7 @@ sqrt(min(l,r)/max(l,r) · min(t,b)/max(t,b)).
 import numba
 import numpy as np
 
-from .boxes import _box_iou
+from .boxes import box_iou_kernel
 
 #: FCOS's per-level regression ranges for P3..P7 (pixels of the input image).
 FCOS_SIZE_RANGES = ((0.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, np.inf))
@@ -111,5 +111,5 @@ def match_anchors(anchors, gt_boxes, fg_threshold=0.5, bg_threshold=0.4, allow_l
     """
     anchors = np.ascontiguousarray(anchors, dtype=np.float32).reshape(-1, 4)
     gt_boxes = np.ascontiguousarray(gt_boxes, dtype=np.float32).reshape(-1, 4)
-    iou = _box_iou(gt_boxes, anchors)
+    iou = box_iou_kernel(gt_boxes, anchors)
     return _match(iou, float(fg_threshold), float(bg_threshold), bool(allow_low_quality))

@@ -8,7 +8,7 @@ back sorted by decreasing score. IoU is computed in float32 exactly as its C++ k
 import numba
 import numpy as np
 
-from .boxes import _pair_iou
+from .boxes import pair_iou
 
 
 @numba.njit(cache=True)
@@ -38,7 +38,7 @@ def _batched_nms(boxes, order, groups, n_groups, iou_threshold):
                 j = bucketed[b]
                 if suppressed[j]:
                     continue
-                iou = _pair_iou(x1, y1, x2, y2, area_i,
+                iou = pair_iou(x1, y1, x2, y2, area_i,
                                 boxes[j, 0], boxes[j, 1], boxes[j, 2], boxes[j, 3], areas[j])
                 if iou > iou_threshold:
                     suppressed[j] = True

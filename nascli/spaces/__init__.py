@@ -1,9 +1,9 @@
-"""WHAT can be searched: one module per published search space, each exposing a genotype class,
-`decisions(spec)`, `decode(choices)` / `encode(genotype)`, `build(genotype, in_channels, spec)`
-and `cost(genotype, spec)`.
+"""WHAT can be searched: one module per published search space, each keeping the contract of
+spaces/base.py (its tag, what it searches - decoder or backbone -, its genotype, `from_spec`,
+`build`), and the hand-designed decoders the controls use (fpn_fcos, fpn_retinanet).
 
-`load_genotype` and `build_decoder` dispatch on a genotype's `space` tag, so retraining,
-evaluation and the proxy handle every space's genotypes (and the hand-designed FPN) alike.
+`load_genotype`, `build_decoder`, `build_backbone` and `space_for` dispatch on a `space` tag, so
+retraining, evaluation and the trials handle every space's genotypes alike.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import SpecError, unknown_name
 from . import auto_fpn, detnas, fpn_fcos, fpn_retinanet, nas_fcos, nas_fpn, spnas
+from .base import BACKBONE
 
 #: space tag -> module with Genotype.from_json and build(genotype, in_channels, num_classes, width, head_width)
 SPACES = {nas_fcos.SPACE: nas_fcos, fpn_fcos.SPACE: fpn_fcos, nas_fpn.SPACE: nas_fpn,
@@ -49,3 +50,20 @@ def build_decoder(genotype, in_channels: dict, num_classes: int, width: int, hea
     if genotype.space not in SPACES:
         raise unknown_name("space", genotype.space, SPACES)
     return SPACES[genotype.space].build(genotype, in_channels, num_classes, width, head_width)
+
+
+def space_for(spec):
+    """The space a proxy spec searches, sized by it."""
+    if spec.space not in SPACES or not hasattr(SPACES[spec.space], "from_spec"):
+        raise unknown_name("space", spec.space, [k for k, m in SPACES.items() if hasattr(m, "from_spec")])
+    return SPACES[spec.space].from_spec(spec)
+
+
+def searches_backbone(genotype) -> bool:
+    """Whether the genotype describes a backbone (under the family's fixed FPN + FCOS head)."""
+    return SPACES[genotype.space].SEARCHES == BACKBONE
+
+
+def build_backbone(genotype):
+    """The backbone a backbone genotype describes (a module with `out_channels`)."""
+    return SPACES[genotype.space].build_backbone(genotype)

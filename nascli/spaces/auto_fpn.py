@@ -34,11 +34,12 @@ from ..errors import SpecError
 from ..models.detector import STRIDES
 from ..models.heads import FCOSHead, group_count
 from .genotype_json import JsonGenotype, fields_of, read_fields
-from . import nas_fcos
-from .nas_fcos import Decision, cost  # noqa: F401  (cost: one measurement for every space)
+from . import base
+from .base import Decision
 from .ops import OPS
 
 SPACE = "auto-fpn"
+SEARCHES = base.DECODER
 VERSION = 1
 NECK_OPS = ("none", "skip", "sep3x3", "sep5x5", "dil3x3_r2", "dil3x3_r3", "dil5x5_r2", "dil5x5_r3")
 HEAD_OPS = ("none", "skip", "sep3x3", "sep5x5", "dil3x3_r2", "dil5x5_r2", "conv3x3", "conv5x5")
@@ -390,9 +391,14 @@ def op_costs(names, width: int, size: int = 8) -> torch.Tensor:
     return (table / table.max(0).values.clamp(min=1)).sum(1).float()
 
 
-class Space(nas_fcos.Space):
-    """The space bundled for strategies and the proxy (the same contract as NAS-FCOS's)."""
+class Space(base.Space):
+    """The Auto-FPN space bundled for strategies and trials."""
 
     module = sys.modules[__name__]
-    name = SPACE
-    genotype_class = Genotype
+
+
+def from_spec(spec) -> Space:
+    """The space a proxy spec sizes; it fuses P3..P5, which the spec's inputs must hold."""
+    if not set(LEVELS) <= set(spec.inputs):  # (C2, in the default inputs, is not used)
+        raise SpecError(f"field 'inputs': Auto-FPN fuses {list(LEVELS)} (P3..P5); {spec.inputs} lacks some")
+    return Space(SpaceSpec(layers=spec.layers, head_cells=spec.head_cells, width=spec.width))

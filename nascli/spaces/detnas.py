@@ -25,11 +25,12 @@ import torch
 from torch import nn
 
 from ..errors import SpecError
-from . import nas_fcos
+from . import base
 from .genotype_json import JsonGenotype, fields_of, read_fields
-from .nas_fcos import Decision
+from .base import Decision
 
 SPACE, VERSION = "detnas", 1
+SEARCHES = base.BACKBONE
 CHOICES = ("shuffle3x3", "shuffle5x5", "shuffle7x7", "xception3x3")  # the released ids 0..3
 LAYOUTS = {"small": ((4, 4, 8, 4), (16, 64, 160, 320, 640)), "large": ((8, 8, 16, 8), (48, 96, 240, 480, 960))}
 LEVELS = ("c2", "c3", "c4", "c5")
@@ -251,12 +252,21 @@ def build(genotype: Genotype, in_channels: dict, num_classes: int, width: int, h
     return fpn_fcos.build(fpn_fcos.Genotype(), in_channels, num_classes, width, head_width)
 
 
-class Space(nas_fcos.Space):
-    """The space bundled for strategies (evolution, random): decisions are the per-block choices."""
+class Space(base.Space):
+    """The DetNAS space bundled for strategies (evolution, random): decisions are the per-block choices."""
 
     module = sys.modules[__name__]
-    name = SPACE
-    genotype_class = Genotype
+
+
+def from_spec(spec) -> Space:
+    """The space a proxy spec's `supernet` section sizes (layout, width and depth multipliers)."""
+    o = spec.supernet
+    return Space(SpaceSpec(o.get("layout", "small"), o.get("width", 1.0), o.get("depth", 1.0)))
+
+
+def build_backbone(genotype: Genotype) -> nn.Module:
+    """The standalone network of one path (a backbone for the family's FPN + FCOS head)."""
+    return DetNASNet(genotype)
 
 
 #: DetNASNet from the released lists (DESIGN.md zoo section), and the all-3×3 ShuffleNetV2 baselines.

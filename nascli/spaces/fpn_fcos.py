@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import SpecError
+from .base import DECODER
 from .genotype_json import JsonGenotype, fields_of, read_fields
 
 SPACE = "fpn-fcos"
+SEARCHES = DECODER
 VERSION = 1
 
 

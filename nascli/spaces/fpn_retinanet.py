@@ -7,8 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import fpn_fcos
+from .base import DECODER
 
 SPACE = "fpn-retinanet"
+SEARCHES = DECODER
 VERSION = fpn_fcos.VERSION
 
 

@@ -28,10 +28,13 @@ from ..errors import SpecError
 from ..models.detector import STRIDES
 from ..models.fpn import Widen
 from ..models.heads import FCOSHead
+from . import base
+from .base import Decision, cost  # noqa: F401  (cost: the decoder measurement every space shares)
 from .genotype_json import JsonGenotype, fields_of, read_fields
-from .ops import OPS, deform_conv_flops, norm_layer, resize_to
+from .ops import OPS, norm_layer, resize_to
 
 SPACE = "nas-fcos"
+SEARCHES = base.DECODER
 VERSION = 1
 FPN_OPS = ("sep3x3", "sep3x3_d3", "sep5x5_d6", "skip", "deform3x3")  # paper Table 1, ids 0..4
 HEAD_SEQUENCE_OPS = ("conv1x1", "conv3x3", "sep3x3", "sep3x3_d3", "skip", "deform3x3")  # released
@@ -138,12 +141,6 @@ def validate(g: Genotype) -> str | None:
 
 
 # ------------------------------------------------------------------ the decision sequence
-
-
-@dataclass(frozen=True)
-class Decision:
-    name: str
-    options: int
 
 
 def decisions(spec: SpaceSpec = SpaceSpec()) -> list[Decision]:
@@ -329,58 +326,13 @@ def build(genotype: Genotype, in_channels: dict, num_classes: int, width: int = 
     return FCOSDecoder(in_channels, num_classes, fpn=fpn, head=head)
 
 
-
-def cost(decoder: nn.Module, feature_shapes: dict) -> dict:
-    """Params and FLOPs of a built decoder for features of the given shapes (N=1); deformable
-    convolutions, which FlopCounterMode cannot see, are counted analytically."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from .ops import DeformConv
-
-    extra, hooks = [0], []
-    for m in decoder.modules():
-        if isinstance(m, DeformConv):
-            hooks.append(m.register_forward_hook(
-                lambda mod, inp, out: extra.__setitem__(0, extra[0] + deform_conv_flops(mod, inp[0].shape))))
-    feats = {lv: torch.zeros(1, *shape) for lv, shape in feature_shapes.items()}
-    counter = FlopCounterMode(display=False)
-    was_training = decoder.training
-    decoder.eval()
-    try:
-        with counter, torch.no_grad():
-            decoder(feats)
-    finally:
-        decoder.train(was_training)
-        for h in hooks:
-            h.remove()
-    return {"params": sum(p.numel() for p in decoder.parameters()),
-            "flops": int(counter.get_total_flops()) + extra[0]}
-
-
-class Space:
-    """The space bundled for strategies and the proxy: they see only decisions and genotypes.
-
-    Every space module (this one, nas_fpn) exposes the same functions; a subclass names its module.
-    """
+class Space(base.Space):
+    """The NAS-FCOS space bundled for strategies and trials."""
 
     module = sys.modules[__name__]
-    name = SPACE
-    genotype_class = Genotype
 
-    def __init__(self, spec=None):
-        self.spec = spec if spec is not None else self.module.SpaceSpec()
 
-    def decisions(self) -> list[Decision]:
-        return self.module.decisions(self.spec)
-
-    def decode(self, choices):
-        return self.module.decode(choices, self.spec)
-
-    def encode(self, genotype) -> list[int]:
-        return self.module.encode(genotype, self.spec)
-
-    def is_valid(self, choices) -> bool:
-        return self.module.is_valid(choices, self.spec)
-
-    def build(self, genotype, in_channels: dict, num_classes: int):
-        return self.module.build(genotype, in_channels, num_classes, self.spec.width)
+def from_spec(spec) -> Space:
+    """The space a proxy spec sizes (inputs, width, blocks, the op lists it allows)."""
+    return Space(SpaceSpec(inputs=tuple(spec.inputs), width=spec.width, fpn_blocks=spec.fpn_blocks,
+                           head_blocks=spec.head_blocks, fpn_ops=tuple(spec.fpn_ops), head_ops=tuple(spec.head_ops)))

@@ -26,11 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SpecError
-from . import nas_fcos
+from . import base
 from .genotype_json import JsonGenotype, fields_of, read_fields
-from .nas_fcos import Decision
+from .base import Decision
 
 SPACE = "nas-fpn"
+SEARCHES = base.DECODER
 VERSION = 1
 LEVELS = (3, 4, 5, 6, 7)
 BINARY_OPS = ("sum", "global_pool")
@@ -255,9 +256,12 @@ def build(genotype: Genotype, in_channels: dict, num_classes: int, width: int = 
                          num_classes)
 
 
-class Space(nas_fcos.Space):
-    """The space bundled for strategies and the proxy (the same contract as NAS-FCOS's)."""
+class Space(base.Space):
+    """The NAS-FPN space bundled for strategies and trials."""
 
     module = sys.modules[__name__]
-    name = SPACE
-    genotype_class = Genotype
+
+
+def from_spec(spec) -> Space:
+    """The space a proxy spec sizes (cells, width, stacked repeats)."""
+    return Space(SpaceSpec(cells=spec.cells, width=spec.width, repeats=spec.repeats))

@@ -26,6 +26,7 @@ Morphisms (§3.1), each returning a new network with the old weights carried ove
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ..errors import SpecError
+from . import base
 from .genotype_json import JsonGenotype, fields_of, read_fields
 
 BLOCKS = {"BB": (BasicBlock, {}), "BNB": (Bottleneck, {}), "XB": (Bottleneck, {"groups": 32, "base_width": 4})}
@@ -271,6 +273,7 @@ def sample_parallel(serial_net: SerialNet, rng, max_subnets: int = 3, size: int 
 # ------------------------------------------------------------------ genotypes and proposals
 
 SPACE, VERSION = "sp-nas", 1
+SEARCHES = base.BACKBONE
 STARTS = {"resnet18": RESNET18, "resnet34": Serial("BB", ("111", "d111", "d11111", "d11")), "resnet50": RESNET50}
 
 
@@ -402,15 +405,15 @@ def propose(serial: Serial, rng) -> tuple:
     return tuple(steps)
 
 
-class Space:
-    """The sp-nas space as `run_search` needs it: the genotype class (its strategy proposes
+class Space(base.Space):
+    """The sp-nas space as a search needs it: the genotype class (its strategy proposes
     morphisms itself; there is no decision sequence)."""
 
-    name = SPACE
-    genotype_class = Genotype
+    module = sys.modules[__name__]
 
-    def __init__(self, spec=None):
-        self.spec = spec
+
+def from_spec(spec) -> Space:
+    return Space(spec)
 
 
 def build(genotype: Genotype, in_channels: dict, num_classes: int, width: int, head_width: int | None = None):

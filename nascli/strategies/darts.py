@@ -61,14 +61,14 @@ class DartsStrategy:
     """Trains the Auto-FPN supernet an epoch per `ask`; see the module docstring."""
 
     def __init__(self, space, seed: int = 0, cache=None, epochs: int = 1, **options):
-        from ..proxy import _open_split
+        from ..trial import open_split
 
         if not isinstance(space, auto_fpn.Space):
             raise SpecError(f"the darts strategy searches the auto-fpn space, not {space.name!r}")
         self.options = validate(DartsOptions, options, "proxy spec field 'darts'")
         self.lam = resolve_lambda(self.options.lambda_)
         self.space, self.seed, self.epochs, self.epoch = space, seed, max(1, epochs), 0
-        self.train = _open_split(str(cache), "train")
+        self.train = open_split(str(cache), "train")
         n = len(self.train) if self.options.max_samples is None else min(len(self.train), self.options.max_samples)
         order = np.random.default_rng(seed).permutation(n)
         self.half_a, self.half_b = np.sort(order[: n // 2]), np.sort(order[n // 2:])

@@ -12,7 +12,7 @@
    fewer FLOPs it adds; weights copied from the stage), the best kept, until `n_stuck_parallel`
    fail in a row.
 A trial budget (`--trials`) keeps `parallel_share` of itself for step 3. Every trained candidate is
-a trial (run_search scores it with `backbone_proxy.evaluate`); `ask` returns nothing when the
+a trial (run_search scores it with `methods.sp_nas.evaluate`); `ask` returns nothing when the
 search is over. The whole state is plain data, saved with every trial, so a resumed search asks
 exactly what the uninterrupted one would have.
 """

@@ -1,4 +1,5 @@
-"""Train and score one SP-NAS backbone candidate on cached image crops, from inherited weights.
+"""SP-NAS (papers/sp-nas.md): the backbone trial. Train and score one candidate on cached image
+crops, from inherited weights; and how a grown backbone starts retraining.
 
 SP-NAS's "fast training scheme" (§4): the candidate (its backbone morphed from its parent's
 trained one, the parent's decoder carried over) trains every parameter for the spec's `epochs`
@@ -28,44 +29,21 @@ from __future__ import annotations
 import math
 import os
 import time
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .config import ProxySpec, validate
-from .errors import CheckpointError, SpecError
-from .features import describe
-from .proxy import Diverged, TrialResult, _open_split, _score, reward_kind
-from .runtime import MixedPrecision, training_precision
-from .spaces import spnas
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """Cached uint8 crops (as float, 0..255) normalised as the baseline's training normalised images."""
-    from .data.coco import IMAGENET_MEAN, IMAGENET_STD
-
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1) * 255
-    return (images - mean) / std
-
-
-class ImageDetector(nn.Module):
-    """A backbone and an FCOS decoder over cache batches of uint8 image crops."""
-
-    def __init__(self, backbone: nn.Module, decoder: nn.Module):
-        super().__init__()
-        self.backbone, self.decoder = backbone, decoder
-
-    def forward(self, batch: dict) -> dict:
-        return self.decoder(self.backbone(normalize(batch["images"])))
-
-    def loss_from_batch(self, outputs: dict, batch: dict) -> dict:
-        return self.decoder.loss_from_batch(outputs, batch)
-
-    def postprocess(self, outputs: dict, image_sizes) -> list[dict]:
-        return self.decoder.postprocess(outputs, image_sizes)
+from ..cache import describe
+from ..config import ProxySpec, validate
+from ..errors import CheckpointError, SpecError
+from ..runtime import training_precision
+from ..spaces import spnas
+from ..strategies.morphism import MorphismStrategy
+from ..trial import (TRIAL_ERRORS, ImageDetector, TrialResult, cosine, failure, image_detector_cost, open_split,
+                     outcome, score, sgd_step)
+from .base import IMAGES, Method, TrialSetup
 
 
 def baseline_of(cache) -> dict:
@@ -76,7 +54,7 @@ def baseline_of(cache) -> dict:
 
 @lru_cache(maxsize=2)
 def _baseline(cache: str) -> dict:
-    from .runtime import load_checkpoint
+    from ..runtime import load_checkpoint
 
     source = describe(cache).get("sources", {}).get("checkpoint")
     if not source:
@@ -97,7 +75,7 @@ def start_genotype(ckpt: dict) -> spnas.Genotype:
 
 
 def _decoder(ckpt: dict, in_channels: dict) -> nn.Module:
-    from .models.detector import FCOSDecoder
+    from ..models.detector import FCOSDecoder
 
     args = ckpt["model_args"]
     return FCOSDecoder(in_channels, args["num_classes"], width=args["width"], num_convs=args["num_convs"])
@@ -185,45 +163,17 @@ def train_detector(detector: ImageDetector, train, epochs: int, spec: ProxySpec,
     detector.eval()
 
 
-def cosine(step: int, total: int, lr: float, lr_min: float = 0.0) -> float:
-    """The learning rate at `step` of `total` on a cosine from `lr` to `lr_min`."""
-    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * step / max(1, total)))
-
-
-def sgd_step(optimizer, loss, lr: float, where: str, precision: MixedPrecision | None = None) -> None:
-    """One step at `lr`, gradients clipped to norm 10 (through `precision`'s loss scaling when
-    given); a loss that is not finite is a Diverged trial. Parameters without a gradient (off a
-    supernet's path) are left alone by torch's SGD and AdamW."""
-    if not torch.isfinite(loss):
-        raise Diverged(f"loss diverged ({loss.item()}) in {where}", {})
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    (precision or MixedPrecision(loss.device, False)).step(optimizer, loss, clip_norm=10.0)
-
-
-def cost(detector: ImageDetector, crop: int) -> dict:
-    """Params and FLOPs of the whole detector on one crop."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    was_training = detector.training
-    detector.eval()
-    with counter, torch.no_grad():
-        detector({"images": torch.zeros(1, 3, crop, crop)})
-    detector.train(was_training)
-    return {"params": sum(p.numel() for p in detector.parameters()), "flops": int(counter.get_total_flops())}
-
-
 def evaluate(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_seed: int = 0, weights_dir=None,
              options=None, device="cpu") -> TrialResult:
     """The reward of one candidate: inherit, train briefly (or reignite), score on meta-val, and
     leave its weights in `weights_dir/<tag>.pt`. `seed` draws new layers and the batch order (with
     `data_seed`, the run's). A diverging candidate is a failed trial."""
-    from .strategies.morphism import MorphismOptions
+    from ..strategies.morphism import MorphismOptions
+    from . import reward_kind
 
     started = time.perf_counter()
     options = options or validate(MorphismOptions, spec.morphism, "proxy spec field 'morphism'")
-    train, val = _open_split(str(cache_path), "train"), _open_split(str(cache_path), "val")
+    train, val = open_split(str(cache_path), "train"), open_split(str(cache_path), "val")
     if "images" not in train.levels:
         raise SpecError(f"{cache_path}: sp-nas trains on image crops; build the cache with --levels images")
     ckpt = baseline_of(cache_path)
@@ -236,24 +186,18 @@ def evaluate(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_seed: in
     else:
         detector = inherit(genotype, ckpt, weights_dir)
         epochs = spec.epochs
-    measured = cost(detector, train.crop)
+    measured = image_detector_cost(detector, train.crop)
     detector = detector.to(device)
     try:
         train_detector(detector, train, epochs, spec, options, data_seed * 1_000_003 + seed, device)
         detector.decoder.score_thresh, detector.decoder.topk_per_level = 0.0, 100
-        losses, ap = _score(detector, val, spec, reward_kind(spec) == "ap", device)
-    except Diverged as e:
-        return TrialResult("failed", reason=str(e), seconds=time.perf_counter() - started, **measured)
-    except torch.OutOfMemoryError:
-        return TrialResult("failed", reason="out of memory", seconds=time.perf_counter() - started, **measured)
-    total = sum(losses.values())
-    if not math.isfinite(total):
-        return TrialResult("failed", reason="validation loss is not finite", losses=losses,
-                           seconds=time.perf_counter() - started, **measured)
-    if genotype.tag != "start":  # (the control's weights are never a parent)
+        losses, ap = score(detector, val, spec, reward_kind(spec) == "ap", device)
+    except TRIAL_ERRORS as e:
+        return failure(e, started, measured)
+    result = outcome(losses, ap, reward_kind(spec), started, measured)
+    if result.status == "done" and genotype.tag != "start":  # (the control's weights are never a parent)
         _save_once(Path(weights_dir) / f"{genotype.tag}.pt", genotype, detector)
-    reward = ap["AP"] if reward_kind(spec) == "ap" else -total
-    return TrialResult("done", reward=reward, losses=losses, ap=ap, seconds=time.perf_counter() - started, **measured)
+    return result
 
 
 def _save_once(path: Path, genotype, detector: ImageDetector) -> None:
@@ -263,3 +207,47 @@ def _save_once(path: Path, genotype, detector: ImageDetector) -> None:
     tmp = path.with_name(path.name + ".partial")
     torch.save({"genotype": genotype.to_json(), "model": detector.state_dict()}, tmp)
     os.replace(tmp, path)
+
+
+def trial(spec: ProxySpec, cache, run_dir, seed: int, device: str, **_) -> TrialSetup:
+    """Candidates pass their weights to their children through files in RUN/weights."""
+    weights = Path(run_dir) / "weights"
+    weights.mkdir(exist_ok=True)
+    return TrialSetup(partial(evaluate, weights_dir=weights, device=device), writable={"run folder": weights})
+
+
+def start_control(spec: ProxySpec, cache) -> spnas.Genotype:
+    """The network the search grows from, trained as briefly as a candidate."""
+    return start_genotype(baseline_of(cache))
+
+
+def morphism_options(spec: ProxySpec, cache, trials: int, lam=None) -> dict:
+    return {**spec.morphism, "trials": trials, "start": start_genotype(baseline_of(cache)).to_json()}
+
+
+def lineage_start(store):
+    """A grown backbone is retrained from the baseline's weights, like the control: its genotype
+    with the morphs of its whole lineage (every trial of the run, by tag)."""
+    lineage = {g.tag: g for g in (spnas.Genotype.from_json(t.genotype, f"trial {t.id}") for t in store.trials("id > 0"))}
+    return lambda genotype: from_baseline(genotype, lineage)
+
+
+def baseline_backbone_state(genotype: spnas.Genotype, checkpoint) -> dict:
+    """The baseline's backbone weights carried through the genotype's morphs."""
+    from ..runtime import load_checkpoint
+
+    return inherit(genotype, load_checkpoint(checkpoint), None).backbone.state_dict()
+
+
+def trajectory_panel(run_dir) -> dict:
+    """The accepted steps of the search (its trajectory) and their figure."""
+    from ..report import trajectory, trajectory_figure
+
+    steps = trajectory(run_dir)
+    return {"trajectory": steps, "trajectory_figure": str(trajectory_figure(run_dir, steps))}
+
+
+METHOD = Method(name="sp-nas", space=spnas, strategy=MorphismStrategy, proxy="sp-nas", reward="ap", cache=IMAGES,
+                control=start_control, trial=trial, options=morphism_options, promoted=lineage_start,
+                backbone_state=baseline_backbone_state, random_search=False, scores_any_genotype=False,
+                panels=trajectory_panel)

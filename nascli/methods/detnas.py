@@ -1,4 +1,4 @@
-"""DetNAS's one-shot supernet on cached image crops (papers/detnas.md §3.2): path-wise training,
+"""DetNAS (papers/detnas.md): its one-shot supernet on cached image crops (papers/detnas.md §3.2): path-wise training,
 and the score of one path with the supernet's weights.
 
 Training has the paper's two phases, both path-wise (each step samples one path uniformly; only
@@ -25,7 +25,7 @@ import copy
 import math
 import os
 import time
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Literal
 
@@ -34,12 +34,14 @@ import torch
 from pydantic import ConfigDict, Field
 from torch import nn
 
-from .backbone_proxy import ImageDetector, cosine, normalize, sgd_step
-from .runtime import training_precision
-from .config import ProxySpec, Spec, validate
-from .errors import CheckpointError
-from .proxy import TrialResult, _open_split, _score, recompute_batchnorm
-from .spaces import detnas
+from ..config import ProxySpec, Spec, validate
+from ..errors import CheckpointError
+from ..runtime import training_precision
+from ..spaces import detnas
+from ..strategies.evolution import EvolutionStrategy
+from ..trial import (ImageDetector, TrialResult, cosine, normalize, open_split, outcome, recompute_batchnorm, score,
+                     sgd_step)
+from .base import IMAGES, Method, TrialSetup
 
 
 class SupernetOptions(Spec):
@@ -76,7 +78,7 @@ class SupernetDetector(nn.Module):
 
     def __init__(self, options: SupernetOptions, num_classes: int, width: int):
         super().__init__()
-        from .models.detector import FCOSDecoder
+        from ..models.detector import FCOSDecoder
 
         self.supernet = detnas.Supernet(options.space_spec())
         self.decoder = FCOSDecoder(self.supernet.out_channels, num_classes, width=width, num_convs=options.num_convs)
@@ -105,7 +107,7 @@ def train_supernet(path, spec: ProxySpec, cache, seed: int = 0, on_progress=None
     """Trains (or resumes, or finds finished) the supernet at `path`; returns its summary."""
     o = options_of(spec)
     path = Path(path)
-    train = _open_split(str(cache), "train")
+    train = open_split(str(cache), "train")
     torch.manual_seed(seed)
     model = SupernetDetector(o, len(train.classes), spec.width)
     phases = [("pretrain", o.pretrain_epochs), ("finetune", o.finetune_epochs)]
@@ -122,7 +124,7 @@ def train_supernet(path, spec: ProxySpec, cache, seed: int = 0, on_progress=None
         if saved.get("scaler"):
             precision.scaler.load_state_dict(saved["scaler"])
         if saved.get("optimizer") is not None:
-            optimizer = _optimizer(model, o)
+            optimizer = supernet_optimizer(model, o)
             optimizer.load_state_dict(saved["optimizer"])
     blocks = model.supernet.spec.blocks()
     started = time.perf_counter()
@@ -131,7 +133,7 @@ def train_supernet(path, spec: ProxySpec, cache, seed: int = 0, on_progress=None
         if state["epoch"] >= epochs:
             state["phase"], state["epoch"], optimizer = state["phase"] + 1, 0, None
             continue
-        optimizer = optimizer or _optimizer(model, o)
+        optimizer = optimizer or supernet_optimizer(model, o)
         e = state["epoch"]
         per_epoch = math.ceil(len(train) / o.batch_size)  # what batches() yields (drop_last off)
         paths = _paths(per_epoch, blocks, seed * 1000 + 100 * state["phase"] + e)
@@ -156,7 +158,8 @@ def train_supernet(path, spec: ProxySpec, cache, seed: int = 0, on_progress=None
     return {"path": str(path), "history": state["history"], "seconds": time.perf_counter() - started}
 
 
-def _optimizer(model, o: SupernetOptions):
+def supernet_optimizer(model, o: SupernetOptions):
+    """The supernet's optimiser: SGD (the paper's) or AdamW, as the options say."""
     # Modules off the sampled path have no gradient (zero_grad sets None), and torch's SGD and
     # AdamW skip them entirely - momentum, moments and weight decay included - so only the path moves.
     if o.optimizer == "adamw":
@@ -235,7 +238,7 @@ def evaluate_path(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_see
     drawn by `seed`, AP on meta-val. Nothing is trained."""
     started = time.perf_counter()
     o = options_of(spec)
-    train, val = _open_split(str(cache_path), "train"), _open_split(str(cache_path), "val")
+    train, val = open_split(str(cache_path), "train"), open_split(str(cache_path), "val")
     detector = path_detector(genotype, spec, len(train.classes), supernet_path)
     cost = {"params": sum(p.numel() for p in detector.backbone.parameters()),
             "flops": detnas.flops(genotype, train.crop)}
@@ -246,8 +249,58 @@ def evaluate_path(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_see
         recompute_batchnorm(detector, train.batches(o.batch_size, False, device=device, indices=subset))
     detector.eval()
     detector.decoder.score_thresh, detector.decoder.topk_per_level = 0.0, 100
-    losses, ap = _score(detector, val, spec, True, device)
-    if not math.isfinite(sum(losses.values())):
-        return TrialResult("failed", reason="validation loss is not finite", losses=losses,
-                           seconds=time.perf_counter() - started, **cost)
-    return TrialResult("done", reward=ap["AP"], losses=losses, ap=ap, seconds=time.perf_counter() - started, **cost)
+    losses, ap = score(detector, val, spec, True, device)
+    return outcome(losses, ap, "ap", started, cost)
+
+
+def supernet_file(run_dir, other_run, spec: ProxySpec) -> Path:
+    """The supernet a run scores paths of: its own (RUN/supernet.pt, trained by the search), or,
+    with `other_run`, that run's finished one (the paper's Figure 2: evolution and random sampling
+    on one supernet); its `supernet:` options must be this spec's."""
+    from ..config import load_spec
+    from ..errors import SpecError
+
+    if other_run is None:
+        return Path(run_dir) / "supernet.pt"
+    path = Path(other_run).resolve() / "supernet.pt"
+    if not path.is_file():
+        raise SpecError(f"--supernet {other_run}: {path} not found (search that run first)")
+    theirs = Path(other_run) / "spec.yaml"
+    if theirs.is_file() and options_of(load_spec(ProxySpec, theirs)) != options_of(spec):
+        raise SpecError(f"{theirs}: field 'supernet' differs from this search's spec; the paths would not fit "
+                        f"that supernet")
+    o, state = options_of(spec), torch.load(path, map_location="cpu", weights_only=True)["state"]
+    if state["phase"] == 0 or state["epoch"] < o.finetune_epochs:
+        raise SpecError(f"--supernet {other_run}: its supernet is still training (resume that run first)")
+    return path
+
+
+def trial(spec: ProxySpec, cache, run_dir, seed: int, device: str, driver_device: str = "cpu", on_progress=None,
+          supernet=None, **_) -> TrialSetup:
+    """The one-shot supernet first (trained on the driver, resumable; or another run's, finished),
+    then each trial scores a path with its weights."""
+    path = supernet_file(run_dir, supernet, spec)
+    if supernet is None:
+        train_supernet(path, spec, cache, seed, on_progress, driver_device)
+    return TrialSetup(partial(evaluate_path, supernet_path=path, device=device), readable={"supernet": path},
+                      meta={"supernet": str(path)} if supernet is not None else {})
+
+
+def shufflenet_control(spec: ProxySpec, cache):
+    """The hand design of the family: ShuffleNetV2, every block 3x3, in the spec's layout."""
+    space = detnas.from_spec(spec)
+    return space.decode([0] * len(space.decisions()))
+
+
+def evolution_options(spec: ProxySpec, cache, trials: int, lam=None) -> dict:
+    return dict(spec.evolution)
+
+
+def supernet_of(run_dir, meta: dict) -> Path:
+    """Retraining starts every path (and the ShuffleNetV2 control) from the supernet the run scored."""
+    return Path(meta.get("supernet") or Path(run_dir) / "supernet.pt")
+
+
+METHOD = Method(name="detnas", space=detnas, strategy=EvolutionStrategy, proxy="detnas", reward="ap", cache=IMAGES,
+                control=shufflenet_control, trial=trial, options=evolution_options, retrain_init=supernet_of,
+                backbone_state=path_backbone_state)
