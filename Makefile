@@ -28,7 +28,7 @@ help:
 	@echo "benchmarks:  make bench (kernels, cache, AP vs the references) | bench-search | bench-search-retrain"
 	@echo "             bench-proxy | bench-init | bench-auto-fpn | bench-detnas | bench-supernet | bench-executors"
 	@echo "experiments: make fidelity | make bccd-fidelity (hours; resumable)"
-	@echo "             each bench on the demo's cache needs make demo first; see README"
+	@echo "             a bench whose cache is missing says which target to run first; tables: benchmarks/README.md"
 
 # A pipeline per method on the synthetic default, with honest splits: a test split is held out
 # first; the rest is split into meta-train (the baseline trains on it, then the search's
@@ -50,6 +50,14 @@ PIPE_RETRAIN_EPOCHS ?= 2
 PIPE_GRID ?= 0.005,0.02
 PIPE_GRID_EPOCHS ?= 1
 PIPE_SEEDS ?= 2
+# One variable per cache: the .h5 file a cache folder holds, found when the recipe runs (so a
+# cache built earlier in the same recipe is found). `require_cache` stops a target whose cache is
+# missing with one line that says what to run first.
+cache_in = $$(ls $(1)/*.h5 2>/dev/null | head -1)
+DEMO_CACHE = $(call cache_in,$(DEMO)/cache)
+SPNAS_CACHE = $(call cache_in,$(SPNAS)/cache)
+BCCD_CACHE = $(call cache_in,bccd/cache)
+require_cache = @test -n "$(call cache_in,$(1))" || { echo "make $@: no cache in $(1); run make $(2) first"; exit 2; }
 PROXY_nas-fcos := nas-fcos-demo
 PROXY_nas-fpn := nas-fpn
 PROXY_random := nas-fcos-demo
@@ -67,7 +75,7 @@ pipeline-%: $(STAMP)
 	$(NASCLI) train --data pipelines/$*/meta-train.json --out pipelines/$*/baseline --epochs $(PIPE_EPOCHS) --min-size $(PIPE_SIZE) $(DEMO_TRAIN) --seed $(SEED)
 	$(NASCLI) eval pipelines/$*/baseline/last.pt --data pipelines/$*/test.json
 	$(NASCLI) cache-features --data pipelines/$*/meta-train.json --val pipelines/$*/meta-val.json --checkpoint pipelines/$*/baseline/last.pt --levels c3,c4,c5 --crop $(PIPE_SIZE) --out pipelines/$*/cache --seed $(SEED)
-	$(NASCLI) search --method $* --proxy $(or $(PROXY_$*),$*) --cache $$(ls pipelines/$*/cache/*.h5 | head -1) --trials $(PIPE_TRIALS) --run pipelines/$*/run --seed $(SEED)
+	$(NASCLI) search --method $* --proxy $(or $(PROXY_$*),$*) --cache $(call cache_in,pipelines/$*/cache) --trials $(PIPE_TRIALS) --run pipelines/$*/run --seed $(SEED)
 	$(NASCLI) retrain pipelines/$*/run --top $(PIPE_TOP) --epochs $(PIPE_RETRAIN_EPOCHS) --lr-grid $(PIPE_GRID) --grid-epochs $(PIPE_GRID_EPOCHS) --seeds $(PIPE_SEEDS) --val pipelines/$*/test.json
 	$(NASCLI) compare pipelines/$*/run
 
@@ -99,7 +107,8 @@ bench: $(VENV)/.bench
 # nas-fcos vs random on the demo's cache (run `make demo` first).
 SEARCH_TRIALS ?= 60
 bench-search: $(STAMP)
-	$(BIN)/python -m benchmarks.bench_search --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --trials $(SEARCH_TRIALS) --seed $(SEED)
+	$(call require_cache,$(DEMO)/cache,demo)
+	$(BIN)/python -m benchmarks.bench_search --cache $(DEMO_CACHE) --trials $(SEARCH_TRIALS) --seed $(SEED)
 
 # Whether bench-search's proxy wins survive a fair promotion: the controller's best, random's best
 # and the control promoted alike in one run folder (grid on meta-val, SEARCH_RETRAIN_SEEDS seeds
@@ -108,6 +117,7 @@ SEARCH_RUNS := benchmarks/runs/search
 SEARCH_RETRAIN_SEEDS ?= 3
 SEARCH_RETRAIN_EPOCHS ?= 6
 bench-search-retrain: $(STAMP)
+	@test -f $(SEARCH_RUNS)/nas-fcos/run.db || { echo "make $@: no search in $(SEARCH_RUNS); run make bench-search first"; exit 2; }
 	$(NASCLI) export $(SEARCH_RUNS)/random --top 1 --out $(SEARCH_RUNS)/random/export
 	r=$(SEARCH_RUNS)/promoted; test -f $$r/run.db || { mkdir -p $$r && cp $(SEARCH_RUNS)/nas-fcos/run.db $(SEARCH_RUNS)/nas-fcos/spec.yaml $$r/; }; \
 	  $(NASCLI) retrain $$r --top 1 --arch $$(ls $(SEARCH_RUNS)/random/export/rank1_*.json) --epochs $(SEARCH_RETRAIN_EPOCHS) \
@@ -131,8 +141,9 @@ BCCD_TRIALS ?= 40
 BCCD_TOP ?= 3
 BCCD_RETRAIN_EPOCHS ?= 12
 bccd-nas-fcos: $(STAMP)
+	test -f bccd/baseline/last.pt || $(MAKE) bccd
 	$(NASCLI) cache-features --data bccd/meta-train.json --val bccd/meta-val.json --checkpoint bccd/baseline/last.pt --levels c3,c4,c5 --out bccd/cache --seed $(SEED)
-	$(NASCLI) search --method nas-fcos --proxy nas-fcos-demo --cache $$(ls bccd/cache/*.h5 | head -1) --trials $(BCCD_TRIALS) --run bccd/runs/nas-fcos --seed $(SEED)
+	$(NASCLI) search --method nas-fcos --proxy nas-fcos-demo --cache $(BCCD_CACHE) --trials $(BCCD_TRIALS) --run bccd/runs/nas-fcos --seed $(SEED)
 	$(NASCLI) retrain bccd/runs/nas-fcos --top $(BCCD_TOP) --epochs $(BCCD_RETRAIN_EPOCHS) $(PROMOTE) --val bccd/test.json
 	$(NASCLI) compare bccd/runs/nas-fcos
 
@@ -143,8 +154,8 @@ BCCD_FIDELITY_TRIALS ?= 20
 BCCD_FIDELITY_EPOCHS ?= 8
 bccd-fidelity: $(STAMP)
 	test -f bccd/baseline/last.pt || $(MAKE) bccd
-	test -n "$$(ls bccd/cache/*.h5 2>/dev/null)" || $(NASCLI) cache-features --data bccd/meta-train.json --val bccd/meta-val.json --checkpoint bccd/baseline/last.pt --levels c3,c4,c5 --out bccd/cache --seed $(SEED)
-	$(NASCLI) search --method nas-fcos --proxy nas-fcos-demo --cache $$(ls bccd/cache/*.h5 | head -1) --trials $(BCCD_FIDELITY_TRIALS) --run bccd/runs/fidelity --seed $(SEED) $$(test -f bccd/runs/fidelity/run.db && echo --resume bccd/runs/fidelity)
+	test -n "$(BCCD_CACHE)" || $(NASCLI) cache-features --data bccd/meta-train.json --val bccd/meta-val.json --checkpoint bccd/baseline/last.pt --levels c3,c4,c5 --out bccd/cache --seed $(SEED)
+	$(NASCLI) search --method nas-fcos --proxy nas-fcos-demo --cache $(BCCD_CACHE) --trials $(BCCD_FIDELITY_TRIALS) --run bccd/runs/fidelity --seed $(SEED) $$(test -f bccd/runs/fidelity/run.db && echo --resume bccd/runs/fidelity)
 	$(BIN)/python -m benchmarks.bench_fidelity --run bccd/runs/fidelity --test bccd/test.json --epochs $(BCCD_FIDELITY_EPOCHS) --seed $(SEED) --out benchmarks/fidelity-bccd.json
 
 # SP-NAS on the demo's baseline (made first if missing): its meta-train / meta-val crops cached as
@@ -156,7 +167,7 @@ SPNAS_TRIALS ?= 12
 sp-nas-demo: $(STAMP)
 	test -f $(DEMO)/baseline/last.pt || $(MAKE) demo
 	$(NASCLI) cache-features --data $(DEMO)/meta-train.json --val $(DEMO)/meta-val.json --checkpoint $(DEMO)/baseline/last.pt --levels images --crop $(PIPE_SIZE) --out $(SPNAS)/cache --seed $(SEED)
-	$(NASCLI) search --method sp-nas --cache $$(ls $(SPNAS)/cache/*.h5 | head -1) --trials $(SPNAS_TRIALS) --run $(SPNAS)/run --seed $(SEED) $$(test -f $(SPNAS)/run/run.db && echo --resume $(SPNAS)/run)
+	$(NASCLI) search --method sp-nas --cache $(SPNAS_CACHE) --trials $(SPNAS_TRIALS) --run $(SPNAS)/run --seed $(SEED) $$(test -f $(SPNAS)/run/run.db && echo --resume $(SPNAS)/run)
 	$(NASCLI) runs show $(SPNAS)/run
 	$(NASCLI) retrain $(SPNAS)/run --top 1 --epochs $(PIPE_RETRAIN_EPOCHS) $(PROMOTE) --val $(DEMO)/test.json
 	$(NASCLI) compare $(SPNAS)/run
@@ -168,7 +179,8 @@ sp-nas-demo: $(STAMP)
 DETNAS_TRIALS ?= 40
 DETNAS_RETRAIN_EPOCHS ?= 24
 bench-detnas: $(STAMP)
-	$(BIN)/python -m benchmarks.bench_detnas --cache $$(ls $(SPNAS)/cache/*.h5 | head -1) --trials $(DETNAS_TRIALS) --seed $(SEED)
+	$(call require_cache,$(SPNAS)/cache,sp-nas-demo)
+	$(BIN)/python -m benchmarks.bench_detnas --cache $(SPNAS_CACHE) --trials $(DETNAS_TRIALS) --seed $(SEED)
 	$(NASCLI) retrain benchmarks/runs/detnas/evolution --top 1 --epochs $(DETNAS_RETRAIN_EPOCHS) $(PROMOTE) --val $(DEMO)/test.json
 	$(NASCLI) compare benchmarks/runs/detnas/evolution
 
@@ -181,23 +193,28 @@ EXECUTOR_TRIALS ?= 12
 # Whether path-wise supernet training learns at our scale: DetNAS's pre-training proxy under eight
 # path samplers (fixed, one random block, ..., the paper's uniform paths); about 4 minutes.
 bench-supernet: $(STAMP)
-	$(BIN)/python -m benchmarks.bench_supernet --cache $$(ls $(SPNAS)/cache/*.h5 | head -1) --seed $(SEED)
+	$(call require_cache,$(SPNAS)/cache,sp-nas-demo)
+	$(BIN)/python -m benchmarks.bench_supernet --cache $(SPNAS_CACHE) --seed $(SEED)
 
 bench-executors: $(STAMP)
-	$(BIN)/python -m benchmarks.bench_executors --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --trials $(EXECUTOR_TRIALS) --seed $(SEED)
+	$(call require_cache,$(DEMO)/cache,demo)
+	$(BIN)/python -m benchmarks.bench_executors --cache $(DEMO_CACHE) --trials $(EXECUTOR_TRIALS) --seed $(SEED)
 
 bench-auto-fpn: $(STAMP)
-	$(BIN)/python -m benchmarks.bench_auto_fpn --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --trials $(AUTO_FPN_TRIALS) --seed $(SEED)
+	$(call require_cache,$(DEMO)/cache,demo)
+	$(BIN)/python -m benchmarks.bench_auto_fpn --cache $(DEMO_CACHE) --trials $(AUTO_FPN_TRIALS) --seed $(SEED)
 
 # Whether the fair head initialisation moves the proxy's ranking: the control and 6 random genotypes
 # under the old and the new initialisation, 2 seeds each, on the demo's cache (run `make demo` first).
 bench-init: $(STAMP)
-	$(BIN)/python -m benchmarks.bench_init --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --seed $(SEED)
+	$(call require_cache,$(DEMO)/cache,demo)
+	$(BIN)/python -m benchmarks.bench_init --cache $(DEMO_CACHE) --seed $(SEED)
 
 # How far to trust the NAS-FCOS proxy (run `make demo` first): seed noise, tau between widths,
 # and the control and 20 random genotypes before and after the proxy's correctness fixes.
 bench-proxy: $(STAMP)
-	$(BIN)/python -m benchmarks.bench_proxy --cache $$(ls $(DEMO)/cache/*.h5 | head -1) --seed $(SEED)
+	$(call require_cache,$(DEMO)/cache,demo)
+	$(BIN)/python -m benchmarks.bench_proxy --cache $(DEMO_CACHE) --seed $(SEED)
 
 # Proxy fidelity on the synthetic default (README): the demo's run (made first if missing), its
 # control, best 3 and 6 random genotypes, each scored by the proxy with 3 seeds and retrained with
