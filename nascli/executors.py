@@ -60,7 +60,7 @@ def _run_trial(fn, args, threads: int):
     return fn(*args)
 
 
-def _probe(readable: dict, writable: dict):
+def probe_paths(readable: dict, writable: dict):
     """A Ray task pinned to one node: which of the driver's paths that node cannot use."""
     import socket
 
@@ -121,7 +121,7 @@ class RayExecutor:
 
         readable = {k: str(Path(p).resolve()) for k, p in readable.items()}
         writable = {k: str(Path(p).resolve()) for k, p in (writable or {}).items()}
-        probe = self.ray.remote(_probe)
+        probe = self.ray.remote(probe_paths)
         nodes = [n for n in self.ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= self.cpus]
         refs = [probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                 .remote(readable, writable) for n in nodes]

@@ -18,7 +18,7 @@ import pytest
 from conftest import TINY_PROXY
 
 from nascli.errors import NascliError, SpecError
-from nascli.executors import LocalExecutor, _probe, private_network
+from nascli.executors import LocalExecutor, probe_paths, private_network
 from nascli.search import run_search
 from nascli.store import RunStore
 
@@ -174,9 +174,9 @@ def test_a_path_the_workers_cannot_read_is_an_error_at_start(scenarios):
 
 
 def test_probe_names_unreadable_and_unwritable_paths(tmp_path):
-    host, bad = _probe({"cache": str(tmp_path / "x.h5")}, {"run folder": str(tmp_path)})
+    host, bad = probe_paths({"cache": str(tmp_path / "x.h5")}, {"run folder": str(tmp_path)})
     assert bad == [f"cache {tmp_path / 'x.h5'} (not readable)"]
-    _, bad = _probe({}, {"run folder": str(tmp_path / "missing")})
+    _, bad = probe_paths({}, {"run folder": str(tmp_path / "missing")})
     assert bad == [f"run folder {tmp_path / 'missing'} (not writable)"]
 
 

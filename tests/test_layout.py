@@ -45,7 +45,7 @@ def test_the_scan_sees_the_branches_it_forbids(tmp_path):
     assert method_name_comparisons(bad) == ["bad.py:2 compares ['sp-nas']", "bad.py:4 compares ['detnas']"]
 
 
-@pytest.mark.parametrize("folder", ["nascli", "benchmarks"])
+@pytest.mark.parametrize("folder", ["nascli", "benchmarks", "tests"])
 def test_no_private_name_is_imported_across_modules(folder):
     offenders = []
     for path in sorted((ROOT / folder).rglob("*.py")):
