@@ -34,12 +34,24 @@ err_console = Console(stderr=True)
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: the cores this process "
+                                                            "may use that other jobs leave free).")]
 ImageDirOpt = Annotated[Path | None, typer.Option(
     "--image-dir", help="Folder of the images (default: recorded in the json, else images/ beside it).")]
 
 
 def _emit_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
+
+
+def _use_threads(threads: int | None) -> None:
+    """Sets torch's threads before a long job; a capped default or an oversubscribing --threads is said
+    in one line (stderr, so --json output stays clean)."""
+    from .runtime import use_threads
+
+    _, note = use_threads(threads)
+    if note:
+        err_console.print(note, highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -198,6 +210,7 @@ def train_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/last.pt.")] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for every random choice.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.")] = None,
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ):
     """Train the FCOS baseline (backbone + FPN + FCOS head) on full images.
@@ -213,6 +226,7 @@ def train_cmd(
                  "min_size": min_size, "crop": crop, "width": width, "num_convs": num_convs,
                  "image_dir": str(image_dir) if image_dir else None, "seed": seed, "device": device}
     cfg = load_spec(TrainConfig, config, overrides)
+    _use_threads(threads)
     with _progress("train", not as_json) as on_progress:
         summary = train(cfg, resume=resume, on_progress=on_progress)
     if as_json:
@@ -417,6 +431,7 @@ def search_cmd(
                                                             "many as the cluster fits).")] = None,
     supernet: Annotated[Path | None, typer.Option(help="detnas, or random over its space: score paths of this "
                                                        "run's finished supernet instead of training one.")] = None,
+    threads: ThreadsOpt = None,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ):
@@ -435,6 +450,7 @@ def search_cmd(
 
     if resume is None and (cache is None or trials is None):
         raise NascliError("search: give --cache and --trials (or --resume RUN)")
+    _use_threads(threads)
     with _progress("search", not as_json) as on_progress:
         r = run_search(method, proxy or default_proxy(method), cache, trials, resume or run, seed=seed,
                        resume=resume is not None, on_progress=on_progress, lam=lam, device=device,
@@ -597,6 +613,7 @@ def retrain_cmd(
     select_val: Annotated[Path | None, typer.Option(help="Meta-val COCO json the grid chooses on (default: the search's).")] = None,
     deep_supervision: Annotated[bool, typer.Option("--deep-supervision", help="NAS-FPN: train the head on every stacked pyramid (anytime detection).")] = False,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ):
     """Promote the run's best K decoders and the control fairly, then evaluate them on test.
@@ -612,6 +629,7 @@ def retrain_cmd(
     from .retrain import retrain
 
     grid = _rates(lr_grid) if lr_grid else None
+    _use_threads(threads)
     with _progress("retrain", not as_json) as on_progress:
         r = retrain(run, top, arch or (), checkpoint=checkpoint, weights=weights, data=data, val=val,
                     image_dir=image_dir, val_image_dir=val_image_dir, epochs=epochs, width=width,

@@ -77,11 +77,13 @@ def run_cli(monkeypatch, capsys):
 
     def run(*args):
         monkeypatch.setattr(sys, "argv", ["nascli", *map(str, args)])
-        code = 0
+        code, threads = 0, torch.get_num_threads()  # commands set torch's threads (--threads): not the worker's
         try:
             main()
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            torch.set_num_threads(threads)
         out, err = capsys.readouterr()
         return code, out, err
 

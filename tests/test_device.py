@@ -146,3 +146,53 @@ def test_mixed_precision_on_gpu_agrees_with_float32(tiny_cache, tiny_proxy):
     amp = evaluate(g, mixed, tiny_cache, seed=1, device="cuda")
     assert fp32.status == amp.status == "done", amp.reason
     assert amp.reward != fp32.reward and amp.reward == pytest.approx(fp32.reward, rel=0.05)
+
+
+def test_threads_default_to_the_free_cores_and_an_oversubscribing_choice_is_warned():
+    from nascli.runtime import choose_threads
+
+    assert choose_threads(None, 2, 0.1) == (2, None)  # an idle machine: every core
+    threads, note = choose_threads(None, 2, 1.2)  # one other job busy: the free core only
+    assert threads == 1 and "busy" in note and "--threads" in note
+    assert choose_threads(None, 2, 5.0)[0] == 1  # never below one
+    assert choose_threads(1, 2, 1.0) == (1, None)  # a choice that fits is kept silently
+    threads, note = choose_threads(2, 2, 1.0)  # a choice that oversubscribes is kept, with a warning
+    assert threads == 2 and note.startswith("warning: --threads 2") and "--threads 1 fits" in note
+    assert choose_threads(4, 8, 0.0) == (4, None)
+
+
+def test_cli_threads_option_sets_torch_threads_and_warns_on_stderr(run_cli, monkeypatch, capsys):
+    import nascli.cli as cli
+    import nascli.runtime as runtime
+
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    monkeypatch.setattr(runtime, "busy_cores", lambda: 1.1)  # another job holds a core
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        cli._use_threads(None)
+        assert torch.get_num_threads() == 1 and "busy" in capsys.readouterr().err
+        cli._use_threads(2)
+        assert torch.get_num_threads() == 2 and "oversubscribes" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
+    code, _, err = run_cli("search", "--threads", "0", "--resume", "nowhere")
+    assert code == 2 and "--threads" in err
+
+
+def test_busy_cores_sees_another_process_at_work():
+    import subprocess
+    import sys
+
+    from nascli.runtime import busy_cores
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import os
+        import time
+
+        time.sleep(0.3)
+        busy = busy_cores(0.5)  # at least the spinner's core (more if other jobs run), never more than all
+        assert 0.6 <= busy <= (os.cpu_count() or 1) + 0.01
+    finally:
+        spinner.kill()
