@@ -34,8 +34,12 @@ def summary(run: Path) -> dict:
                       "AP50_mean": None if a.get("AP50") is None else 100 * a["AP50"],
                       "params": a.get("params"), "flops": a.get("flops"), "latency_ms": a.get("latency_ms"),
                       "train_minutes": a["minutes"]})
+    # compute per stage (training + evaluation; wall time of the rows, pauses included)
+    minutes = {stage: sum((r.get("train_seconds") or 0) + (r.get("eval_seconds") or 0)
+                          for r in c["rows"] if r["stage"] == stage) / 60 for stage in ("grid", "final")}
     return {"run": str(run), "architectures": archs, "test_verdict": c["test_verdict"][str(run)],
-            "proxy_verdict": c["fidelity"][str(run)]["verdict"]}
+            "proxy_verdict": c["fidelity"][str(run)]["verdict"], "grid_minutes": minutes["grid"],
+            "final_minutes": minutes["final"]}
 
 
 def main():

@@ -22,26 +22,13 @@ def arm(name: str) -> str:
 
 
 def collect(run: Path) -> dict:
-    import torch
+    """The promoted run as bench_promotion summarises it, each architecture labelled by its arm."""
+    from .bench_promotion import summary
 
-    from nascli.report import compare
-
-    c = compare([run])
-    archs = []
-    for a in c["architectures"]:
-        seeds = []
-        for r in c["rows"]:
-            if r["arch"] == a["arch"] and r["stage"] == "final" and r["status"] == "done":
-                ckpt = torch.load(r["checkpoint"], map_location="cpu", weights_only=False)
-                seeds.append({"seed": r["seed"], "AP": 100 * r["AP"], "AP50": 100 * r["AP50"],
-                              "cls_loss": [round(e["cls"], 3) for e in ckpt["history"]]})
-        archs.append({"arm": arm(a["arch"]), "arch": a["arch"], "reward": a["reward"],
-                      "grid_meta_val_AP": {str(k): None if v is None else 100 * v for k, v in a["grid"].items()},
-                      "lr": a["lr"], "AP_mean": None if a.get("AP") is None else 100 * a["AP"],
-                      "AP_std": None if a.get("AP_std") is None else 100 * a["AP_std"],
-                      "flops": a.get("flops"), "seeds": seeds})
-    return {"run": str(run), "architectures": archs, "test_verdict": c["test_verdict"][str(run)],
-            "proxy_verdict": c["fidelity"][str(run)]["verdict"]}
+    result = summary(run)
+    for a in result["architectures"]:
+        a["arm"] = arm(a["arch"])
+    return result
 
 
 def main():
@@ -59,7 +46,7 @@ def main():
         table.add_column(col)
     for a in result["architectures"]:
         grid = " ".join(f"{k}:{'x' if v is None else f'{v:.1f}'}" for k, v in a["grid_meta_val_AP"].items())
-        seeds = "; ".join(f"{s['AP']:.1f} ({' '.join(f'{c:.2f}' for c in s['cls_loss'])})" for s in a["seeds"])
+        seeds = "; ".join(f"{s['AP']:.1f} ({' '.join(f'{c:.2f}' for c in s['cls_loss'])})" for s in a["seeds"].values())
         mean = "" if a["AP_mean"] is None else f"{a['AP_mean']:.1f}" + (
             "" if a["AP_std"] is None else f" ± {a['AP_std']:.1f}")
         table.add_row(a["arm"], grid, "" if a["lr"] is None else f"{a['lr']:g}", seeds, mean)
