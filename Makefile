@@ -11,7 +11,7 @@ SEED ?= 0
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: help install demo demo-full test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors clean
+.PHONY: help install demo demo-full test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,7 @@ help:
 	@echo "             make bccd, then make bccd-nas-fcos | make sp-nas-demo (after demo)"
 	@echo "benchmarks:  make bench (kernels, cache, AP vs the references) | bench-search | bench-search-retrain"
 	@echo "             bench-proxy | bench-init | bench-auto-fpn | bench-detnas | bench-supernet | bench-executors"
+	@echo "             bench-trial (trials per CPU-hour, before and after; run it alone)"
 	@echo "experiments: make fidelity | make bccd-fidelity (hours; resumable)"
 	@echo "             a bench whose cache is missing says which target to run first; tables: benchmarks/README.md"
 
@@ -90,11 +91,11 @@ demo-full: $(STAMP)
 	  PIPE_GRID=0.005,0.01,0.02 PIPE_GRID_EPOCHS=2 PIPE_SEEDS=3
 	$(BIN)/python -m benchmarks.bench_promotion --run $(DEMO)/run --out benchmarks/demo-full.json
 
-# Two workers, one torch thread each (tests/conftest.py; OMP for the subprocesses the tests start):
+# Two workers, one torch and numba thread each (tests/conftest.py; OMP/NUMBA for the subprocesses the tests start):
 # the suite is mostly single-threaded work, so this halves its wall time on 2 cores. A file's
 # tests stay on one worker (module fixtures such as the Ray cluster start once).
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The benchmarks compare against optional references (faster-coco-eval): installed on first use.
 $(VENV)/.bench: $(STAMP)
@@ -205,6 +206,13 @@ bench-executors: $(STAMP)
 bench-auto-fpn: $(STAMP)
 	$(call require_cache,$(DEMO)/cache,demo)
 	$(BIN)/python -m benchmarks.bench_auto_fpn --cache $(DEMO_CACHE) --trials $(AUTO_FPN_TRIALS) --seed $(SEED)
+
+# Trials per CPU-hour of the demo proxy before and after issue 30 (serial on every thread with whole
+# dilated kernels, against --workers processes with padding-only taps skipped), the rewards' agreement,
+# a profile of one trial and this machine's conv/matmul peaks (after `make demo`; ~8 minutes; alone).
+bench-trial: $(STAMP)
+	$(call require_cache,$(DEMO)/cache,demo)
+	$(BIN)/python -m benchmarks.bench_trial --cache $(DEMO_CACHE) --seed $(SEED)
 
 # Whether the fair head initialisation moves the proxy's ranking: the control and 6 random genotypes
 # under the old and the new initialisation, 2 seeds each, on the demo's cache (run `make demo` first).

@@ -76,14 +76,31 @@ def choose_threads(requested: int | None, cores: int, load: float) -> tuple[int,
     return requested, None
 
 
+def workers_note(workers: int | None, threads: int) -> str | None:
+    """A one-line warning when `workers` local trial processes sharing `threads` torch threads
+    would run more threads than that (each takes at least one)."""
+    if workers and workers > threads:
+        return (f"warning: --workers {workers} with {threads} free core{'s' if threads > 1 else ''}: "
+                f"{workers} one-thread trials slow each other down (--workers {threads} fits)")
+    return None
+
+
 def use_threads(requested: int | None = None) -> tuple[int, str | None]:
     """Sets torch's intra-op threads by `choose_threads` for this machine now; returns them and the
     note. An OMP_NUM_THREADS in the environment counts as a choice, like `requested`."""
     if requested is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         requested = max(1, int(os.environ["OMP_NUM_THREADS"]))
     threads, note = choose_threads(requested, usable_cores(), busy_cores())
-    torch.set_num_threads(threads)
+    set_threads(threads)
     return threads, note
+
+
+def set_threads(threads: int) -> None:
+    """torch's intra-op threads and numba's kernels' threads, both `threads` (see kernels.set_threads)."""
+    from . import kernels
+
+    kernels.set_threads(threads)
+    torch.set_num_threads(threads)
 
 
 class MixedPrecision:

@@ -9,9 +9,12 @@ import torch
 # `make test` runs two pytest workers on the 2-core machines: one torch thread each, since two
 # processes with two threads each on 2 cores slow each other down many times over (the
 # controller's small LSTM update: 2.5 s alone, 82 s beside one busy process). A single pytest
-# keeps torch's default, which OMP_NUM_THREADS sets.
+# keeps torch's default, which OMP_NUM_THREADS sets. Numba's kernels are held to as many threads
+# as torch (runtime.set_threads): at numba's default a test ran 6x slower beside a busy core.
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+    from nascli.runtime import set_threads
+
+    set_threads(1)
 
 
 def trained_like(net):
@@ -74,6 +77,7 @@ def tiny_checkpoint(tiny_coco, tmp_path_factory):
 def run_cli(monkeypatch, capsys):
     """Runs `nascli ARGS` through main() in-process; returns (exit_code, stdout, stderr)."""
     from nascli.cli import main
+    from nascli.runtime import set_threads
 
     def run(*args):
         monkeypatch.setattr(sys, "argv", ["nascli", *map(str, args)])
@@ -83,7 +87,7 @@ def run_cli(monkeypatch, capsys):
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         finally:
-            torch.set_num_threads(threads)
+            set_threads(threads)
         out, err = capsys.readouterr()
         return code, out, err
 
