@@ -44,14 +44,15 @@ def _emit_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
-def _use_threads(threads: int | None) -> None:
-    """Sets torch's threads before a long job; a capped default or an oversubscribing --threads is said
-    in one line (stderr, so --json output stays clean)."""
-    from .runtime import use_threads
+def _use_threads(threads: int | None, workers: int | None = None) -> None:
+    """Sets torch's threads before a long job; a capped default, an oversubscribing --threads or more
+    local --workers than threads is said in one line each (stderr, so --json output stays clean)."""
+    from .runtime import use_threads, workers_note
 
-    _, note = use_threads(threads)
-    if note:
-        err_console.print(note, highlight=False, soft_wrap=True)
+    chosen, note = use_threads(threads)
+    for line in (note, workers_note(workers, chosen)):
+        if line:
+            err_console.print(line, highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -423,12 +424,13 @@ def search_cmd(
     lam: Annotated[str | None, typer.Option("--lambda", help="auto-fpn resource weight: small (0.2) | middle (0.02) | "
                                                              "big (0.002) | a number (default: the spec's).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda: where trials train.")] = "cpu",
-    executor: Annotated[str, typer.Option(help="local (in this process, one trial at a time) | ray (Ray core tasks, "
+    executor: Annotated[str, typer.Option(help="local (this machine: one trial at a time, or --workers at once) | ray (Ray core tasks, "
                                                "the spec's `resources` each; pip install 'nascli\\[ray]').")] = "local",
     ray_address: Annotated[str, typer.Option(help="--executor ray: auto (the running cluster) | HOST:PORT | local "
                                                   "(a private instance on this machine).")] = "auto",
-    workers: Annotated[int | None, typer.Option(min=1, help="--executor ray: trials at once at most (default: as "
-                                                            "many as the cluster fits).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Trials at once. local: N processes sharing --threads "
+                                                            "(default 1, in this process); ray: at most N (default: "
+                                                            "as many as the cluster fits).")] = None,
     supernet: Annotated[Path | None, typer.Option(help="detnas, or random over its space: score paths of this "
                                                        "run's finished supernet instead of training one.")] = None,
     threads: ThreadsOpt = None,
@@ -450,7 +452,7 @@ def search_cmd(
 
     if resume is None and (cache is None or trials is None):
         raise NascliError("search: give --cache and --trials (or --resume RUN)")
-    _use_threads(threads)
+    _use_threads(threads, workers if executor == "local" else None)
     with _progress("search", not as_json) as on_progress:
         r = run_search(method, proxy or default_proxy(method), cache, trials, resume or run, seed=seed,
                        resume=resume is not None, on_progress=on_progress, lam=lam, device=device,

@@ -80,11 +80,14 @@ def coco_ap(coco_gt, detections: list[dict], image_ids=None) -> dict:
 
 
 def count_flops(model, height: int, width: int, device) -> int:
-    """FLOPs of one forward pass at the given input size (torch's FlopCounterMode: 2 per MAC)."""
+    """FLOPs of one forward pass at the given input size (torch's FlopCounterMode: 2 per MAC; a
+    dilated conv counts its whole kernel, `nominal_taps`)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from .spaces.ops import nominal_taps
+
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
+    with counter, torch.no_grad(), nominal_taps():
         model(torch.zeros(1, 3, height, width, device=device))
     return int(counter.get_total_flops())
 

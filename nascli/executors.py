@@ -1,4 +1,5 @@
-"""Where trials run: in this process (`local`, the default) or as Ray core tasks (`ray`).
+"""Where trials run: in this process (`local`, the default), in N processes on this machine
+(`local` with `--workers N`), or as Ray core tasks (`ray`).
 
 `run_search` keeps the strategy and the run database on the driver. An executor only runs
 evaluations, up to `slots` at once, and hands each result back as it finishes; the driver
@@ -51,12 +52,77 @@ class LocalExecutor:
         self._queue.clear()
 
 
+class ProcessPool:
+    """`--workers N` on this machine: N trials at once, each in a process of its own with the
+    driver's torch threads shared out (threads // N each, at least 1). A proxy trial is mostly
+    small convolutions whose per-call overhead one thread pays as well as two, so on a small CPU
+    N one-thread trials side by side score about N times as many candidates an hour as one
+    N-thread trial (benchmarks/trial.json). A trial's reward is the one a serial search with the
+    same threads per trial computes, bit for bit. As in-process, a trial's exception propagates.
+    Workers ignore Ctrl-C (the driver stops them) and die with the driver (Linux)."""
+
+    name = "local"
+
+    def __init__(self, workers: int, threads: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.slots, self.threads = workers, max(1, threads // workers)
+        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_start_worker, initargs=(self.threads,))
+        self._futures: dict = {}  # Future -> (submission number, key)
+        self._submitted = 0
+
+    def check_paths(self, readable: dict, writable: dict | None = None) -> None:
+        """The workers share the driver's files system: its paths were checked when they were opened."""
+
+    def submit(self, key, fn, *args) -> None:
+        self._submitted += 1
+        self._futures[self._pool.submit(fn, *args)] = (self._submitted, key)
+
+    def busy(self) -> int:
+        return len(self._futures)
+
+    def next_done(self):
+        """The earliest-submitted of the finished trials, as (key, result)."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
+        future = min(done, key=lambda f: self._futures[f][0])
+        _, key = self._futures.pop(future)
+        return key, future.result()
+
+    def close(self) -> None:
+        for future in self._futures:
+            future.cancel()
+        self._futures = {}
+        for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+            process.terminate()  # a running trial is abandoned: its row stays pending for --resume
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_worker(threads: int) -> None:
+    """A pool worker: `threads` torch threads, Ctrl-C left to the driver, killed with the driver."""
+    import signal
+
+    from .runtime import set_threads
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_threads(threads)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: an orphaned worker ends with its current trial
+
+
 def _run_trial(fn, args, threads: int):
     """A Ray task: one evaluation with as many torch threads as CPUs it was given (two trials
     that each take every core of a node thrash instead of running side by side)."""
-    import torch
+    from .runtime import set_threads
 
-    torch.set_num_threads(max(1, int(threads)))
+    set_threads(max(1, int(threads)))
     return fn(*args)
 
 
@@ -164,8 +230,6 @@ def check_executor(name: str, workers: int | None = None) -> None:
     """The option errors, raised before a search writes anything."""
     if name not in EXECUTORS:
         raise SpecError(f"--executor {name}: choose one of {', '.join(EXECUTORS)}")
-    if name == "local" and workers not in (None, 1):
-        raise SpecError(f"--workers {workers}: the local executor runs one trial at a time (use --executor ray)")
     if name == "ray":
         try:
             import ray  # noqa: F401
@@ -174,10 +238,13 @@ def check_executor(name: str, workers: int | None = None) -> None:
 
 
 def make_executor(name: str, spec, address: str = "auto", workers: int | None = None):
-    """The executor `--executor NAME` asks for, sized by the spec's per-trial `resources`."""
+    """The executor `--executor NAME` asks for: local in this process, or `workers` local processes
+    sharing this process's torch threads; Ray sized by the spec's per-trial `resources`."""
     check_executor(name, workers)
     if name == "local":
-        return LocalExecutor()
+        import torch
+
+        return ProcessPool(workers, torch.get_num_threads()) if workers and workers > 1 else LocalExecutor()
     r = spec.resources
     return RayExecutor(address, r.cpus, r.gpus, r.retries, workers)
 

@@ -161,6 +161,14 @@ def test_threads_default_to_the_free_cores_and_an_oversubscribing_choice_is_warn
     assert choose_threads(4, 8, 0.0) == (4, None)
 
 
+def test_more_local_workers_than_threads_is_warned():
+    from nascli.runtime import workers_note
+
+    assert workers_note(None, 2) is None and workers_note(2, 2) is None and workers_note(2, 4) is None
+    note = workers_note(3, 2)
+    assert note.startswith("warning: --workers 3 with 2 free cores") and "--workers 2 fits" in note
+
+
 def test_cli_threads_option_sets_torch_threads_and_warns_on_stderr(run_cli, monkeypatch, capsys):
     import nascli.cli as cli
     import nascli.runtime as runtime
@@ -174,6 +182,8 @@ def test_cli_threads_option_sets_torch_threads_and_warns_on_stderr(run_cli, monk
         assert torch.get_num_threads() == 1 and "busy" in capsys.readouterr().err
         cli._use_threads(2)
         assert torch.get_num_threads() == 2 and "oversubscribes" in capsys.readouterr().err
+        cli._use_threads(None, workers=2)  # two workers on the one free core
+        assert "--workers 2 with 1 free core:" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
     code, _, err = run_cli("search", "--threads", "0", "--resume", "nowhere")

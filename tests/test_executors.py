@@ -1,4 +1,5 @@
-"""Executors: the Ray executor against the local one, worker deaths, resume across executors.
+"""Executors: the local process pool and the Ray executor against the serial one, worker deaths,
+resume across executors.
 
 The Ray cluster runs inside a private network namespace (`unshare -n`, loopback only, HOME in a
 temporary folder, usage stats off): one script starts it once and plays every scenario, writing
@@ -8,6 +9,7 @@ what happened to a json file that the tests below read.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -18,11 +20,9 @@ import pytest
 from conftest import TINY_PROXY
 
 from nascli.errors import NascliError, SpecError
-from nascli.executors import LocalExecutor, probe_paths, private_network
+from nascli.executors import LocalExecutor, ProcessPool, probe_paths, private_network
 from nascli.search import run_search
 from nascli.store import RunStore
-
-ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'nascli[ray]')")
 
 
 def _namespace_available() -> bool:
@@ -106,6 +106,7 @@ SCENARIOS = textwrap.dedent('''
 @pytest.fixture(scope="module")
 def scenarios(tiny_cache, tmp_path_factory):
     """Runs SCENARIOS once on a 2-CPU Ray cluster in a private network namespace."""
+    pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'nascli[ray]')")
     if not _namespace_available():
         pytest.skip("needs `unshare -n` (root) to keep Ray on loopback only")
     work = tmp_path_factory.mktemp("ray")
@@ -190,12 +191,10 @@ def test_local_executor_runs_in_submission_order():
 def test_executor_option_errors_come_before_anything_is_written(tiny_cache, tiny_proxy, tmp_path, monkeypatch):
     with pytest.raises(SpecError, match="--executor dask: choose one of local, ray"):
         run_search("random", tiny_proxy, tiny_cache, 1, tmp_path / "a", executor="dask")
-    with pytest.raises(SpecError, match="--workers 2: the local executor"):
-        run_search("random", tiny_proxy, tiny_cache, 1, tmp_path / "b", workers=2)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     with pytest.raises(NascliError, match=r"Ray is not installed; pip install 'nascli\[ray\]'"):
         run_search("random", tiny_proxy, tiny_cache, 1, tmp_path / "c", executor="ray")
-    assert not any((tmp_path / d).exists() for d in "abc")
+    assert not any((tmp_path / d).exists() for d in "ac")
 
 
 def test_cli_without_ray_is_one_line_exit_2(run_cli, tiny_cache, tiny_proxy, tmp_path, monkeypatch):
@@ -203,3 +202,54 @@ def test_cli_without_ray_is_one_line_exit_2(run_cli, tiny_cache, tiny_proxy, tmp
     code, out, err = run_cli("search", "--method", "random", "--proxy", str(tiny_proxy), "--cache", str(tiny_cache),
                              "--trials", "1", "--run", str(tmp_path / "r"), "--executor", "ray")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "pip install 'nascli[ray]'" in err
+
+
+def _failing_trial_3(genotype, spec, cache, seed, data_seed=0):
+    """A trial function for the pool's workers (module level, so it pickles): trial 3 has a bug."""
+    from nascli.methods.decoder import evaluate
+
+    if seed % 100_003 == 3:
+        raise ValueError("a bug in trial 3")
+    return evaluate(genotype, spec, cache, seed, data_seed)
+
+
+def test_local_workers_score_what_a_serial_search_does(tiny_cache, tiny_proxy, tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # a serial search with the workers' one thread each ...
+        run_search("random", tiny_proxy, tiny_cache, 4, tmp_path / "serial", seed=2)
+        torch.set_num_threads(2)  # ... and two workers sharing two threads
+        r = run_search("random", tiny_proxy, tiny_cache, 4, tmp_path / "pool", seed=2, workers=2)
+    finally:
+        torch.set_num_threads(threads)
+    rows = lambda run: [(t.id, t.genotype, t.seed, t.reward) for t in RunStore(run).trials()]  # noqa: E731
+    assert r["finished"] == 4 and rows(tmp_path / "pool") == rows(tmp_path / "serial")  # bit for bit
+    scores = lambda run: RunStore(run).scores()  # noqa: E731
+    assert scores(tmp_path / "pool") == scores(tmp_path / "serial")
+
+
+def test_a_workers_exception_stops_the_search_and_the_run_resumes(tiny_cache, tiny_proxy, tmp_path):
+    with pytest.raises(ValueError, match="a bug in trial 3"):
+        run_search("random", tiny_proxy, tiny_cache, 5, tmp_path / "r", seed=0, workers=2,
+                   evaluate_fn=_failing_trial_3)
+    store = RunStore(tmp_path / "r")
+    assert store.trials("id = 3")[0].status == "pending"  # its row waits for --resume
+    done_before = {t.id: t.reward for t in store.trials("id > 0") if t.status == "done"}
+    r = run_search("random", None, None, None, tmp_path / "r", resume=True)
+    assert r["finished"] == 5
+    after = {t.id: t.reward for t in RunStore(tmp_path / "r").trials("id > 0")}
+    assert all(after[i] == reward for i, reward in done_before.items())  # finished trials were kept
+
+
+def test_process_pool_returns_the_earliest_submitted_finished_trial():
+    pool = ProcessPool(2, 2)
+    try:
+        assert pool.threads == 1 and pool.slots == 2
+        for k, value in enumerate([4.0, 9.0, 16.0]):
+            pool.submit(k, math.sqrt, value)
+        got = [pool.next_done() for _ in range(3)]
+    finally:
+        pool.close()
+    assert got == [(0, 2.0), (1, 3.0), (2, 4.0)] and pool.busy() == 0

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from nascli.errors import SpecError
 from nascli.spaces import nas_fcos as S
 from nascli.spaces import zoo
-from nascli.spaces.ops import DeformConv
+from nascli.spaces.ops import DeformConv, ReachConv2d, nominal_taps
 
 IN_CHANNELS = {"c2": 64, "c3": 128, "c4": 256, "c5": 512}
 
@@ -183,3 +183,47 @@ def test_wider_head_variant_at_128_256_style():
     pyramid = decoder.fpn(features(crop=64))
     assert [p.shape[1] for p in pyramid] == [16] * 5
     assert decoder(features(crop=64))["cls_logits"].shape == (2, 86, 3)
+
+
+@pytest.mark.parametrize("kernel,dilation", [(3, 3), (5, 6), (5, 2), (3, 1)])
+@pytest.mark.parametrize("size", [(1, 1), (2, 5), (6, 6), (12, 12), (16, 16)])
+@pytest.mark.parametrize("groups", [1, 8])
+def test_a_dilated_conv_skipping_padding_only_taps_computes_what_the_full_kernel_does(kernel, dilation, size, groups):
+    torch.manual_seed(0)
+    fast = ReachConv2d(8, 8, kernel, padding=dilation * (kernel // 2), dilation=dilation, groups=groups, bias=False)
+    full = torch.nn.Conv2d(8, 8, kernel, padding=dilation * (kernel // 2), dilation=dilation, groups=groups,
+                           bias=False)
+    full.weight.data.copy_(fast.weight.data)
+    x = torch.randn(2, 8, *size)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = fast(xa), full(xb)
+    grad = torch.randn_like(ya)
+    ya.backward(grad), yb.backward(grad)
+    assert torch.allclose(ya, yb, atol=1e-5) and torch.allclose(xa.grad, xb.grad, atol=1e-5)
+    assert torch.allclose(fast.weight.grad, full.weight.grad, atol=1e-5)  # skipped taps: zero either way
+
+
+def test_a_trimmed_conv_does_less_work_and_flops_count_the_whole_kernel():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from nascli.spaces.base import cost
+
+    conv = ReachConv2d(8, 8, 5, padding=12, dilation=6, bias=False)
+    x = torch.zeros(1, 8, 4, 4)  # every tap but the centre reads padding
+
+    def flops():
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            conv(x)
+        return counter.get_total_flops()
+
+    trimmed = flops()
+    with nominal_taps():
+        assert trimmed * 25 == flops() == 2 * 8 * 8 * 25 * 16
+    spec = S.SpaceSpec(width=8, fpn_ops=("sep5x5_d6",), head_ops=("sep5x5_d6",))  # every op dilated
+    decoder = S.build(S.decode(sample(np.random.default_rng(0), spec), spec), IN_CHANNELS, num_classes=3, width=8)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        decoder.eval()(features(n=1, crop=64))
+    shapes = {lv: tuple(f.shape[1:]) for lv, f in features(n=1, crop=64).items()}
+    assert counter.get_total_flops() < cost(decoder, shapes)["flops"]  # the cost counts the whole kernels

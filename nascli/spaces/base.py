@@ -68,11 +68,12 @@ class Space:
 
 def cost(decoder: nn.Module, feature_shapes: dict) -> dict:
     """Params and FLOPs of a built decoder for features of the given shapes (N=1); deformable
-    convolutions, which FlopCounterMode cannot see, are counted analytically. One measurement
+    convolutions, which FlopCounterMode cannot see, are counted analytically, and dilated ones with
+    their whole kernel (`nominal_taps`). One measurement
     for every decoder space."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .ops import DeformConv, deform_conv_flops
+    from .ops import DeformConv, deform_conv_flops, nominal_taps
 
     extra, hooks = [0], []
     for m in decoder.modules():
@@ -84,7 +85,7 @@ def cost(decoder: nn.Module, feature_shapes: dict) -> dict:
     was_training = decoder.training
     decoder.eval()
     try:
-        with counter, torch.no_grad():
+        with counter, torch.no_grad(), nominal_taps():
             decoder(feats)
     finally:
         decoder.train(was_training)

@@ -7,8 +7,11 @@ order). OPS is a plain dict; `register` refuses a duplicate name.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchvision.ops import DeformConv2d
 
 from ..models.heads import group_count
@@ -22,10 +25,48 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"norm must be 'bn' or 'gn', not {kind!r}")
 
 
+_NOMINAL = [False]
+
+
+@contextlib.contextmanager
+def nominal_taps():
+    """Every `ReachConv2d` computes all its taps inside (FLOP counts keep the published convention:
+    a dilated conv counts its whole kernel, whatever the map size)."""
+    _NOMINAL.append(True)
+    try:
+        yield
+    finally:
+        _NOMINAL.pop()
+
+
+class ReachConv2d(nn.Conv2d):
+    """A "same" stride-1 convolution that skips the taps which only ever read padding.
+
+    On a map no larger than the dilation (a 5×5 at dilation 6 on the 8×8 to 1×1 maps of P4–P7, the
+    maps a proxy runs on) the outer taps multiply zeros: the output and every gradient are the same
+    without them (a padding-only tap's weight gradient is exactly zero), and the work is a 3×3 or a
+    1×1 instead of a 5×5; a depthwise 1×1 is a per-channel product instead of a convolution call
+    (its weight gradient then sums in another order: rewards move within float noise, see
+    benchmarks/trial.json). The weights keep their full shape, so checkpoints do not change."""
+
+    def forward(self, x):
+        if _NOMINAL[-1] or self.dilation == (1, 1):
+            return super().forward(x)
+        (kh, kw), (dh, dw) = self.kernel_size, self.dilation
+        mh = min(kh // 2, (x.shape[-2] - 1) // dh)   # taps kept either side of the centre
+        mw = min(kw // 2, (x.shape[-1] - 1) // dw)
+        if (mh, mw) == (kh // 2, kw // 2):
+            return super().forward(x)
+        weight = self.weight[:, :, kh // 2 - mh:kh // 2 + mh + 1, kw // 2 - mw:kw // 2 + mw + 1]
+        if (mh, mw) == (0, 0) and self.groups == self.in_channels == self.out_channels and self.bias is None:
+            return x * weight.view(1, -1, 1, 1)  # a depthwise 1×1: one product per output, as the conv's
+        return F.conv2d(x, weight, self.bias, 1, (mh * dh, mw * dw), self.dilation, self.groups)
+
+
 class ConvNormAct(nn.Sequential):
     def __init__(self, channels: int, kernel: int, norm: str, dilation: int = 1):
         pad = dilation * (kernel - 1) // 2
-        super().__init__(nn.Conv2d(channels, channels, kernel, padding=pad, dilation=dilation, bias=False),
+        super().__init__(ReachConv2d(channels, channels, kernel, padding=pad, dilation=dilation, bias=False),
                          norm_layer(norm, channels), nn.ReLU(inplace=True))
 
 
@@ -34,8 +75,8 @@ class SepConv(nn.Sequential):
 
     def __init__(self, channels: int, kernel: int, norm: str, dilation: int = 1):
         pad = dilation * (kernel - 1) // 2
-        super().__init__(nn.Conv2d(channels, channels, kernel, padding=pad, dilation=dilation,
-                                   groups=channels, bias=False),
+        super().__init__(ReachConv2d(channels, channels, kernel, padding=pad, dilation=dilation,
+                                     groups=channels, bias=False),
                          nn.Conv2d(channels, channels, 1, bias=False),
                          norm_layer(norm, channels), nn.ReLU(inplace=True))
 

@@ -1,0 +1,196 @@
+"""Trials per CPU-hour of the demo proxy, before and after (issue 30), measured in one run.
+
+The workload is what a search of G trials costs: G sampled genotypes (one seed each), the control
+with its re-scoring seeds and the best genotype with its re-scoring seeds (DESIGN.md's protocol).
+- before: one trial at a time in this process on every core's threads, each dilated convolution
+  computing its whole kernel (`nominal_taps`): the trial as it was;
+- after: `--workers` processes sharing the cores (`nascli search --workers`, one thread each on
+  2 cores), padding-only taps skipped (`ReachConv2d`).
+Reported: trials per hour both ways and their ratio; how far the rewards moved (Kendall tau over
+the genotypes and the control, the largest difference in units of the proxy's seed noise: thread
+counts change float summation order, nothing else changes); where one trial's time goes
+(torch.profiler, self CPU time by kind of op); achieved GFLOP/s against this machine's conv-3×3 and
+matmul rates measured in the same run. Run it alone: another torch process skews every number.
+
+`python -m benchmarks.bench_trial --cache pipelines/nas-fcos/cache/<key>.h5` (or `make bench-trial`,
+after `make demo`); writes benchmarks/trial.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from .common import median_seconds
+
+
+def peaks(threads: int) -> dict:
+    """GFLOP/s of a 3×3 convolution (8×64×32×32, 64 -> 64) and a 1024² matmul at `threads`."""
+    torch.set_num_threads(threads)
+    x, w = torch.randn(8, 64, 32, 32), torch.randn(64, 64, 3, 3)
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    conv = 2 * 8 * 64 * 64 * 9 * 32 * 32 / median_seconds(lambda: torch.nn.functional.conv2d(x, w, padding=1)) / 1e9
+    mm = 2 * 1024 ** 3 / median_seconds(lambda: a @ b) / 1e9
+    return {"threads": threads, "conv3x3_gflops": round(conv, 1), "matmul_gflops": round(mm, 1)}
+
+
+def workload(spec, cache, genotypes: int, seed: int):
+    """(name, genotype, trial seed, data seed) of a G-trial search's trials and the control's re-scoring."""
+    from nascli.search import control_genotype
+    from nascli.spaces import space_for
+    from nascli.strategies.random import RandomStrategy
+
+    sampled = RandomStrategy(space_for(spec), seed=seed).ask(genotypes)
+    jobs = [(f"trial-{i + 1}", g, seed * 100_003 + i + 1, seed) for i, g in enumerate(sampled)]
+    return jobs + rescoring("control", control_genotype(spec, cache, "proxy"), 0, spec, seed)
+
+
+def rescoring(name: str, genotype, trial_id: int, spec, seed: int):
+    """The re-scoring evaluations of one trial (its fresh seeds and batch orders)."""
+    from nascli.protocol import rescore_data_seed, rescore_seed
+
+    return [(f"{name}-seed{k}", genotype, rescore_seed(seed, trial_id, k), rescore_data_seed(seed, k))
+            for k in range(spec.rescore_seeds)]
+
+
+def run_before(jobs, spec, cache, threads: int):
+    """One trial at a time, here, on `threads` threads, with whole dilated kernels."""
+    from nascli.methods.decoder import evaluate
+    from nascli.spaces.ops import nominal_taps
+
+    torch.set_num_threads(threads)
+    started, rewards = time.perf_counter(), {}
+    with nominal_taps():
+        for name, g, s, d in jobs:
+            rewards[name] = evaluate(g, spec, cache, s, d).reward
+    return rewards, time.perf_counter() - started
+
+
+def run_after(jobs, spec, cache, threads: int, workers: int):
+    """`workers` processes sharing `threads` (the pool `nascli search --workers` uses)."""
+    from nascli.executors import ProcessPool
+    from nascli.methods.decoder import evaluate
+
+    started, rewards = time.perf_counter(), {}
+    pool = ProcessPool(workers, threads)
+    try:
+        waiting = list(jobs)
+        while waiting or pool.busy():
+            while waiting and pool.busy() < pool.slots:
+                name, g, s, d = waiting.pop(0)
+                pool.submit(name, evaluate, g, spec, str(cache), s, d)
+            name, result = pool.next_done()
+            rewards[name] = result.reward
+    finally:
+        pool.close()
+    return rewards, time.perf_counter() - started
+
+
+def profile_trial(genotype, spec, cache, threads: int) -> dict:
+    """Self CPU seconds of one trial by kind of op, and the wall time outside torch's ops."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from nascli.methods.decoder import evaluate
+
+    torch.set_num_threads(threads)
+    evaluate(genotype, spec, cache, 1, 0)  # warm: the cache split is read once per process
+    started = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        result = evaluate(genotype, spec, cache, 1, 0)
+    wall = time.perf_counter() - started
+    kinds = {"convolution forward": 0.0, "convolution backward": 0.0, "normalisation": 0.0,
+             "optimiser and average (Python)": 0.0, "other tensor ops": 0.0}
+    for e in prof.key_averages():
+        seconds = e.self_cpu_time_total / 1e6
+        if "convolution_backward" in e.key:
+            kinds["convolution backward"] += seconds
+        elif "conv" in e.key:
+            kinds["convolution forward"] += seconds
+        elif "norm" in e.key:
+            kinds["normalisation"] += seconds
+        elif e.key.startswith("Optimizer."):
+            kinds["optimiser and average (Python)"] += seconds
+        else:
+            kinds["other tensor ops"] += seconds
+    kinds["outside torch ops (Python, data, scoring kernels)"] = max(0.0, wall - sum(kinds.values()))
+    return {"wall_seconds": round(wall, 2), "flops_per_crop": result.flops,
+            "share": {k: round(v / wall, 3) for k, v in kinds.items()}}
+
+
+def kendall_tau(a: list, b: list) -> float:
+    pairs = [(i, j) for i in range(len(a)) for j in range(i + 1, len(a))]
+    agree = sum(1 if (a[i] - a[j]) * (b[i] - b[j]) > 0 else -1 for i, j in pairs)
+    return agree / len(pairs)
+
+
+def run(cache, proxy: str, genotypes: int, workers: int, seed: int, out: Path) -> dict:
+    from nascli.config import ProxySpec, load_spec, resolve_proxy
+    from nascli.runtime import usable_cores
+    from nascli.trial import open_split
+
+    spec = load_spec(ProxySpec, resolve_proxy(proxy))
+    cores = usable_cores()
+    jobs = workload(spec, cache, genotypes, seed)
+    before, before_s = run_before(jobs, spec, cache, cores)
+    best = max(range(genotypes), key=lambda i: before[jobs[i][0]])  # the search's best is re-scored too
+    extra = rescoring("best", jobs[best][1], best + 1, spec, seed)
+    more, seconds = run_before(extra, spec, cache, cores)
+    jobs, before, before_s = jobs + extra, {**before, **more}, before_s + seconds
+    after, after_s = run_after(jobs, spec, cache, cores, workers)
+    names = [j[0] for j in jobs]
+    ranked = [n for n in names if n.startswith("trial-")] + ["control-seed0"]
+    control = [before[n] for n in names if n.startswith("control-")]
+    noise = statistics.stdev(control) if len(control) > 1 else float("nan")
+    train = open_split(str(cache), "train")
+    prof = profile_trial(jobs[0][1], spec, cache, cores)
+    epochs = max(spec.epochs, -(-spec.min_steps // -(-len(train) // spec.batch_size)))
+    val = open_split(str(cache), "val")
+    crops = 3 * epochs * len(train) + len(train) + len(val)  # fwd+bwd training, BN recompute, scoring
+    result = {
+        "proxy": proxy, "cache": str(cache), "cores": cores, "workers": workers, "seed": seed,
+        "evaluations": len(jobs), "genotypes": genotypes, "rescore_seeds": spec.rescore_seeds,
+        "before": {"seconds": round(before_s, 1), "trials_per_hour": round(3600 * len(jobs) / before_s, 1),
+                   "how": f"serial, {cores} threads, whole dilated kernels"},
+        "after": {"seconds": round(after_s, 1), "trials_per_hour": round(3600 * len(jobs) / after_s, 1),
+                  "how": f"{workers} worker processes x {max(1, cores // workers)} thread, padding-only taps skipped"},
+        "speedup": round(before_s / after_s, 2),
+        "rewards": {n: {"before": before[n], "after": after[n]} for n in names},
+        "kendall_tau": kendall_tau([before[n] for n in ranked], [after[n] for n in ranked]),
+        "control_seed_noise": noise,
+        "max_difference_in_noise": max(abs(before[n] - after[n]) for n in names) / noise,
+        "profile": prof,
+        "achieved_gflops": round(prof["flops_per_crop"] * crops / prof["wall_seconds"] / 1e9, 2),
+        "peaks": [peaks(1), peaks(cores)],
+    }
+    out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", required=True, help="the demo cache (pipelines/nas-fcos/cache/<key>.h5)")
+    parser.add_argument("--proxy", default="nas-fcos-demo")
+    parser.add_argument("--genotypes", type=int, default=10, help="sampled genotypes (trials) in the workload")
+    parser.add_argument("--workers", type=int, default=None, help="pool processes (default: the usable cores)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/trial.json")
+    args = parser.parse_args()
+    from nascli.runtime import usable_cores
+
+    r = run(args.cache, args.proxy, args.genotypes, args.workers or usable_cores(), args.seed, Path(args.out))
+    print(f"{r['evaluations']} evaluations of {r['proxy']}: before {r['before']['seconds']} s "
+          f"({r['before']['trials_per_hour']}/h, {r['before']['how']}), after {r['after']['seconds']} s "
+          f"({r['after']['trials_per_hour']}/h, {r['after']['how']}): {r['speedup']}x")
+    print(f"rewards: Kendall tau {r['kendall_tau']:.3f} over the trials and the control; largest difference "
+          f"{r['max_difference_in_noise']:.3f} seed-noise widths (noise {r['control_seed_noise']:.4f})")
+    print("one trial's time:", ", ".join(f"{k} {v:.0%}" for k, v in r["profile"]["share"].items()))
+    print(f"achieved {r['achieved_gflops']} GFLOP/s; peaks {r['peaks']}")
+
+
+if __name__ == "__main__":
+    main()
