@@ -11,7 +11,7 @@ SEED ?= 0
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: help install demo demo-full test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial clean
+.PHONY: help install demo demo-full test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ help:
 	@echo "             make bccd, then make bccd-nas-fcos | make sp-nas-demo (after demo)"
 	@echo "benchmarks:  make bench (kernels, cache, AP vs the references) | bench-search | bench-search-retrain"
 	@echo "             bench-proxy | bench-init | bench-auto-fpn | bench-detnas | bench-supernet | bench-executors"
-	@echo "             bench-trial (trials per CPU-hour, before and after; run it alone)"
+	@echo "             bench-trial (trials per CPU-hour, before and after; run it alone) | bench-gpu (CUDA only)"
 	@echo "experiments: make fidelity | make bccd-fidelity (hours; resumable)"
 	@echo "             a bench whose cache is missing says which target to run first; tables: benchmarks/README.md"
 
@@ -213,6 +213,12 @@ bench-auto-fpn: $(STAMP)
 bench-trial: $(STAMP)
 	$(call require_cache,$(DEMO)/cache,demo)
 	$(BIN)/python -m benchmarks.bench_trial --cache $(DEMO_CACHE) --seed $(SEED)
+
+# On a machine with CUDA: the same workload's trials per hour on cpu / cuda / cuda + amp and the
+# CPU-vs-GPU agreement tests (tests/test_device.py) in one table; elsewhere it says it skipped.
+bench-gpu: $(STAMP)
+	$(call require_cache,$(DEMO)/cache,demo)
+	$(BIN)/python -m benchmarks.bench_gpu --cache $(DEMO_CACHE) --seed $(SEED)
 
 # Whether the fair head initialisation moves the proxy's ranking: the control and 6 random genotypes
 # under the old and the new initialisation, 2 seeds each, on the demo's cache (run `make demo` first).
