@@ -122,14 +122,9 @@ def profile_trial(genotype, spec, cache, threads: int) -> dict:
             "share": {k: round(v / wall, 3) for k, v in kinds.items()}}
 
 
-def kendall_tau(a: list, b: list) -> float:
-    pairs = [(i, j) for i in range(len(a)) for j in range(i + 1, len(a))]
-    agree = sum(1 if (a[i] - a[j]) * (b[i] - b[j]) > 0 else -1 for i, j in pairs)
-    return agree / len(pairs)
-
-
 def run(cache, proxy: str, genotypes: int, workers: int, seed: int, out: Path) -> dict:
     from nascli.config import ProxySpec, load_spec, resolve_proxy
+    from nascli.report import kendall_tau
     from nascli.runtime import usable_cores
     from nascli.trial import open_split
 
