@@ -124,6 +124,7 @@ def profile_trial(genotype, spec, cache, threads: int) -> dict:
 
 def run(cache, proxy: str, genotypes: int, workers: int, seed: int, out: Path) -> dict:
     from nascli.config import ProxySpec, load_spec, resolve_proxy
+    from nascli.methods.decoder import training_epochs
     from nascli.report import kendall_tau
     from nascli.runtime import usable_cores
     from nascli.trial import open_split
@@ -143,9 +144,10 @@ def run(cache, proxy: str, genotypes: int, workers: int, seed: int, out: Path) -
     noise = statistics.stdev(control) if len(control) > 1 else float("nan")
     train = open_split(str(cache), "train")
     prof = profile_trial(jobs[0][1], spec, cache, cores)
-    epochs = max(spec.epochs, -(-spec.min_steps // -(-len(train) // spec.batch_size)))
+    epochs = training_epochs(spec, len(train))
     val = open_split(str(cache), "val")
     crops = 3 * epochs * len(train) + len(train) + len(val)  # fwd+bwd training, BN recompute, scoring
+    # achieved over the profiled trial's wall time, the profiler's overhead included (an underestimate)
     result = {
         "proxy": proxy, "cache": str(cache), "cores": cores, "workers": workers, "seed": seed,
         "evaluations": len(jobs), "genotypes": genotypes, "rescore_seeds": spec.rescore_seeds,

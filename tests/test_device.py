@@ -161,6 +161,21 @@ def test_threads_default_to_the_free_cores_and_an_oversubscribing_choice_is_warn
     assert choose_threads(4, 8, 0.0) == (4, None)
 
 
+def test_set_threads_holds_numba_to_torchs_threads():
+    import numba
+
+    from nascli.runtime import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        set_threads(2)
+        assert torch.get_num_threads() == 2 and numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+        set_threads(1)
+        assert torch.get_num_threads() == 1 and numba.get_num_threads() == 1
+    finally:
+        set_threads(before)
+
+
 def test_more_local_workers_than_threads_is_warned():
     from nascli.runtime import workers_note
 

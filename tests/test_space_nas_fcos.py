@@ -203,6 +203,12 @@ def test_a_dilated_conv_skipping_padding_only_taps_computes_what_the_full_kernel
     assert torch.allclose(fast.weight.grad, full.weight.grad, atol=1e-5)  # skipped taps: zero either way
 
 
+def test_reach_conv_refuses_what_its_trimming_does_not_cover():
+    for bad in ({"stride": 2, "padding": 6}, {"padding": 0}):
+        with pytest.raises(ValueError, match="stride-1 'same'"):
+            ReachConv2d(8, 8, 3, dilation=6, **bad)
+
+
 def test_a_trimmed_conv_does_less_work_and_flops_count_the_whole_kernel():
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -65,9 +65,7 @@ def train_candidate(genotype, spec: ProxySpec, train: CachedSplit, seed: int = 0
     optimizer = torch.optim.Adam(decoder.parameters(), lr=spec.lr)
     precision = training_precision(device, spec.amp)
     average = PolyakAverage(decoder, spec.polyak)
-    samples = len(train) if spec.max_train_samples is None else min(len(train), spec.max_train_samples)
-    epochs = max(spec.epochs, math.ceil(spec.min_steps / math.ceil(samples / spec.batch_size)))
-    for epoch in range(epochs):
+    for epoch in range(training_epochs(spec, len(train))):
         decoder.train()
         for batch in train.batches(spec.batch_size, True, data_seed * 1000 + epoch, device,
                                    limit=spec.max_train_samples):
@@ -79,6 +77,13 @@ def train_candidate(genotype, spec: ProxySpec, train: CachedSplit, seed: int = 0
     scorer = average.module
     recompute_batchnorm(scorer, train.batches(spec.batch_size, False, device=device, limit=spec.max_train_samples))
     return scorer.eval(), cost
+
+
+def training_epochs(spec: ProxySpec, samples: int) -> int:
+    """Passes over meta-train (`samples` crops, capped by the spec's sample budget): the spec's
+    epochs, or more until `min_steps` optimiser steps are taken."""
+    used = samples if spec.max_train_samples is None else min(samples, spec.max_train_samples)
+    return max(spec.epochs, math.ceil(spec.min_steps / math.ceil(used / spec.batch_size)))
 
 
 def trial(spec: ProxySpec, cache, run_dir, seed: int, device: str, **_) -> TrialSetup:

@@ -49,6 +49,12 @@ class ReachConv2d(nn.Conv2d):
     (its weight gradient then sums in another order: rewards move within float noise, see
     benchmarks/trial.json). The weights keep their full shape, so checkpoints do not change."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        same = tuple(d * (k // 2) for d, k in zip(self.dilation, self.kernel_size))
+        if self.stride != (1, 1) or self.padding != same or any(k % 2 == 0 for k in self.kernel_size):
+            raise ValueError("ReachConv2d is for stride-1 'same' convolutions with odd kernels")
+
     def forward(self, x):
         if _NOMINAL[-1] or self.dilation == (1, 1):
             return super().forward(x)
