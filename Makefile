@@ -79,6 +79,7 @@ pipeline-%: $(STAMP)
 	$(NASCLI) search --method $* --proxy $(or $(PROXY_$*),$*) --cache $(call cache_in,pipelines/$*/cache) --trials $(PIPE_TRIALS) --run pipelines/$*/run --seed $(SEED)
 	$(NASCLI) retrain pipelines/$*/run --top $(PIPE_TOP) --epochs $(PIPE_RETRAIN_EPOCHS) --lr-grid $(PIPE_GRID) --grid-epochs $(PIPE_GRID_EPOCHS) --seeds $(PIPE_SEEDS) --val pipelines/$*/test.json
 	$(NASCLI) compare pipelines/$*/run
+	$(NASCLI) report pipelines/$*/run --out pipelines/$*/report.html
 
 # The main job on the built-in default: the NAS-FCOS pipeline, ending with the compare table.
 demo: pipeline-nas-fcos

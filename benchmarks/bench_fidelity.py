@@ -108,21 +108,6 @@ def retrained(run: Path, archs, test: Path, epochs: int | None, top: int, lr: fl
     return ap, by_seed, r["grid_seconds"] + r["final_seconds"]
 
 
-def bootstrap_tau(x, y, rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """The 5th and 95th percentiles of Kendall tau-b over architectures resampled with replacement."""
-    from nascli.report import kendall_tau
-
-    rng = np.random.default_rng(seed)
-    x, y = np.asarray(x), np.asarray(y)
-    taus = []
-    for _ in range(rounds):
-        pick = rng.integers(0, len(x), len(x))
-        t = kendall_tau(x[pick], y[pick])
-        if not math.isnan(t):
-            taus.append(t)
-    return float(np.percentile(taus, 5)), float(np.percentile(taus, 95))
-
-
 def figure(rows, result, path: Path) -> Path:
     from benchmarks.common import save_figure, subplots
 
@@ -141,7 +126,7 @@ def figure(rows, result, path: Path) -> Path:
 
 def run(run_dir, test, top: int, random: int, seeds: int, epochs: int | None, seed: int, out: Path,
         lr: float | None = None) -> dict:
-    from nascli.report import kendall_tau, spearman_rho
+    from nascli.report import bootstrap_tau, kendall_tau, spearman_rho
 
     run_dir = Path(run_dir)
     archs = architectures(run_dir, top, random, seed)

@@ -546,16 +546,15 @@ def runs_show(run: RunArg, top: Annotated[int, typer.Option(help="Rows in the ta
     r["figure"] = str(reward_figure(run))
     panels = lookup(r["method"], r.get("space")).panels if r.get("method") else None
     if panels:
-        r.update(panels(run))
+        r.update(panels(run, run))
     if as_json:
         return _emit_json(r)
     _print_top(r, top)
     console.print(f"figure: {r['figure']}")
-    if r.get("trajectory_figure"):
-        _table("accepted steps (the search's trajectory)", ["trial", "step", "architecture", "reward"],
-               [(s["trial"], s["step"], s["arch"], f"{s['reward']:.4f}" if s["reward"] is not None else "")
-                for s in r["trajectory"]])
-        console.print(f"trajectory: {r['trajectory_figure']}")
+    for title, (columns, rows) in r.get("tables", {}).items():
+        _table(title, columns, rows)
+    for title, path in r.get("figures", {}).items():
+        console.print(f"{title.split(':')[0]}: {path}")
 
 
 def _show_arch(store, trial_id: int, as_json: bool) -> None:
@@ -681,6 +680,29 @@ def compare_cmd(
     console.print(f"figure: {r['figure']}")
 
 
+@app.command("report")
+def report_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders to report on (several: one page comparing them).")],
+    out: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default FIRST_RUN/report.html).")] = None,
+    as_json: JsonOpt = False,
+):
+    """One self-contained HTML page of the runs: data, spec, trials, verdicts on the proxy and on
+    test, figures and the architectures drawn; nothing in it is fetched, so it can be sent as is.
+
+    Example: [cyan]nascli report runs/s1 --out s1.html[/]
+    Example: [cyan]nascli report runs/detnas-evolution runs/detnas-random --out detnas.html[/]
+    """
+    from .report_page import write_report
+
+    r = write_report(runs, out or runs[0] / "report.html")
+    if as_json:
+        return _emit_json(r)
+    for run in r["runs"]:
+        console.print(f"{run['run']}: {run['trials']} trial rows; {run['proxy_verdict']}"
+                      + (f"; {run['test_verdict']}" if run["test_verdict"] else ""))
+    console.print(f"report: {r['report']} ({r['bytes'] / 1e3:.0f} kB)")
+
+
 def _print_compare(r: dict) -> None:
     def pct(v):  # pycocotools' -1: no object of that size in the test split
         return "" if v is None else "n/a" if v < 0 else f"{100 * v:.1f}"
@@ -714,7 +736,9 @@ def _print_compare(r: dict) -> None:
             console.print(f"proxy fidelity {run}: needs 3+ retrained architectures with a proxy reward (has {f['n']}; "
                           f"over 2 a rank correlation is +-1 by construction)")
         else:
-            console.print(f"proxy fidelity {run}: Kendall tau {f['kendall_tau']:.3f}, "
+            interval = f" (90% bootstrap {f['tau_interval'][0]:.2f} to {f['tau_interval'][1]:.2f})" \
+                if f.get("tau_interval") else ""
+            console.print(f"proxy fidelity {run}: Kendall tau {f['kendall_tau']:.3f}{interval}, "
                           f"Spearman rho {f['spearman_rho']:.3f} over {f['n']} architectures")
 
 

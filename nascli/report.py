@@ -42,7 +42,7 @@ def reward_figure(run_dir, out=None) -> Path:
     if rows or control:
         ax.legend(fontsize=8)
     ax.set_xlabel("trial")
-    ax.set_ylabel(_reward_label(run_dir))
+    ax.set_ylabel(reward_label(run_dir))
     ax.set_title(f"{Path(run_dir).name}: {meta.get('method', '?')}")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
@@ -72,7 +72,7 @@ def export_best(run_dir, *, top: int, out) -> list[str]:
     return paths
 
 
-def _reward_label(run_dir) -> str:
+def reward_label(run_dir) -> str:
     """What the run's reward is: AP, or the negated sum of losses (its spec's, else its method's)."""
     from .config import ProxySpec, load_spec
     from .methods import reward_kind
@@ -144,6 +144,31 @@ def trajectory_figure(run_dir, steps=None, out=None) -> Path:
     return out
 
 
+def op_share_figure(rows, out) -> Path:
+    """Auto-FPN's decoded network per supernet epoch: stacked shares of none, skip and parametric ops.
+    `rows`: (epoch, {"none": x, "skip": y, "parametric": z})."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    if rows:
+        epochs = [e for e, _ in rows]
+        ax.stackplot(epochs, *([s[k] for _, s in rows] for k in ("none", "skip", "parametric")),
+                     labels=["none", "skip", "parametric"], colors=["0.75", "C1", "C0"], alpha=0.85)
+        ax.legend(fontsize=8, loc="upper left")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("supernet epoch (trial)")
+    ax.set_ylabel("share of links and edges")
+    ax.set_title("decoded ops after each epoch (collapse: none + skip near 1)", fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def _kind(genotype: str) -> str:
     morphs = json_field(genotype, "morphs") or []
     last = morphs[-1][0] if morphs else "serial"
@@ -199,6 +224,24 @@ def kendall_tau(x, y) -> float:
     return float(concordance / denom) if denom > 0 else float("nan")
 
 
+def bootstrap_tau(x, y, rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The 5th and 95th percentiles of Kendall tau-b over architectures resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    taus = []
+    for _ in range(rounds):
+        pick = rng.integers(0, len(x), len(x))
+        t = kendall_tau(x[pick], y[pick])
+        if not np.isnan(t):
+            taus.append(t)
+    return float(np.percentile(taus, 5)), float(np.percentile(taus, 95))
+
+
+#: Architectures below which a bootstrap interval of tau is not reported (resamples of 3-4 points
+#: are mostly ties or +-1).
+MIN_INTERVAL_ROWS = 5
+
+
 def pareto_front(costs, scores) -> list[int]:
     """Indices of the points no other point beats: lower-or-equal cost and higher-or-equal score,
     one of them strictly. Sorted by cost."""
@@ -225,7 +268,8 @@ def compare(runs, *, min_gain: float = MIN_GAIN) -> dict:
     A row is 'done', 'failed' (retraining diverged: reason given), 'training' (started, not
     finished: rerun retrain to resume) or 'missing' (recorded done but its checkpoint is gone).
     Fidelity (Kendall tau, Spearman rho between proxy reward and mean test AP) uses the
-    architectures with a proxy reward and a finished final row, the control included; it needs 3.
+    architectures with a proxy reward and a finished final row, the control included; it needs 3,
+    and 5 for tau's bootstrap 90 % interval.
     """
     rows, archs, fidelity, verdicts = [], [], {}, {}
     for run in runs:
@@ -241,6 +285,7 @@ def compare(runs, *, min_gain: float = MIN_GAIN) -> dict:
         enough = len(scored) >= 3  # over 2 points a rank correlation is +-1 by construction
         fidelity[str(run)] = {"n": len(scored), "kendall_tau": kendall_tau(*pairs) if enough else None,
                               "spearman_rho": spearman_rho(*pairs) if enough else None,
+                              "tau_interval": bootstrap_tau(*pairs) if len(scored) >= MIN_INTERVAL_ROWS else None,
                               "architectures": [a["arch"] for a in scored], "verdict": _verdict(run)}
         verdicts[str(run)] = verdict_on_test(run_rows, min_gain)
     done = [k for k, a in enumerate(archs) if a["status"] == "done"]

@@ -379,7 +379,7 @@ def test_compare_handles_failed_training_and_missing_rows(run, run_cli, tiny_tes
     status = {x["arch"]: x["status"] for x in c["architectures"]}
     assert status["interrupted"] == "training" and status["diverged"] == "failed" and status["deleted"] == "missing"
     fid = c["fidelity"][str(run)]
-    assert fid["n"] == 2 and set(fid["architectures"]) == {"baseline", [n for n in status if n.startswith("trial")][0]}
+    assert fid["n"] == 2 and fid["tau_interval"] is None and set(fid["architectures"]) == {"baseline", [n for n in status if n.startswith("trial")][0]}
     assert any(x["pareto"] for x in c["architectures"] if x["status"] == "done")
     code, out, _ = run_cli("compare", run)
     assert code == 0 and "diverged" in out and "needs 3+" in out and "test verdict" in out  # no tau over 2 points
@@ -412,6 +412,8 @@ def test_fidelity_over_five_architectures_of_known_order(run, tiny_test):
     fid = compare([run])["fidelity"][str(run)]
     assert fid["n"] == 5
     assert fid["kendall_tau"] == pytest.approx(0.6) and fid["spearman_rho"] == pytest.approx(0.8)
+    lo, hi = fid["tau_interval"]  # 5 architectures: the bootstrap interval is given, and is wide
+    assert -1 <= lo < 0.6 < hi <= 1 and hi - lo > 0.5
 
 
 def test_a_moved_run_folder_is_compared_and_resumed_where_it_now_is(run, tiny_test, tmp_path, monkeypatch):

@@ -184,6 +184,13 @@ def test_spnas_search_on_image_crops_resumes_exactly_and_retrains(tiny_image_cac
     assert grown["serial"] == best["serial"] and grown["parent"] == "" and grown["morphs"] == chain
     assert json.loads(r["rows"][0]["genotype"])["serial"] == "BB(11,d1,d1,d1)"
 
+    # the report carries the method's own panel: the trajectory's table and figure, nothing written into the run
+    (tmp_path / "whole" / "trajectory.png").unlink()
+    code, out, _ = run_cli("report", tmp_path / "whole", "--out", tmp_path / "sp.html")
+    page = (tmp_path / "sp.html").read_text()
+    assert code == 0 and "accepted steps (the search&#x27;s trajectory)" in page and "BB(11,d1,d1,d1)" in page
+    assert "trajectory: every candidate" in page and not (tmp_path / "whole" / "trajectory.png").exists()
+
 
 def test_spnas_search_needs_an_image_cache(tiny_cache, tmp_path):
     from nascli.errors import SpecError

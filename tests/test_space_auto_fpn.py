@@ -1,6 +1,8 @@
 """Auto-FPN: the mixed op, the supernet against its decoded paths, the resource term, decoding,
 and an exact resume of the differentiable search."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -146,3 +148,11 @@ def test_resume_after_a_kill_mid_epoch_restores_alpha_and_weights_exactly(tiny_c
     for key in whole[0]["net"]:
         assert torch.equal(whole[0]["net"][key], killed[0]["net"][key]), key
     assert whole[0]["epoch"] == killed[0]["epoch"] == 3
+
+    from nascli.methods.auto_fpn import decoded_ops_panel  # the report's panel: one row per supernet epoch
+
+    panel = decoded_ops_panel(tmp_path / "whole", tmp_path)
+    [(columns, rows)] = panel["tables"].values()
+    assert [r[0] for r in rows] == [1, 2, 3] and all(abs(sum(map(float, r[1:])) - 1) < 0.02 for r in rows)
+    [figure] = panel["figures"].values()
+    assert Path(figure).parent == tmp_path and Path(figure).read_bytes()[:4] == b"\x89PNG"

@@ -19,7 +19,27 @@ def darts_options(spec, cache, trials: int, lam=None) -> dict:
     return {**darts, "cache": str(cache), "epochs": trials}
 
 
+def decoded_ops_panel(run_dir, out_dir=None) -> dict:
+    """The decoded network after each supernet epoch (one trial each): the share of none, skip and
+    parametric ops, so that a collapse of α onto parameter-free ops is seen as it happens."""
+    from pathlib import Path
+
+    from ..report import op_share_figure
+    from ..store import RunStore
+
+    store = RunStore(run_dir, create=False, readonly=True)
+    try:
+        rows = [(t.id, auto_fpn.op_shares(auto_fpn.Genotype.from_json(t.genotype, f"trial {t.id}")))
+                for t in store.trials("id > 0")]
+    finally:
+        store.close()
+    table = [(trial, *(f"{shares[k]:.2f}" for k in ("none", "skip", "parametric"))) for trial, shares in rows]
+    figure = op_share_figure(rows, Path(out_dir or run_dir) / "decoded-ops.png")
+    return {"tables": {"decoded network per supernet epoch": (["epoch (trial)", "none", "skip", "parametric"], table)},
+            "figures": {"decoded ops: the share of none / skip / parametric ops after each supernet epoch": str(figure)}}
+
+
 # a supernet's schedule (cosine, α frozen for the first third) is fixed by its epochs at start
 METHOD = Method(name="auto-fpn", space=auto_fpn, strategy=DartsStrategy, proxy="auto-fpn", reward="loss",
                 cache=FEATURES, control=decoder.fcos_control, trial=decoder.trial, options=darts_options,
-                resource_weight=True, budget_fixed=True)
+                resource_weight=True, budget_fixed=True, panels=decoded_ops_panel)

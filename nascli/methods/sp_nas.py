@@ -239,12 +239,16 @@ def baseline_backbone_state(genotype: spnas.Genotype, checkpoint) -> dict:
     return inherit(genotype, load_checkpoint(checkpoint), None).backbone.state_dict()
 
 
-def trajectory_panel(run_dir) -> dict:
-    """The accepted steps of the search (its trajectory) and their figure."""
+def trajectory_panel(run_dir, out_dir=None) -> dict:
+    """The accepted steps of the search (its trajectory, the paper's Figure 3) as a table and a figure."""
     from ..report import trajectory, trajectory_figure
 
     steps = trajectory(run_dir)
-    return {"trajectory": steps, "trajectory_figure": str(trajectory_figure(run_dir, steps))}
+    figure = trajectory_figure(run_dir, steps, Path(out_dir or run_dir) / "trajectory.png")
+    rows = [(s["trial"], s["step"], s["arch"], "" if s["reward"] is None else f"{s['reward']:.4f}") for s in steps]
+    return {"trajectory": steps,
+            "tables": {"accepted steps (the search's trajectory)": (["trial", "step", "architecture", "reward"], rows)},
+            "figures": {"trajectory: every candidate's AP and the accepted steps": str(figure)}}
 
 
 METHOD = Method(name="sp-nas", space=spnas, strategy=MorphismStrategy, proxy="sp-nas", reward="ap", cache=IMAGES,

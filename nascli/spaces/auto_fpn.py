@@ -53,6 +53,15 @@ def head_edges() -> list[tuple[int, int]]:
     return [(n, k) for n in range(HEAD_NODES) for k in range(2 + n)]
 
 
+def op_shares(genotype: "Genotype") -> dict:
+    """How much of a decoded network is parameter-free: the share of its neck links and head edges
+    that are none, skip or a parametric op (DARTS collapse shows as none + skip near 1)."""
+    ops = [NECK_OPS[o] for layer in genotype.neck for row in layer for o in row]
+    ops += [HEAD_OPS[o] for cell in genotype.head for o in cell]
+    none, skip = ops.count("none") / len(ops), ops.count("skip") / len(ops)
+    return {"none": none, "skip": skip, "parametric": 1 - none - skip}
+
+
 @dataclass(frozen=True)
 class SpaceSpec:
     """Size knobs (paper: L = 2 neck layers, M = 2 head cells, width 256)."""
