@@ -191,6 +191,8 @@ bench-detnas: $(STAMP)
 # Auto-FPN's three lambda presets on the demo's cache against the control, and the wall time of
 # a NAS-FCOS search with as many trials (run `make demo` first; resumable).
 AUTO_FPN_TRIALS ?= 6
+# then the big preset's best and the control promoted fairly on the demo's test split
+AUTO_FPN_RETRAIN_EPOCHS ?= 12
 # Executors: the same random search in-process and on a loopback-only Ray cluster of this machine
 # with 1 and 2 workers (root: `unshare -n`); evaluations per hour and Ray's overhead per trial.
 EXECUTOR_TRIALS ?= 12
@@ -207,6 +209,8 @@ bench-executors: $(STAMP)
 bench-auto-fpn: $(STAMP)
 	$(call require_cache,$(DEMO)/cache,demo)
 	$(BIN)/python -m benchmarks.bench_auto_fpn --cache $(DEMO_CACHE) --trials $(AUTO_FPN_TRIALS) --seed $(SEED)
+	$(NASCLI) retrain benchmarks/runs/auto-fpn/big --top 1 --epochs $(AUTO_FPN_RETRAIN_EPOCHS) $(PROMOTE) --val $(DEMO)/test.json
+	$(BIN)/python -m benchmarks.bench_promotion --run benchmarks/runs/auto-fpn/big --out benchmarks/auto-fpn-promotion.json
 
 # Trials per CPU-hour of the demo proxy before and after issue 30 (serial on every thread with whole
 # dilated kernels, against --workers processes with padding-only taps skipped), the rewards' agreement,

@@ -551,6 +551,8 @@ def runs_show(run: RunArg, top: Annotated[int, typer.Option(help="Rows in the ta
         return _emit_json(r)
     _print_top(r, top)
     console.print(f"figure: {r['figure']}")
+    for line in r.get("notes", []):
+        console.print(line)
     for title, (columns, rows) in r.get("tables", {}).items():
         _table(title, columns, rows)
     for title, path in r.get("figures", {}).items():

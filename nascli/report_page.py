@@ -309,6 +309,7 @@ def _panels(view: dict, scratch: Path) -> str:
         return ""
     shown = panels(Path(view["path"]), scratch)
     parts = [f"<h3>{_e(method)}: its own results</h3>"]
+    parts += [f"<div class='verdict none'>{_e(line)}</div>" for line in shown.get("notes", [])]
     for title, (columns, rows) in shown.get("tables", {}).items():
         parts.append(f"<p>{_e(title)}</p>" + _table(columns, [("", [(c, None) for c in r]) for r in rows], set(),
                                                     "panel"))

@@ -91,16 +91,46 @@ def test_lambda_presets_follow_the_paper():
         resolve_lambda("huge")
 
 
-def _strategy(cache, lam, epochs=3, seed=0):
+def _strategy(cache, lam, epochs=3, seed=0, **options):
     spec = ProxySpec(space="auto-fpn", inputs=["c3", "c4", "c5"], width=8, layers=1, head_cells=1)
     return DartsStrategy(space_for(spec), seed=seed, cache=cache, epochs=epochs,
-                         **{"lambda": lam, "batch_size": 4, "alpha_start": 0.0, "alpha_lr": 0.05})
+                         **{"lambda": lam, "batch_size": 4, "alpha_start": 0.0, "alpha_lr": 0.05, **options})
+
+
+def test_the_resource_term_is_a_mean_per_edge_not_a_sum(tiny_cache):
+    """One layer of 3x3 links and one head cell of 14 edges: with every op costing 1 the mean is 1
+    (the paper's sum would be 23); with α one-hot on an op, the cost of that op."""
+    net = _strategy(tiny_cache, 0.0).net
+    ones = (torch.ones(len(auto_fpn.NECK_OPS)), torch.ones(len(auto_fpn.HEAD_OPS)))
+    assert net.resource(ones).item() == pytest.approx(1.0)
+    costs = (auto_fpn.op_costs(auto_fpn.NECK_OPS, 8), auto_fpn.op_costs(auto_fpn.HEAD_OPS, 8))
+    with torch.no_grad():
+        net.alpha_neck.zero_()[..., 3] = 50.0  # sep5x5 on every link
+        net.alpha_head.zero_()[..., 7] = 50.0  # conv5x5 on every head edge
+    expected = (9 * costs[0][3] + 14 * costs[1][7]) / 23
+    assert net.resource(costs).item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_the_collapse_guard_stops_where_none_and_skip_take_over(tiny_cache):
+    guarded, unguarded = _strategy(tiny_cache, 0.0, alpha_lr=1e-9), _strategy(tiny_cache, 0.0, alpha_lr=1e-9,
+                                                                              collapse_share=1.0)
+    for s in (guarded, unguarded):
+        with torch.no_grad():  # alpha on skip everywhere; a negligible alpha_lr keeps it there
+            s.net.alpha_neck.zero_()[..., 1] = 10.0
+            s.net.alpha_head.zero_()[..., 1] = 10.0
+    assert guarded.ask(2) == [] and guarded.stopped.startswith("collapse: after epoch 1 none + skip are 100%")
+    assert guarded.ask(1) == [] and guarded.epoch == 1  # stopped for good: no further epoch is trained
+    resumed = _strategy(tiny_cache, 0.0)
+    resumed.load_state_dict(guarded.state_dict())
+    assert resumed.stopped == guarded.stopped and resumed.ask(1) == []
+    [g] = unguarded.ask(1)  # collapse_share 1: the guard is off
+    assert auto_fpn.op_shares(g)["skip"] == 1.0
 
 
 def test_a_larger_lambda_decodes_to_fewer_flops_and_every_decoded_genotype_runs(tiny_cache):
     flops = {}
     for lam in (0.0, 2.0):
-        strategy = _strategy(tiny_cache, lam)
+        strategy = _strategy(tiny_cache, lam, collapse_share=1.0)
         for genotype in (strategy.ask(1)[0] for _ in range(3)):
             decoder = auto_fpn.build(genotype, strategy.train.in_channels(), len(strategy.train.classes), 8)
             batch = next(strategy.train.batches(2, False))

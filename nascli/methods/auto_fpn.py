@@ -25,17 +25,20 @@ def decoded_ops_panel(run_dir, out_dir=None) -> dict:
     from pathlib import Path
 
     from ..report import op_share_figure
-    from ..store import RunStore
+    from ..store import RunStore, unpack_state
 
     store = RunStore(run_dir, create=False, readonly=True)
     try:
         rows = [(t.id, auto_fpn.op_shares(auto_fpn.Genotype.from_json(t.genotype, f"trial {t.id}")))
                 for t in store.trials("id > 0")]
+        blob = store.load_state()
     finally:
         store.close()
+    stopped = unpack_state(blob).get("stopped", "") if blob else ""
     table = [(trial, *(f"{shares[k]:.2f}" for k in ("none", "skip", "parametric"))) for trial, shares in rows]
     figure = op_share_figure(rows, Path(out_dir or run_dir) / "decoded-ops.png")
-    return {"tables": {"decoded network per supernet epoch": (["epoch (trial)", "none", "skip", "parametric"], table)},
+    return {"notes": [f"the search stopped early: {stopped}"] if stopped else [],
+            "tables": {"decoded network per supernet epoch": (["epoch (trial)", "none", "skip", "parametric"], table)},
             "figures": {"decoded ops: the share of none / skip / parametric ops after each supernet epoch": str(figure)}}
 
 

@@ -57,7 +57,7 @@ class Method:
     `random_search` (random may search this space), `scores_any_genotype` (a genotype from outside
     the run can get a proxy reward: not so where candidates inherit their parents' weights).
     `panels(run_dir, out_dir)`: the method's own results for `runs show` and the report:
-    {"tables": {title: (columns, rows)}, "figures": {title: PNG path, drawn into out_dir}}."""
+    {"notes": [line], "tables": {title: (columns, rows)}, "figures": {title: PNG path, drawn into out_dir}}."""
 
     name: str
     space: ModuleType

@@ -329,9 +329,13 @@ class Supernet(nn.Module):
         return self.decoder.loss_from_batch(outputs, batch)
 
     def resource(self, op_cost: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """C(α) = Σ softmax(α) · C(op) over every link and head edge (§3.5)."""
+        """C(α) = softmax(α) · C(op) averaged over every link and head edge. The paper (§3.5) sums
+        over edges; summed over our 46 edges the term outweighed the detection loss at λ small and
+        middle and both decoded to skip/none, so it is a mean per edge (issue 28): λ then weighs
+        one edge's cost against the loss whatever the space's size."""
         neck, head = self.mixing()
-        return (neck * op_cost[0]).sum() + (head * op_cost[1]).sum()
+        edges = neck.shape[:-1].numel() + head.shape[:-1].numel()
+        return ((neck * op_cost[0]).sum() + (head * op_cost[1]).sum()) / edges
 
     def extract(self, genotype: Genotype) -> nn.Module:
         """The decoded network of `genotype` with the supernet's weights for its ops (the path's

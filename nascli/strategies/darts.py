@@ -5,10 +5,16 @@ Each `ask` trains the supernet for one epoch and returns the genotype decoded fr
 `run_search` scores with the proxy like any other trial. Meta-train is split once, by the seed,
 into two disjoint halves: the weights learn on trainA (SGD, cosine schedule lr -> lr_min), the
 architecture parameters α on trainB (Adam, lr 3e-3, weight decay 1e-3), by the detection loss plus
-λ·Σ softmax(α)·C(op) with C the normalised params + FLOPs + MAC of each op. α stays frozen for the
-first third of the epochs (`alpha_start`). The whole state (α, weights, both optimisers, the
-epoch) is the strategy's `state_dict`, saved in the run database after every epoch, so a killed
-search resumes exactly. A batch whose loss is not finite is skipped and counted.
+λ·C(α), C the mean over edges of softmax(α)·C(op), C(op) the normalised params + FLOPs + MAC of each
+op. α stays frozen for the first third of the epochs (`alpha_start`).
+
+Collapse guard (DARTS+'s early stopping, Liang et al. 2019): differentiable search drifts towards
+parameter-free ops; once α is being searched and the decoded network has more than `collapse_share`
+of its links and edges none or skip, the search stops there and that network is not returned (the
+run keeps the ones decoded before it; `stopped` in the state says why).
+
+The whole state (α, weights, both optimisers, the epoch) is the strategy's `state_dict`, saved in
+the run database after every epoch, so a killed search resumes exactly. A batch whose loss is not finite is skipped and counted.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ class DartsOptions(Spec):
     alpha_lr: float = Field(3e-3, gt=0)
     alpha_weight_decay: float = Field(1e-3, ge=0)
     alpha_start: float = Field(1 / 3, ge=0, le=1, description="fraction of the epochs with α frozen")
+    collapse_share: float = Field(0.8, gt=0, le=1, description="stop once none + skip exceed this share of the "
+                                                                  "decoded network (1: never)")
     batch_size: int = Field(16, ge=1)
     max_samples: int | None = Field(None, ge=2, description="use only the first N meta-train crops")
 
@@ -81,7 +89,7 @@ class DartsStrategy:
                                       weight_decay=o.alpha_weight_decay)
         self.costs = (auto_fpn.op_costs(auto_fpn.NECK_OPS, space.spec.width),
                       auto_fpn.op_costs(auto_fpn.HEAD_OPS, space.spec.width))
-        self.skipped = 0
+        self.skipped, self.stopped = 0, ""
 
     def lr_at(self, epoch: int) -> float:
         o = self.options
@@ -93,8 +101,17 @@ class DartsStrategy:
     def ask(self, n: int = 1) -> list:
         out = []
         for _ in range(n):
+            if self.stopped:
+                break
             self._train_epoch()
-            out.append(self.net.decode())
+            genotype = self.net.decode()
+            shares = auto_fpn.op_shares(genotype)
+            free = shares["none"] + shares["skip"]
+            if self.searching_alpha(self.epoch - 1) and free > self.options.collapse_share:
+                self.stopped = (f"collapse: after epoch {self.epoch} none + skip are {free:.0%} of the decoded "
+                                f"network (collapse_share {self.options.collapse_share:g}); stopped there")
+                break
+            out.append(genotype)
         return out
 
     def tell(self, genotype, reward: float | None) -> None:
@@ -134,10 +151,11 @@ class DartsStrategy:
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "net": self.net.state_dict(), "w_opt": self.w_opt.state_dict(),
-                "a_opt": self.a_opt.state_dict(), "skipped": self.skipped}
+                "a_opt": self.a_opt.state_dict(), "skipped": self.skipped, "stopped": self.stopped}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.skipped = int(state["epoch"]), int(state["skipped"])
+        self.stopped = state.get("stopped", "")  # runs from before the guard have none
         self.net.load_state_dict(state["net"])
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])
