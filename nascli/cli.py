@@ -418,6 +418,9 @@ def search_cmd(
     proxy: Annotated[str | None, typer.Option(help="Proxy spec: a YAML path, or a name in ./proxies/ or built in (`nascli proxies`; default: the method's).")] = None,
     cache: Annotated[Path | None, typer.Option(help="Feature cache file from cache-features.")] = None,
     trials: Annotated[int | None, typer.Option(min=1, help="Trials to finish in total.")] = None,
+    minutes: Annotated[float | None, typer.Option(min=0, help="Also stop asking for new trials after this much of the "
+                                                              "search's wall clock (summed over resumes); the control "
+                                                              "and the re-scoring still run.")] = None,
     run: Annotated[Path, typer.Option(help="Run folder (created; holds run.db, spec.yaml, best.json).")] = Path("runs/search"),
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run in this folder.")] = None,
     top: Annotated[int, typer.Option(help="Rows in the final table.")] = 5,
@@ -456,7 +459,8 @@ def search_cmd(
     with _progress("search", not as_json) as on_progress:
         r = run_search(method, proxy or default_proxy(method), cache, trials, resume or run, seed=seed,
                        resume=resume is not None, on_progress=on_progress, lam=lam, device=device,
-                       executor=executor, ray_address=ray_address, workers=workers, supernet=supernet)
+                       executor=executor, ray_address=ray_address, workers=workers, supernet=supernet,
+                       minutes=minutes)
     if as_json:
         return _emit_json(r)
     _print_top(r, top)

@@ -2,7 +2,8 @@
 
 1. The control (the family's hand-designed decoder) is scored first with `rescore_seeds` seeds,
    outside the trial budget: its mean is the line to beat, its spread the proxy's seed noise.
-2. The ask/tell loop: the strategy asks -> the trial is stored as pending together with the
+2. The ask/tell loop (until `trials` are finished, or `minutes` of the search's wall clock, summed
+   over resumes, are spent: then nothing new is asked): the strategy asks -> the trial is stored as pending together with the
    strategy's state -> it is evaluated (one seed; every candidate sees the same batch order) ->
    its result is committed -> the strategy is told -> the trial is marked told together with the
    new strategy state. A kill loses at most the trial in flight, which `resume` re-queues.
@@ -52,14 +53,15 @@ def _check_cache(entry, spec: ProxySpec, cache, proxy_path) -> None:
 
 def run_search(method: str, proxy, cache, trials: int, run_dir, *, seed: int = 0, resume: bool = False,
                on_progress=None, evaluate_fn=None, lam=None, device="cpu", executor="local",
-               ray_address="auto", workers=None, supernet=None) -> dict:
+               ray_address="auto", workers=None, supernet=None, minutes: float | None = None) -> dict:
     """Runs (or resumes) a search until `trials` trials are finished; returns the summary.
     `method`: a name of the registry (nascli/methods) or random; `evaluate_fn` replaces the
     method's trial (tests). `lam` (auto-fpn): the resource weight λ, a number or small|middle|big,
     over the spec's. `device` (auto|cpu|cuda): where trials train (the Auto-FPN supernet stays on
     the CPU). `executor` (local|ray, see executors.py): where trials run; `ray_address` and
     `workers` for ray. `supernet` (detnas, random over its space): another run folder whose
-    trained supernet this run scores paths of. A run resumes on any device and any executor."""
+    trained supernet this run scores paths of. `minutes`: a wall-clock budget (the control and
+    the re-scoring still run after it). A run resumes on any device and any executor."""
     lookup(method)  # an unknown name is an error before anything else
     check_executor(executor, workers)
     if executor == "local":
@@ -81,6 +83,7 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, *, seed: int = 0
                 raise SpecError(f"--lambda {lam}: {run_dir} was searched with lambda {meta['lambda']}; "
                                 f"resume it without --lambda, or start a new --run")
             lam = meta.get("lambda")
+            minutes = minutes if minutes is not None else meta.get("minutes")
             spec, entry = _checked_spec(method, proxy_path, cache)
             trials = meta["trials"] if not trials or entry.budget_fixed else max(trials, meta["trials"])
         elif store.count():
@@ -92,9 +95,10 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, *, seed: int = 0
         try:
             if not resume:
                 shutil.copyfile(proxy_path, run_dir / "spec.yaml")
+            clock = SearchClock(store)  # a supernet trained before the trials (DetNAS) counts too
             score = _trial(entry, spec, cache, run_dir, seed, device, evaluate_fn, on_progress, pool, supernet)
             return _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, score, pool,
-                           on_progress)
+                           on_progress, minutes, clock)
         finally:
             pool.close()
     finally:
@@ -154,12 +158,13 @@ class _Trial:
         return self.evaluate_fn(genotype, self.spec, self.cache, trial_seed, data_seed)
 
 
-def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, score, pool, on_progress):
+def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, score, pool, on_progress,
+            minutes, clock):
     """The protocol of the module docstring, with the trials run by `pool` (`slots` at a time)."""
     options = entry.options(spec, cache, trials, lam)
     store.set_meta(method=entry.name, cache=str(cache), seed=seed, trials=trials, space=spec.space,
                    proxy=str(proxy_path), **({"lambda": options["lambda"]} if "lambda" in options else {}),
-                   **score.meta)
+                   **({"minutes": minutes} if minutes is not None else {}), **score.meta)
     space = space_for(spec)
     strategy = entry.strategy(space, seed=seed, **options)
     blob = store.load_state()
@@ -178,7 +183,8 @@ def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, s
         while pool.busy() < pool.slots:  # fill the free slots: re-queued trials first, then new asks
             queue = [t for t in store.pending() if t.id not in in_flight]
             if not queue:
-                room = min(trials - store.count(), pool.slots - pool.busy())
+                over = minutes is not None and clock.seconds() >= 60 * minutes
+                room = 0 if over else min(trials - store.count(), pool.slots - pool.busy())
                 asked = strategy.ask(room) if room > 0 else []
                 if not asked:  # the budget is spent, the strategy waits for results, or it stops
                     break
@@ -195,6 +201,7 @@ def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, s
         in_flight.discard(trial_id)
         genotype = space.genotype_class.from_json(store.trials(f"id = {int(trial_id)}")[0].genotype)
         store.finish(trial_id, result.status, result.reward, result.to_dict())
+        clock.save()
         strategy.tell(genotype, result.reward if result.status == "done" else None)
         store.mark_told([trial_id], pack_state(strategy.state_dict()))
         _drop_discarded_weights(strategy, run_dir)
@@ -207,12 +214,27 @@ def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, s
     rescored += _rescore(store, [t.id for t in store.top(spec.rescore_top)], spec.rescore_seeds, seed, run, pool,
                          on_progress)
     _drop_discarded_weights(strategy, run_dir)  # re-scoring a discarded candidate wrote its weights again
+    clock.save()
     summary = summarize(store, top=5)
     summary["seconds"] = time.perf_counter() - started
     summary["evaluated_now"], summary["rescored_now"] = evaluated, rescored  # trials; extra seeds
     if summary["top"]:
         (run_dir / "best.json").write_text(json.dumps(json.loads(summary["top"][0]["genotype"]), indent=2))
     return summary
+
+
+class SearchClock:
+    """The search's wall clock summed over its resumes (meta 'elapsed'): what `minutes` budgets.
+    Saved with every finished trial, so a kill loses at most the time since the last one."""
+
+    def __init__(self, store: RunStore):
+        self.store, self.before, self.started = store, store.meta().get("elapsed", 0.0), time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.started
+
+    def save(self) -> None:
+        self.store.set_meta(elapsed=self.seconds())
 
 
 def _drop_discarded_weights(strategy, run_dir: Path) -> None:

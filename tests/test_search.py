@@ -180,6 +180,28 @@ def test_a_failing_candidate_does_not_stop_the_search(tiny_cache, tiny_proxy, tm
     assert r["finished"] == 3 and r["failed"] == 1
 
 
+def test_a_minutes_budget_stops_new_asks_and_holds_across_a_resume(tiny_cache, tiny_proxy, tmp_path):
+    """0.2 s a trial against a 1.5 s budget of 500 trials: the search stops asking after about 1.5 s
+    of its clock (the control's 2 seeds count), still re-scores its best, and a resume with the
+    same budget asks nothing new; a larger budget on resume continues from the clock's total."""
+    def slow(genotype, spec, cache, seed, data_seed=0):
+        time.sleep(0.2)
+        return TrialResult("done", reward=-float(seed % 97), losses={"cls": 1.0})
+
+    run = tmp_path / "run"
+    r = run_search("random", tiny_proxy, tiny_cache, 500, run, evaluate_fn=slow, minutes=1.5 / 60)
+    store = RunStore(run, create=False)
+    trials, meta, rescored = store.count(), store.meta(), store.scores()
+    store.close()
+    assert 2 <= trials <= 8 and r["finished"] == trials  # (1.5 s - 0.4 s control) / 0.2 s, give or take
+    assert 1.5 <= meta["elapsed"] < 3.5 and meta["minutes"] == pytest.approx(1.5 / 60)
+    assert len([t for t in rescored if t > 0]) == 2  # rescore_top: 2 (TINY_PROXY)
+    again = run_search("random", tiny_proxy, tiny_cache, None, run, resume=True, evaluate_fn=slow)
+    assert again["finished"] == trials  # the budget was spent: nothing new
+    more = run_search("random", tiny_proxy, tiny_cache, None, run, resume=True, evaluate_fn=slow, minutes=3.0 / 60)
+    assert trials + 3 <= more["finished"] <= trials + 12
+
+
 def test_rescoring_draws_fresh_batch_orders_paired_across_genotypes(tiny_cache, tiny_proxy, tmp_path):
     """Search trials all see the run seed's order; re-scoring (the control's and the best's) uses
     other orders, the k-th one the same for every genotype, so no re-scored mean keeps the order
