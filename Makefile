@@ -11,7 +11,7 @@ SEED ?= 0
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: help install demo demo-full test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-gpu clean
+.PHONY: help install demo demo-full methods test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,7 @@ help:
 	@echo "             bench-proxy | bench-init | bench-auto-fpn | bench-detnas | bench-supernet | bench-executors"
 	@echo "             bench-trial (trials per CPU-hour, before and after; run it alone) | bench-gpu (CUDA only)"
 	@echo "experiments: make fidelity | make bccd-fidelity (hours; resumable)"
+	@echo "             make methods (every method on one budget, one table; METHODS_DATA=bccd METHODS_BUDGET_MIN=30)"
 	@echo "             a bench whose cache is missing says which target to run first; tables: benchmarks/README.md"
 
 # A pipeline per method on the synthetic default, with honest splits: a test split is held out
@@ -236,6 +237,24 @@ bench-init: $(STAMP)
 bench-proxy: $(STAMP)
 	$(call require_cache,$(DEMO)/cache,demo)
 	$(BIN)/python -m benchmarks.bench_proxy --cache $(DEMO_CACHE) --seed $(SEED)
+
+# Which method for my data (issue 28): every method searches METHODS_BUDGET_MIN wall-clock minutes on
+# this machine from the same baseline, its winner and its control are promoted alike (grid on
+# meta-val, METHODS_SEEDS seeds on test), one table + figure in benchmarks/methods-DATA.json/png.
+# Synthetic default: about 1.5 hours on 2 cores; METHODS_DATA=bccd METHODS_BUDGET_MIN=30 (after
+# make bccd) for the published table. METHODS_EXECUTOR=ray runs it on a Ray cluster. Resumable.
+METHODS_DATA ?= demo
+METHODS_BUDGET_MIN ?= 8
+METHODS_SEEDS ?= 3
+METHODS_EXECUTOR ?= local
+METHODS_PIPELINE_demo := $(DEMO)
+METHODS_PIPELINE_bccd := bccd
+methods: $(STAMP)
+	test -f $(METHODS_PIPELINE_$(METHODS_DATA))/baseline/last.pt || $(MAKE) $(if $(filter bccd,$(METHODS_DATA)),bccd,demo)
+	$(if $(filter bccd,$(METHODS_DATA)),$(NASCLI) cache-features --data bccd/meta-train.json --val bccd/meta-val.json --checkpoint bccd/baseline/last.pt --levels c3,c4,c5 --out bccd/cache --seed $(SEED))
+	$(BIN)/python -m benchmarks.bench_methods --pipeline $(METHODS_PIPELINE_$(METHODS_DATA)) --minutes $(METHODS_BUDGET_MIN) \
+	  --seeds $(METHODS_SEEDS) --executor $(METHODS_EXECUTOR) --seed $(SEED) \
+	  --work benchmarks/runs/methods-$(METHODS_DATA) --out benchmarks/methods-$(METHODS_DATA).json
 
 # Proxy fidelity on the synthetic default (README): the demo's run (made first if missing), its
 # control, best 3 and 6 random genotypes, each scored by the proxy with 3 seeds and retrained with

@@ -1,0 +1,271 @@
+"""Which method for my data? Every method on one budget, one table (`make methods`; issue 28).
+
+From one baseline on one dataset (a pipeline folder of `make pipeline-*`: its baseline, splits and
+feature cache; an image cache for the backbone methods is built beside the runs), each method
+searches for the same wall-clock minutes on this machine (`nascli search --minutes`):
+nas-fcos, random (the nas-fcos space), nas-fpn, auto-fpn (its three λ presets a third of the
+minutes each, the preset kept by its best re-scored proxy mean on meta-val: its own meta-val rule),
+detnas (its supernet's training counts) and sp-nas. Each method's winner and its control are then
+promoted by the fair protocol (`retrain`: the rate chosen on meta-val, `--seeds` on test), and
+one table reports per method: search minutes, trials, the proxy verdict, test AP mean ± std,
+AP50, params, FLOPs, latency and the test verdict against the control; a figure puts every
+winner and control on AP against FLOPs. A method whose proxy cannot separate candidates (NAS-FPN:
+spread over seed noise measured below 3, benchmarks/reward_noise-nas-fpn.json) gets a row that
+says so instead of a promotion.
+
+Resumable: every search and every promoted row is in a run database under `--work`; rerunning
+the command continues where a kill stopped it, and the table is rebuilt from the databases.
+A control whose genotype another method's run already promoted is shared (its finished rows
+copied, its model files hard-linked), so the decoder methods' common hand design is trained once.
+
+`python -m benchmarks.bench_methods --pipeline pipelines/nas-fcos --minutes 10 --out benchmarks/methods.json`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+METHODS = ("nas-fcos", "random", "nas-fpn", "auto-fpn", "detnas", "sp-nas")
+#: The budget is minutes; the trial count only caps a search (auto-fpn: its supernet epochs).
+TRIAL_CAP = {"auto-fpn": 6}
+TRIAL_CAP_DEFAULT = 10_000
+#: A proxy whose spread between candidates is below this many seed-noise widths cannot steer a search.
+MIN_SIGNAL_TO_NOISE = 3.0
+AUTO_FPN_PRESETS = ("small", "middle", "big")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What every method starts from: the baseline's feature cache, an image cache of the same
+    crops (the backbone methods), and the test split the promotion evaluates on."""
+
+    features: str
+    images: str | None
+    test: str
+
+
+def pipeline_inputs(pipeline: Path, work: Path, seed: int) -> Inputs:
+    """A `make pipeline-*` folder's cache and test split; its image cache built under `work` once."""
+    from nascli.cache import build_cache
+    from nascli.cache.read import describe
+
+    features = sorted((pipeline / "cache").glob("*.h5"))
+    if not features:
+        raise SystemExit(f"bench_methods: no feature cache in {pipeline}/cache; run make demo first")
+    info = describe(features[0])
+    images = sorted((work / "images").glob("*.h5"))
+    if not images:
+        src = info["sources"]
+        r = build_cache(src["data"], src["val"], out_dir=work / "images", checkpoint=src["checkpoint"],
+                        levels=["images"], crop=info["crop"], seed=seed, device="cpu")
+        images = [Path(r["path"])]
+    return Inputs(str(features[0]), str(images[0]), str(pipeline / "test.json"))
+
+
+def proxy_signal(method: str) -> float | None:
+    """The measured spread/noise of a method's proxy reward, where one was measured."""
+    path = Path(__file__).with_name(f"reward_noise-{method}.json")
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return max(data[kind]["signal_to_noise"] for kind in ("ap", "loss") if kind in data)
+
+
+def search(method: str, inputs: Inputs, work: Path, minutes: float | None, seed: int, proxies: dict,
+           trials: int | None, executor: str) -> Path:
+    """The method's search on the budget (resumed if its run exists); auto-fpn: every preset on a
+    third of it, and the preset whose best re-scored mean is highest. Returns the winning run."""
+    from nascli.methods import IMAGES, default_proxy, lookup
+    from nascli.search import run_search
+
+    cache = inputs.images if lookup(method).cache == IMAGES else inputs.features
+    proxy = proxies.get(method) or default_proxy(method)
+    cap = trials or TRIAL_CAP.get(method, TRIAL_CAP_DEFAULT)
+    presets = AUTO_FPN_PRESETS if lookup(method).resource_weight else (None,)
+    runs = {}
+    for preset in presets:
+        run = work / (method if preset is None else f"{method}-{preset}")
+        share = None if minutes is None else minutes / len(presets)
+        resume = (run / "run.db").is_file()
+        runs[run] = run_search(method, proxy, cache, None if resume else cap, run, seed=seed, resume=resume,
+                               lam=None if resume else preset, minutes=share, executor=executor)
+    return max(runs, key=lambda r: _best_mean(runs[r]))
+
+
+def _best_mean(summary: dict) -> float:
+    best = next((t for t in summary["top"] if t["mean"] is not None), None)
+    return best["mean"] if best else float("-inf")
+
+
+def promote(run: Path, test: str, epochs: int | None, seeds: int, lr: float | None, shared: Path | None) -> None:
+    """The winner and the control by the fair protocol; the control's finished rows are copied from
+    `shared` first when that run promoted the same control genotype (retrain then skips them)."""
+    from nascli.retrain import retrain
+
+    if shared is not None:
+        share_control(shared, run)
+    retrain(run, top=1, val=test, epochs=epochs, seeds=seeds, lr=lr, device="cpu")
+
+
+def share_control(source: Path, target: Path) -> int:
+    """Copies `source`'s finished control rows into `target` when both runs' controls are the same
+    genotype; returns how many were copied."""
+    from nascli.store import RunStore
+
+    src, dst = RunStore(source, create=False), RunStore(target, create=False)
+    try:
+        same = src.control() and dst.control() and src.control().genotype == dst.control().genotype
+        have = {r["name"] for r in dst.retrained()}
+        rows = [r for r in src.retrained() if same and r["trial"] is None and r["status"] == "done"
+                and r["metrics"].get("arch") == "baseline" and r["name"] not in have]
+        for r in rows:  # the model file linked to where retrain looks for it in this run (no copy on disk)
+            here = target / Path(r["checkpoint"]).relative_to(source)
+            here.parent.mkdir(parents=True, exist_ok=True)
+            if not here.exists():
+                os.link(r["checkpoint"], here)
+            dst.set_retrained(r["name"], None, r["genotype"], dst.control().reward, "done", str(here), r["metrics"])
+        return len(rows)
+    finally:
+        src.close()
+        dst.close()
+
+
+def method_row(method: str, run: Path, note: str = "") -> dict:
+    """One line of the table from a method's run database (search and promotion)."""
+    from nascli.protocol import summarize
+    from nascli.report import compare
+    from nascli.store import RunStore
+
+    store = RunStore(run, create=False)
+    try:
+        s, meta = summarize(store), store.meta()
+    finally:
+        store.close()
+    c = compare([run])
+    archs = {a["arch"]: a for a in c["architectures"]}
+    best = next((t for t in s["top"] if t["mean"] is not None), None)
+    winner = next((a for name, a in archs.items() if name != "baseline"), None)
+
+    def promoted(a):
+        if a is None or a["status"] != "done":
+            return None
+        return {"arch": a["arch"], "lr": a["lr"], "seeds": a["seeds"], "AP": 100 * a["AP"],
+                "AP_std": 100 * a["AP_std"] if a["AP_std"] is not None else None, "AP50": 100 * a["AP50"],
+                "params": a["params"], "flops": a["flops"], "latency_ms": a["latency_ms"],
+                "ap_by_seed": {str(k): 100 * v for k, v in a["ap_by_seed"].items()}}
+
+    return {"method": method, "run": str(run), "lambda": meta.get("lambda"),
+            "search_minutes": (meta.get("elapsed") or 0) / 60, "trials": s["finished"], "failed": s["failed"],
+            "proxy_verdict": s["verdict"]["text"], "proxy_beats_control": s["verdict"]["beats_control"],
+            "best_trial": best and best["trial"], "best_mean": best and best["mean"],
+            "control_mean": s["control"] and s["control"]["mean"], "noise": s["noise"],
+            "winner": promoted(winner), "control": promoted(archs.get("baseline")),
+            "test_verdict": c["test_verdict"][str(run)]["text"] if c["rows"] else None,
+            "test_beats_control": c["test_verdict"][str(run)].get("beats_control") if c["rows"] else None,
+            "note": note}
+
+
+def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.0, seed: int = 0,
+        epochs: int | None = None, seeds: int = 3, lr: float | None = None, proxies: dict | None = None,
+        trials: int | None = None, executor: str = "local", on_row=None) -> dict:
+    """Every method searched and promoted (resuming whatever is done), then the table."""
+    work.mkdir(parents=True, exist_ok=True)
+    rows, promoted_runs = [], []
+    for method in methods:
+        signal = proxy_signal(method)
+        winner = search(method, inputs, work, minutes, seed, proxies or {}, trials, executor)
+        if signal is not None and signal < MIN_SIGNAL_TO_NOISE:
+            note = (f"not promoted: its proxy's spread between candidates is {signal:.2f} seed-noise widths "
+                    f"(< {MIN_SIGNAL_TO_NOISE:g}), too little to steer a search at this budget")
+            rows.append(method_row(method, winner, note))
+        else:
+            shared = next((r for r in promoted_runs if _same_control(r, winner)), None)
+            promote(winner, inputs.test, epochs, seeds, lr, shared)
+            promoted_runs.append(winner)
+            rows.append(method_row(method, winner))
+        if on_row:
+            on_row(rows[-1])
+    return {"minutes_per_method": minutes, "seed": seed, "executor": executor, "features": inputs.features,
+            "images": inputs.images, "test": inputs.test, "seeds": seeds, "epochs": epochs, "rows": rows}
+
+
+def _same_control(a: Path, b: Path) -> bool:
+    from nascli.store import RunStore
+
+    sa, sb = RunStore(a, create=False), RunStore(b, create=False)
+    try:
+        return bool(sa.control() and sb.control() and sa.control().genotype == sb.control().genotype)
+    finally:
+        sa.close()
+        sb.close()
+
+
+def figure(result: dict, path: Path) -> Path:
+    """Test AP (mean ± std over seeds) against GFLOPs: every method's winner and its control."""
+    from benchmarks.common import save_figure, subplots
+
+    fig, ax = subplots(figsize=(7.5, 5))
+    for k, r in enumerate(result["rows"]):
+        for arm, marker in (("winner", "o"), ("control", "s")):
+            a = r[arm]
+            if a is None:
+                continue
+            ax.errorbar(a["flops"] / 1e9, a["AP"], yerr=a["AP_std"] or 0, fmt=marker, color=f"C{k}", ms=6,
+                        mfc="none" if arm == "control" else f"C{k}",
+                        label=f"{r['method']} {'winner' if arm == 'winner' else 'control'}")
+    ax.set_xlabel("GFLOPs (one image at the evaluation size)")
+    ax.set_ylabel("test AP (%), mean ± std over seeds")
+    ax.set_title(f"every method on {result['minutes_per_method']} search minutes: winners (filled) and controls")
+    ax.legend(fontsize=7, ncol=2)
+    return save_figure(fig, path)
+
+
+def table_lines(result: dict) -> list[str]:
+    """The table as Markdown rows (benchmarks/README.md)."""
+    def ap(a):
+        return "—" if a is None else f"{a['AP']:.1f} ± {a['AP_std'] or 0:.1f}"
+
+    def of_winner(r, key, scale, digits):
+        return "—" if r["winner"] is None else f"{r['winner'][key] / scale:.{digits}f}"
+
+    lines = ["| method | search min | trials | proxy verdict | winner test AP | control test AP | winner AP50 | "
+             "params M | GFLOPs | ms/img | test verdict |", "|" + " --- |" * 11]
+    for r in result["rows"]:
+        name = r["method"] if r["lambda"] is None else f"{r['method']} (λ {r['lambda']:g})"
+        lines.append(f"| {name} | {r['search_minutes']:.1f} | {r['trials']} | {r['proxy_verdict']} | "
+                     f"{ap(r['winner'])} | {ap(r['control'])} | {of_winner(r, 'AP50', 1, 1)} | "
+                     f"{of_winner(r, 'params', 1e6, 2)} | {of_winner(r, 'flops', 1e9, 3)} | "
+                     f"{of_winner(r, 'latency_ms', 1, 0)} | {r['test_verdict'] or r['note']} |")
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pipeline", default="pipelines/nas-fcos", help="a make pipeline-* folder (baseline, cache)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="search minutes per method")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--epochs", type=int, default=None, help="final schedule (default: the baseline's)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--executor", default=os.environ.get("METHODS_EXECUTOR", "local"))
+    parser.add_argument("--work", default="benchmarks/runs/methods")
+    parser.add_argument("--out", default="benchmarks/methods.json")
+    args = parser.parse_args()
+    work = Path(args.work)
+    inputs = pipeline_inputs(Path(args.pipeline), work, args.seed)
+    result = run(inputs, work, args.methods.split(","), args.minutes, args.seed, args.epochs, args.seeds,
+                 executor=args.executor, on_row=lambda r: print(f"{r['method']}: {r['test_verdict'] or r['note']}",
+                                                                flush=True))
+    out = Path(args.out)
+    out.write_text(json.dumps(result, indent=1))
+    figure(result, out.with_suffix(".png"))
+    print("\n".join(table_lines(result)))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""`make methods` (benchmarks/bench_methods.py): every method searched and promoted alike, and a
+killed table that resumes to the same numbers as an unkilled one."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from benchmarks import bench_methods as bm
+from nascli.store import RunStore
+
+
+def _comparable(result: dict) -> list[dict]:
+    """The table without what depends on the clock or the folder."""
+    drop = {"run", "search_minutes"}
+    rows = []
+    for r in result["rows"]:
+        row = {k: v for k, v in r.items() if k not in drop}
+        for arm in ("winner", "control"):
+            if row[arm]:
+                row[arm] = {k: v for k, v in row[arm].items() if k != "latency_ms"}
+        rows.append(row)
+    return rows
+
+
+def test_two_tiny_methods_killed_and_resumed_give_the_unkilled_table(tiny_cache, tiny_test, tmp_path, monkeypatch):
+    from conftest import TINY_PROXY
+
+    proxy = tmp_path / "tiny.yaml"
+    proxy.write_text(TINY_PROXY.replace("rescore_top: 2", "rescore_top: 1"))
+    inputs = bm.Inputs(str(tiny_cache), None, str(tiny_test))
+    kw = dict(methods=["random", "nas-fcos"], minutes=None, trials=1, epochs=1, seeds=2, lr=0.01,
+              proxies={"random": proxy, "nas-fcos": proxy})
+    whole = bm.run(inputs, tmp_path / "whole", **kw)
+
+    promote, calls = bm.promote, []
+
+    def killed_at_the_second_promotion(run, *args, **kwargs):
+        calls.append(run)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return promote(run, *args, **kwargs)
+
+    monkeypatch.setattr(bm, "promote", killed_at_the_second_promotion)
+    with pytest.raises(KeyboardInterrupt):
+        bm.run(inputs, tmp_path / "killed", **kw)
+    monkeypatch.setattr(bm, "promote", promote)
+    resumed = bm.run(inputs, tmp_path / "killed", **kw)
+
+    assert [r["method"] for r in whole["rows"]] == ["random", "nas-fcos"]
+    assert _comparable(resumed) == _comparable(whole)
+    for r in whole["rows"]:  # each row: a searched and promoted winner, its control, both verdicts
+        assert r["trials"] == 1 and r["winner"]["seeds"] == r["control"]["seeds"] == 2
+        assert r["proxy_verdict"].startswith("on the proxy") and r["test_verdict"].startswith(("on test", "no test"))
+    # the hand design both decoder searches share is trained once: nas-fcos's control rows are random's
+    store = RunStore(tmp_path / "whole" / "nas-fcos", create=False)
+    control = [r for r in store.retrained() if r["metrics"].get("arch") == "baseline"]
+    store.close()
+    assert len(control) == 2
+    for r in control:
+        theirs = Path(r["checkpoint"].replace(str(tmp_path / "whole" / "nas-fcos"), str(tmp_path / "whole" / "random")))
+        assert os.path.samefile(r["checkpoint"], theirs)
+    assert whole["rows"][1]["control"]["AP"] == whole["rows"][0]["control"]["AP"]
+    lines = bm.table_lines(whole)
+    assert len(lines) == 4 and lines[2].startswith("| random |")
+
+
+def test_a_proxy_measured_unable_to_separate_candidates_is_not_promoted(tmp_path, monkeypatch):
+    (tmp_path / "reward_noise-nas-fpn.json").write_text('{"ap": {"signal_to_noise": 1.07}, "loss": {"signal_to_noise": 1.58}}')
+    monkeypatch.setattr(bm, "__file__", str(tmp_path / "bench_methods.py"))
+    assert bm.proxy_signal("nas-fpn") == pytest.approx(1.58)  # the better of its two rewards
+    assert bm.proxy_signal("nas-fcos") is None  # never measured: promoted as usual
