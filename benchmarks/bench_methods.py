@@ -153,7 +153,7 @@ def method_row(method: str, run: Path, note: str = "") -> dict:
     def promoted(a):
         if a is None or a["status"] != "done":
             return None
-        return {"arch": a["arch"], "lr": a["lr"], "seeds": a["seeds"], "AP": 100 * a["AP"],
+        return {"arch": a["arch"], "lr": a["lr"], "optimizer": a["optimizer"], "seeds": a["seeds"], "AP": 100 * a["AP"],
                 "AP_std": 100 * a["AP_std"] if a["AP_std"] is not None else None, "AP50": 100 * a["AP50"],
                 "params": a["params"], "flops": a["flops"], "latency_ms": a["latency_ms"],
                 "ap_by_seed": {str(k): 100 * v for k, v in a["ap_by_seed"].items()}}

@@ -27,8 +27,8 @@ def summary(run: Path) -> dict:
                 seeds[r["seed"]] = {"AP": 100 * r["AP"], "AP50": 100 * r["AP50"],
                                     "cls_loss": [round(e["cls"], 3) for e in history]}
         archs.append({"arch": a["arch"], "proxy_reward": a["reward"], "status": a["status"],
-                      "grid_meta_val_AP": {f"{k:g}": None if v is None else 100 * v for k, v in a["grid"].items()},
-                      "lr": a["lr"], "seeds": seeds,
+                      "grid_meta_val_AP": {k: None if v is None else 100 * v for k, v in a["grid"].items()},
+                      "lr": a["lr"], "optimizer": a["optimizer"], "seeds": seeds,
                       "AP_mean": None if a.get("AP") is None else 100 * a["AP"],
                       "AP_std": None if a.get("AP_std") is None else 100 * a["AP_std"],
                       "AP50_mean": None if a.get("AP50") is None else 100 * a["AP50"],

@@ -615,10 +615,12 @@ def retrain_cmd(
     seed: Annotated[int | None, typer.Option("--seed", help="First seed (default: the baseline's); --seeds counts up from it.")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds of the final schedule per architecture (the test verdict needs 2).")] = 2,
     lr: Annotated[float | None, typer.Option(min=0, help="Pin one peak SGD rate for every architecture (no grid).")] = None,
-    lr_grid: Annotated[str | None, typer.Option(help="Rates each architecture tries on meta-val, e.g. 0.005,0.01,0.02 (default: 1x, 2x, 4x FCOS's 0.01 per 16 images).")] = None,
+    lr_grid: Annotated[str | None, typer.Option(help="Points each architecture tries on meta-val: rates, e.g. 0.005,0.01,0.02 (default: 1x, 2x, 4x FCOS's 0.01 per 16 images), and OPTIMIZER:RATE, e.g. adamw:4e-4.")] = None,
     grid_epochs: Annotated[int | None, typer.Option(min=1, help="Epochs of each grid run (default: a third of the schedule).")] = None,
     select_val: Annotated[Path | None, typer.Option(help="Meta-val COCO json the grid chooses on (default: the search's).")] = None,
     deep_supervision: Annotated[bool, typer.Option("--deep-supervision", help="NAS-FPN: train the head on every stacked pyramid (anytime detection).")] = False,
+    frozen_backbone_epochs: Annotated[int | None, typer.Option(min=0, help="Each row's first epochs train the decoder on the frozen backbone, then everything (LP-FT; default 0).")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd (default, FCOS's) | adamw: the optimiser of the bare rates of --lr / --lr-grid.")] = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
@@ -642,27 +644,41 @@ def retrain_cmd(
                     image_dir=image_dir, val_image_dir=val_image_dir, epochs=epochs, width=width,
                     head_width=head_width, seed=seed, seeds=seeds, lr=lr, lr_grid=grid, grid_epochs=grid_epochs,
                     select_val=select_val, device=device, on_progress=on_progress,
-                    deep_supervision=deep_supervision)
+                    deep_supervision=deep_supervision, frozen_backbone_epochs=frozen_backbone_epochs,
+                    optimizer=optimizer)
     if as_json:
         return _emit_json(r)
     console.print(f"promotion budget: grid {r['grid_seconds'] / 60:.1f} min "
                   f"({sum(len(v) for v in r['grid'].values())} runs on meta-val), final "
                   f"{r['final_seconds'] / 60:.1f} min ({len(r['chosen'])} architectures x {len(r['seeds'])} seeds on test)")
-    edge = [name for name, rate in r["chosen"].items() if r["grid"] and rate == max(r["grid"][name])]
+    edge = [name for name, label in r["chosen"].items()
+            if label and name in r["grid"] and _largest_of_its_kind(label, r["grid"][name])]
     if edge:
-        console.print(f"note: {', '.join(edge)} chose the grid's largest rate; a higher one might do better "
-                      f"(--lr-grid with rates above it)")
+        console.print(f"note: {', '.join(edge)} chose the grid's largest rate for its optimiser; a higher one "
+                      f"might do better (--lr-grid with rates above it)")
     _print_compare(compare([run]))
 
 
-def _rates(text: str) -> tuple[float, ...]:
+def _rates(text: str) -> tuple:
+    """--lr-grid: rates (of --optimizer) and OPTIMIZER:RATE points, comma-separated."""
+    from .retrain import grid_point
+
+    points = tuple(grid_point(x.strip()) if ":" in x else x.strip() for x in text.split(",") if x.strip())
     try:
-        rates = tuple(float(x) for x in text.split(",") if x.strip())
+        rates = tuple(p if isinstance(p, tuple) else float(p) for p in points)
     except ValueError:
         raise SpecError(f"--lr-grid: '{text}' is not a comma-separated list of rates") from None
-    if not rates or min(rates) <= 0:
+    if not rates or min(p[1] if isinstance(p, tuple) else p for p in rates) <= 0:
         raise SpecError(f"--lr-grid: '{text}' needs one or more positive rates")
     return rates
+
+
+def _largest_of_its_kind(label: str, grid: dict) -> bool:
+    """Whether the chosen grid point has the largest rate tried with its optimiser."""
+    from .retrain import grid_point
+
+    name, rate = grid_point(label)
+    return rate == max(r for n, r in map(grid_point, grid) if n == name)
 
 
 @app.command("compare")
@@ -710,6 +726,8 @@ def report_cmd(
 
 
 def _print_compare(r: dict) -> None:
+    from .retrain import point_label
+
     def pct(v):  # pycocotools' -1: no object of that size in the test split
         return "" if v is None else "n/a" if v < 0 else f"{100 * v:.1f}"
 
@@ -718,10 +736,10 @@ def _print_compare(r: dict) -> None:
     for a in sorted(r["architectures"], key=lambda a: (a["status"] != "done", -(a.get("AP") or 0))):
         done = a["status"] == "done"
         ap = "" if not done else pct(a["AP"]) + ("" if a["AP_std"] is None else f" ± {100 * a['AP_std']:.1f}")
-        grid = " ".join(f"{rate:g}:{pct(v) or 'x'}" for rate, v in sorted(a["grid"].items()))
+        grid = " ".join(f"{label}:{pct(v) or 'x'}" for label, v in sorted(a["grid"].items()))
         rows.append(([Path(a["run"]).name] if several else []) + [
             a["arch"] + (" *" if a["pareto"] else ""), "" if a["reward"] is None else f"{a['reward']:.4f}",
-            grid, "" if a["lr"] is None else f"{a['lr']:g}", str(a["seeds"]), ap,
+            grid, "" if a["lr"] is None else point_label(a["optimizer"], a["lr"]), str(a["seeds"]), ap,
             *(pct(a.get(m)) for m in ("AP50", "APs", "APm")),
             f"{a['params'] / 1e6:.2f}" if done else "", f"{a['flops'] / 1e9:.2f}" if done else "",
             f"{a['latency_ms']:.0f}" if done else "", f"{a['minutes']:.1f}",

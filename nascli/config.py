@@ -54,12 +54,16 @@ class TrainConfig(Spec):
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(0.01, gt=0)
+    optimizer: Literal["sgd", "adamw"] = Field("sgd", description="sgd (FCOS's, with momentum) or adamw (the "
+                                                  "proxy's family; betas 0.9/0.999)")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_iters: int = Field(100, ge=0, description="linear warm-up iterations (unless warmup_fraction)")
     warmup_fraction: float | None = Field(None, gt=0, lt=1, description="warm-up as this fraction of the "
                                           "schedule, at least the first epoch (at most 500 iterations)")
     warmup_start: float = Field(0.001, gt=0, le=1, description="warm-up starts at this fraction of the peak lr")
+    frozen_backbone_epochs: int = Field(0, ge=0, description="first epochs with the backbone's weights frozen: a "
+                                        "new decoder learns on fixed features before fine-tuning (LP-FT)")
     min_size: int = Field(256, ge=32, description="short side after resizing (FCOS: 800)")
     max_size: int = Field(512, ge=32)
     crop: int = Field(0, ge=0, description="random square crop side for training, 0 = none")

@@ -303,22 +303,28 @@ def _row(run, meta: dict, r: dict) -> dict:
         status = "missing"
     m = r["metrics"]
     return {"run": str(run), "method": meta.get("method"), "name": r["name"], "arch": m.get("arch", r["name"]),
-            "stage": m.get("stage", "final"), "lr": m.get("lr"), "seed": m.get("seed"), "trial": r["trial"],
+            "stage": m.get("stage", "final"), "lr": m.get("lr"), "optimizer": m.get("optimizer", "sgd"),
+            "seed": m.get("seed"), "trial": r["trial"],
             "reward": r["reward"], "status": status, "checkpoint": r["checkpoint"], "reason": m.get("reason", ""),
             **({k: m.get(k) for k in _COMPARED} if status == "done" else {})}
 
 
 def architectures(rows: list[dict]) -> list[dict]:
-    """One summary per architecture of one run: the grid's meta-val AP per rate, the chosen rate,
-    test AP mean ± std over its finished final seeds, mean AP50..APl, cost, latency, minutes."""
+    """One summary per architecture of one run: the grid's meta-val AP per point (keyed by
+    retrain.point_label), the chosen rate and optimiser, test AP mean ± std over its finished
+    final seeds, mean AP50..APl, cost, latency, minutes."""
+    from .retrain import point_label
+
     out = []
     for arch in dict.fromkeys(r["arch"] for r in rows):
         mine = [r for r in rows if r["arch"] == arch]
         final = [r for r in mine if r["stage"] == "final"]
         ok = [r for r in final if r["status"] == "done"]
-        grid = {r["lr"]: (r["AP"] if r["status"] == "done" else None) for r in mine if r["stage"] == "grid"}
+        grid = {point_label(r["optimizer"], r["lr"]): (r["AP"] if r["status"] == "done" else None)
+                for r in mine if r["stage"] == "grid"}
         summary = {"run": mine[0]["run"], "arch": arch, "trial": mine[0]["trial"], "reward": mine[0]["reward"],
-                   "grid": grid, "lr": final[0]["lr"] if final else None, "seeds": len(ok),
+                   "grid": grid, "lr": final[0]["lr"] if final else None,
+                   "optimizer": final[0]["optimizer"] if final else None, "seeds": len(ok),
                    "status": "done" if ok else _worst(final) if final else "grid only",
                    "reason": next((r["reason"] for r in final if r["reason"]), ""),
                    "ap_by_seed": {r["seed"]: r["AP"] for r in ok},

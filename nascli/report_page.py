@@ -228,19 +228,21 @@ def _trial_table(view: dict) -> str:
 
 
 def _retrained_table(archs: list[dict], several: bool) -> str:
+    from .retrain import point_label
+
     def pct(v):
         return (None, None) if v is None else ("n/a", -1) if v < 0 else (f"{100 * v:.1f}", v)
 
-    columns = (["run"] if several else []) + ["architecture", "proxy reward", "grid (lr: meta-val AP)", "lr",
+    columns = (["run"] if several else []) + ["architecture", "proxy reward", "grid (lr: meta-val AP)", "chosen",
                                               "seeds", "test AP", "± std", "AP50", "params M", "GFLOPs",
                                               "ms/img", "train min", "status"]
     rows = []
     for a in archs:
         done = a["status"] == "done"
-        grid = " ".join(f"{rate:g}: {'x' if v is None else f'{100 * v:.1f}'}" for rate, v in sorted(a["grid"].items()))
+        grid = " ".join(f"{label}: {'x' if v is None else f'{100 * v:.1f}'}" for label, v in sorted(a["grid"].items()))
         cells = ([(Path(a["run"]).name, None)] if several else []) + [
             (a["arch"] + (" (Pareto)" if a.get("pareto") else ""), None), _num(a["reward"], 4), (grid, None),
-            (a["lr"] if a["lr"] is not None else "", a["lr"]), (a["seeds"], a["seeds"]),
+            ("" if a["lr"] is None else point_label(a["optimizer"], a["lr"]), a["lr"]), (a["seeds"], a["seeds"]),
             pct(a.get("AP")) if done else ("", None), _num(100 * a["AP_std"] if done and a["AP_std"] else None, 1),
             pct(a.get("AP50")) if done else ("", None), _num(a["params"] / 1e6 if done else None, 2),
             _num(a["flops"] / 1e9 if done else None, 3), _num(a.get("latency_ms") if done else None, 0),

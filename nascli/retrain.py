@@ -11,9 +11,10 @@ The recipe is the references', never the control's own tuning: SGD with FCOS's r
 (0.01 per 16 images; NAS-FCOS's released configs too), linear warm-up from 1/3 of the peak over
 FCOS's share of the schedule (500 of 90k iterations) but at least the first epoch, gradient
 clipping at 35. Every architecture, the control included:
-1. *grid* - trains the short schedule at every rate of the learning-rate grid (default 1x, 2x and
-   4x the reference rate) and is evaluated on the search's meta-val; it keeps its best rate.
-   The test split is never looked at to choose.
+1. *grid* - trains the short schedule at every point of the grid (default SGD at 1x, 2x and 4x
+   the reference rate; points such as `adamw:4e-4` add AdamW) and is evaluated on the search's
+   meta-val; it keeps its best point (optimiser and rate). The test split is never looked at to
+   choose.
 2. *final* - trains the full schedule at its chosen rate with each of `seeds` seeds (the same
    seeds for every architecture, so the test verdict pairs them) and is evaluated on test.
 
@@ -56,23 +57,51 @@ def default_grid(batch_size: int) -> tuple[float, ...]:
     return tuple(round(reference_lr(batch_size) * f, 8) for f in GRID_FACTORS)
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def grid_point(entry, optimizer: str = "sgd") -> tuple[str, float]:
+    """(optimizer, peak rate) of one grid entry: a rate (with `optimizer`), "adamw:4e-4", or a pair."""
+    if isinstance(entry, tuple):
+        name, rate = entry
+    elif isinstance(entry, str) and ":" in entry:
+        name, rate = entry.split(":", 1)
+    else:
+        name, rate = optimizer, entry
+    try:
+        rate = float(rate)
+    except ValueError:
+        raise SpecError(f"--lr-grid: {entry!r} is not a rate or OPTIMIZER:RATE") from None
+    if name not in OPTIMIZERS or not rate > 0:
+        raise SpecError(f"--lr-grid: {entry!r} needs a positive rate and an optimiser of {', '.join(OPTIMIZERS)}")
+    return name, rate
+
+
+def point_label(optimizer: str, lr: float) -> str:
+    """How a grid point is shown and keyed: the rate for SGD (as before AdamW was offered), else
+    'adamw:RATE'."""
+    return f"{lr:g}" if optimizer == "sgd" else f"{optimizer}:{lr:g}"
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How one promotion row trains: stage ('grid' on meta-val or 'final' on test), peak lr,
-    epochs and seed. Its folder name is the row's key, so a changed recipe is a new row."""
+    epochs, seed and optimiser. Its folder name is the row's key, so a changed recipe is a new row."""
 
     stage: str
     lr: float
     epochs: int
     seed: int
+    optimizer: str = "sgd"
 
     @property
     def folder(self) -> str:
-        return f"{'grid-' if self.stage == 'grid' else ''}lr{self.lr:g}-e{self.epochs}-s{self.seed}"
+        optimizer = "" if self.optimizer == "sgd" else f"{self.optimizer}-"  # SGD rows keep their old names
+        return f"{'grid-' if self.stage == 'grid' else ''}{optimizer}lr{self.lr:g}-e{self.epochs}-s{self.seed}"
 
     def fields(self) -> dict:
-        return {"stage": self.stage, "lr": self.lr, "epochs": self.epochs, "seed": self.seed,
-                "split": "meta-val" if self.stage == "grid" else "test"}
+        return {"stage": self.stage, "lr": self.lr, "optimizer": self.optimizer, "epochs": self.epochs,
+                "seed": self.seed, "split": "meta-val" if self.stage == "grid" else "test"}
 
 
 @dataclass(frozen=True)
@@ -167,6 +196,9 @@ def _config(base: dict, candidate: Candidate, out: Path, overrides: dict) -> Tra
 #: Config fields that do not change what is trained: where it lands, runs, or is evaluated, and the
 #: start weights' path (a run folder moved elsewhere keeps its rows).
 _NOT_RECIPE = ("out", "device", "val", "init_from", "workers")
+#: Recipe fields added after rows were made, with the value those rows trained with: at that value
+#: they stay out of the key, so existing rows keep their folders and resume.
+_ADDED_LATER = {"frozen_backbone_epochs": 0, "optimizer": "sgd"}
 
 
 def recipe_key(config: TrainConfig) -> str:
@@ -174,7 +206,8 @@ def recipe_key(config: TrainConfig) -> str:
     part of the row's folder, so a changed request is a new row, never a refusal."""
     import hashlib
 
-    fields = {k: v for k, v in config.model_dump().items() if k not in _NOT_RECIPE}
+    fields = {k: v for k, v in config.model_dump().items()
+              if k not in _NOT_RECIPE and not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
@@ -183,7 +216,7 @@ def _check_resumable(last: Path, config: TrainConfig) -> None:
     old = load_checkpoint(last)["config"]
     new = config.model_dump()
     for k in new:
-        if k not in _NOT_RECIPE and old.get(k) != new[k]:
+        if k not in _NOT_RECIPE and old.get(k, _ADDED_LATER.get(k)) != new[k]:
             raise NascliError(f"{last}: field '{k}' was {old.get(k)!r} when this retraining started, now "
                               f"{new[k]!r}; retrain into another run folder or delete {last.parent}")
 
@@ -237,14 +270,18 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
             head_width: int | None = None, seed: int | None = None, lr: float | None = None,
             lr_grid=None, grid_epochs: int | None = None, seeds: int = 2, select_val=None,
             select_image_dir=None, device: str = "auto", on_progress=None, train_fn=train,
-            evaluate_fn=None, deep_supervision: bool = False) -> dict:
+            evaluate_fn=None, deep_supervision: bool = False, frozen_backbone_epochs: int | None = None,
+            optimizer: str | None = None) -> dict:
     """Promotes a run: grid on meta-val, then the chosen rate with `seeds` seeds on test (module
     docstring). Returns {run, checkpoint, val, select_val, grid, chosen, rows, grid_seconds,
     final_seconds}; `rows` holds every row, grid and final.
 
     Defaults come from the baseline checkpoint's config (data, schedule, width, batch, seed): only
     what is given here changes, identically for every architecture. `lr` pins one rate (no grid);
-    `lr_grid` replaces the default grid; `grid_epochs` defaults to a third of the schedule."""
+    `lr_grid` replaces the default grid; `grid_epochs` defaults to a third of the schedule;
+    `frozen_backbone_epochs`: each row's first epochs train the decoder on the frozen backbone;
+    `optimizer` (sgd | adamw): the optimiser of bare rates (default sgd); a grid entry
+    'adamw:4e-4' names its own. `grid` and `chosen` in the result are keyed by `point_label`."""
     from .evaluate import evaluate
     from .spaces import load_genotype
 
@@ -263,7 +300,8 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
                     "weights": str(weights) if weights else None,
                     "warmup_fraction": WARMUP_FRACTION, "warmup_start": WARMUP_START}
         overrides = {"data": str(data) if data else None, "image_dir": str(image_dir) if image_dir else None,
-                     "width": width, "head_width": head_width, "device": device, "val": str(where["val"])}
+                     "width": width, "head_width": head_width, "device": device, "val": str(where["val"]),
+                     "frozen_backbone_epochs": frozen_backbone_epochs}
         method = _method(store)
         start = method.retrain_init(run_dir, store.meta()) if method else None
         if start is not None:  # e.g. DetNAS: paths start from the supernet's weights, the control too
@@ -271,7 +309,8 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
         epochs = epochs or base["config"]["epochs"]
         first_seed = base["config"]["seed"] if seed is None else seed
         seed_list = [first_seed + k for k in range(seeds)]
-        grid = (lr,) if lr else tuple(lr_grid) if lr_grid else default_grid(base["config"]["batch_size"])
+        entries = (lr,) if lr else tuple(lr_grid) if lr_grid else default_grid(base["config"]["batch_size"])
+        grid = tuple(dict.fromkeys(grid_point(e, optimizer or "sgd") for e in entries))
         grid_epochs = grid_epochs or max(1, epochs // 3)
         if len(grid) > 1 and not where["select_val"]:
             raise SpecError(f"{run_dir}: the learning-rate grid chooses on the search's meta-val, and this run "
@@ -280,35 +319,37 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
         job = _Job(store, base_cfg, overrides, where, device, on_progress, train_fn, evaluate_fn or evaluate,
                    {"deep_supervision": True} if deep_supervision else {})
         rows, chosen, scores = [], {}, {}
-        for cand in promoted:  # stage 1: every architecture at every rate, short schedule, meta-val
+        for cand in promoted:  # stage 1: every architecture at every point, short schedule, meta-val
             if len(grid) == 1:
                 chosen[cand.name] = grid[0]
                 continue
-            grid_rows = [job.run(cand, Recipe("grid", rate, grid_epochs, seed_list[0])) for rate in grid]
+            grid_rows = [job.run(cand, Recipe("grid", rate, grid_epochs, seed_list[0], name)) for name, rate in grid]
             rows += grid_rows
-            scores[cand.name] = {r["metrics"]["lr"]: (r["metrics"]["AP"] if r["status"] == "done" else None)
-                                 for r in grid_rows}
-            chosen[cand.name] = choose_rate(scores[cand.name])
-        for cand in promoted:  # stage 2: the chosen rate, full schedule, every seed, test
-            rate = chosen[cand.name]
-            if rate is None:
+            ap = {point: (r["metrics"]["AP"] if r["status"] == "done" else None) for point, r in zip(grid, grid_rows)}
+            scores[cand.name] = {point_label(*point): v for point, v in ap.items()}
+            chosen[cand.name] = choose_rate(ap)
+        for cand in promoted:  # stage 2: the chosen point, full schedule, every seed, test
+            point = chosen[cand.name]
+            if point is None:
                 rows.append(job.fail(cand, Recipe("final", 0.0, epochs, seed_list[0]),
                                      "diverged at every rate of the grid"))
                 continue
-            rows += [job.run(cand, Recipe("final", rate, epochs, s)) for s in seed_list]
+            rows += [job.run(cand, Recipe("final", point[1], epochs, s, point[0])) for s in seed_list]
         seconds = {stage: sum(r["metrics"].get("train_seconds", 0) + r["metrics"].get("eval_seconds", 0)
                               for r in rows if r["metrics"].get("stage") == stage) for stage in ("grid", "final")}
         return {"run": str(run_dir), "checkpoint": str(checkpoint), "val": str(where["val"]),
-                "select_val": where["select_val"], "grid": scores, "chosen": chosen, "seeds": seed_list,
+                "select_val": where["select_val"], "grid": scores,
+                "chosen": {name: point and point_label(*point) for name, point in chosen.items()}, "seeds": seed_list,
                 "rows": rows, "grid_seconds": seconds["grid"], "final_seconds": seconds["final"]}
     finally:
         store.close()
 
 
-def choose_rate(scores: dict) -> float | None:
-    """The rate with the best meta-val AP (the lower rate on a tie); None if every rate failed."""
-    ok = {rate: ap for rate, ap in scores.items() if ap is not None}
-    return max(sorted(ok), key=lambda rate: ok[rate]) if ok else None
+def choose_rate(scores: dict):
+    """The grid point (or rate) with the best meta-val AP (on a tie the first in sorted order: the
+    lower rate of one optimiser); None if every point failed."""
+    ok = {point: ap for point, ap in scores.items() if ap is not None}
+    return max(sorted(ok), key=lambda point: ok[point]) if ok else None
 
 
 @dataclass
@@ -336,7 +377,8 @@ class _Job:
     def run(self, cand: Candidate, recipe: Recipe) -> dict:
         """Trains and evaluates one (architecture, recipe) row, or returns it if it is done."""
         extra = self.deep if getattr(cand.genotype, "repeats", 1) > 1 else {}  # stacked (NAS-FPN) decoders only
-        options = {**self.overrides, **extra, "lr": recipe.lr, "epochs": recipe.epochs, "seed": recipe.seed}
+        options = {**self.overrides, **extra, "lr": recipe.lr, "epochs": recipe.epochs, "seed": recipe.seed,
+                   "optimizer": recipe.optimizer}
         folder = f"{recipe.folder}-{recipe_key(_config(self.base_cfg, cand, Path('.'), options))}"
         name = f"{cand.name}/{folder}"
         out = self.store.run_dir / "retrain" / cand.name / folder

@@ -127,8 +127,10 @@ def train(config: TrainConfig, resume: bool = False, on_progress=None) -> dict:
         init_backbone(model, config.init_from, load_genotype(config.genotype) if config.genotype else None)
     model = model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    backbone_params = [p for p in model.backbone.parameters() if p.requires_grad]
+    optimizer = (torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+                 if config.optimizer == "adamw" else
+                 torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay))
     start_epoch, history = 0, []
     if resume and last.is_file():
         ckpt = load_checkpoint(last)
@@ -149,6 +151,8 @@ def train(config: TrainConfig, resume: bool = False, on_progress=None) -> dict:
         loader = torch.utils.data.DataLoader(dataset, config.batch_size, shuffle=True, generator=order,
                                              collate_fn=collate, num_workers=config.workers)
         model.train()
+        for p in backbone_params:  # frozen while a new decoder learns on fixed features (LP-FT)
+            p.requires_grad_(epoch >= config.frozen_backbone_epochs)
         sums, started = {}, time.perf_counter()
         for step, (images, targets) in enumerate(loader):
             it = epoch * steps + step

@@ -142,6 +142,25 @@ def test_a_changed_recipe_is_a_new_row_not_a_refusal(run, tiny_test):
     assert sorted(load_checkpoint(r["checkpoint"])["epoch"] for r in rows) == [1, 1, 2]
 
 
+def test_rows_made_before_a_recipe_field_existed_keep_their_folder_and_are_reused(run, tiny_test):
+    """A row trained before `optimizer` / `frozen_backbone_epochs` existed (its checkpoint's config
+    lacks them) is the same recipe as one at their defaults: retrain reuses it instead of training
+    again or refusing; the new values make new rows."""
+    from nascli.runtime import save_checkpoint
+
+    first = retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")["rows"]
+    ckpt = load_checkpoint(first[0]["checkpoint"])
+    for field in ("optimizer", "frozen_backbone_epochs"):
+        del ckpt["config"][field]
+    save_checkpoint(ckpt, first[0]["checkpoint"])
+    again = retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")["rows"]
+    assert [r["checkpoint"] for r in again] == [r["checkpoint"] for r in first]
+    assert again[0]["metrics"]["AP"] == first[0]["metrics"]["AP"]
+    adamw = retrain(run, val=tiny_test, top=0, epochs=1, lr=1e-4, seeds=1, device="cpu", optimizer="adamw")["rows"]
+    assert adamw[0]["checkpoint"] != first[0]["checkpoint"]
+    assert load_checkpoint(adamw[0]["checkpoint"])["config"]["optimizer"] == "adamw"
+
+
 def test_warmup_is_a_share_of_the_schedule_floored_at_what_the_first_epoch_needs(tiny_config):
     from nascli.train import warmup_iterations
 
@@ -188,8 +207,8 @@ def test_the_grid_chooses_on_meta_val_never_on_test(run, tiny_test):
     test = {0.005: 0.1, 0.01: 0.2, 0.02: 0.9}
     r = retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=(0.005, 0.01, 0.02), seeds=2, device="cpu",
                 train_fn=fake_train(calls), evaluate_fn=fake_evaluate(seen, meta_val.get, test.get))
-    assert set(r["chosen"].values()) == {0.01} and len(r["chosen"]) == 2
-    assert r["grid"]["baseline"] == meta_val
+    assert set(r["chosen"].values()) == {"0.01"} and len(r["chosen"]) == 2
+    assert r["grid"]["baseline"] == {f"{k:g}": v for k, v in meta_val.items()}
     grid_evals = [s for s in seen if s[2] == 1]       # grid: a third of 3 epochs
     final_evals = [s for s in seen if s[2] == 3]
     assert len(grid_evals) == 6 and {s[0] for s in grid_evals} == {"meta-val"}
@@ -199,6 +218,34 @@ def test_the_grid_chooses_on_meta_val_never_on_test(run, tiny_test):
     assert all(r["checkpoint"] is None for r in rows if r["metrics"]["stage"] == "grid")
     assert sorted(p.parent.name.split("-")[0] for p in (run / "retrain").glob("*/*/last.pt")) == ["lr0.01"] * 4
     assert sorted(c.seed for c in calls if c.epochs == 3) == [0, 0, 1, 1]   # the same seeds for every arch
+
+
+def test_each_architecture_keeps_its_own_optimiser_and_rate_from_a_mixed_grid(run, tiny_test):
+    """A grid of SGD and AdamW points: meta-val prefers SGD 0.01 for the control and AdamW 4e-4 for
+    the searched decoder, so each trains its final seeds with its own; rows keep their names."""
+    calls, seen = [], []
+
+    def evaluate(checkpoint, data, *, image_dir=None, device="cpu", latency_images=20):
+        config = load_checkpoint(checkpoint)["config"]
+        control = config["genotype"]["space"] == "fpn-fcos"
+        split = "test" if Path(data).name == "test.json" else "meta-val"
+        seen.append((split, control, config["optimizer"], config["lr"]))
+        ap = {(True, "sgd"): 0.3, (True, "adamw"): 0.2, (False, "sgd"): 0.1, (False, "adamw"): 0.25}[
+            (control, config["optimizer"])]
+        return {"AP": ap, "AP50": ap, "AP75": ap, "APs": ap, "APm": ap, "APl": -1, "params": 1, "flops": 1,
+                "flops_input": [64, 64], "latency_ms": 1.0, "device": "cpu"}
+
+    r = retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adamw:4e-4"), seeds=2, device="cpu",
+                train_fn=fake_train(calls), evaluate_fn=evaluate)
+    trial = next(name for name in r["chosen"] if name != "baseline")
+    assert r["chosen"] == {"baseline": "0.01", trial: "adamw:0.0004"}
+    assert r["grid"]["baseline"] == {"0.01": 0.3, "adamw:0.0004": 0.2}
+    finals = sorted((s[1], s[2], s[3]) for s in seen if s[0] == "test")
+    assert finals == [(False, "adamw", 4e-4)] * 2 + [(True, "sgd", 0.01)] * 2
+    folders = sorted(p.parent.name.rsplit("-", 1)[0] for p in (run / "retrain").glob("*/*/last.pt"))
+    assert folders == ["adamw-lr0.0004-e3-s0", "adamw-lr0.0004-e3-s1", "lr0.01-e3-s0", "lr0.01-e3-s1"]
+    with pytest.raises(SpecError, match="adam:1e-4"):
+        retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adam:1e-4"), device="cpu")
 
 
 def test_a_killed_grid_resumes_without_redoing_finished_rows(run, tiny_test):

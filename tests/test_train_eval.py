@@ -29,6 +29,29 @@ def test_resume_equals_an_uninterrupted_run(tiny_coco, tiny_config, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
+def test_frozen_backbone_epochs_train_the_decoder_alone_first(tiny_coco, tiny_config, tiny_checkpoint, tmp_path):
+    """LP-FT: during the frozen epoch only the decoder moves (the backbone's weights stay the
+    baseline's exactly); from the next epoch the backbone trains too. Resuming after the frozen
+    epoch continues the same schedule."""
+    start = {k: v for k, v in load_checkpoint(tiny_checkpoint)["model"].items() if k.startswith("backbone.")}
+    cfg = dict(init_from=str(tiny_checkpoint), frozen_backbone_epochs=1)
+    train(tiny_config(tiny_coco[0], tmp_path / "frozen", epochs=1, **cfg))
+    after_1 = load_checkpoint(tmp_path / "frozen/last.pt")["model"]
+    weights = [k for k in start if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(torch.equal(after_1[k], start[k]) for k in weights)
+    assert any(not torch.equal(after_1[k], v) for k, v in load_checkpoint(tiny_checkpoint)["model"].items()
+               if k.startswith("decoder."))
+    train(tiny_config(tiny_coco[0], tmp_path / "frozen", epochs=2, **cfg), resume=True)
+    after_2 = load_checkpoint(tmp_path / "frozen/last.pt")["model"]
+    assert sum(not torch.equal(after_2[k], start[k]) for k in weights) > len(weights) // 2
+
+
+def test_adamw_is_the_optimiser_when_asked(tiny_coco, tiny_config, tmp_path):
+    train(tiny_config(tiny_coco[0], tmp_path / "adamw", optimizer="adamw", lr=1e-4))
+    state = load_checkpoint(tmp_path / "adamw/last.pt")["optimizer"]["state"]
+    assert state and all("exp_avg_sq" in s for s in state.values())
+
+
 def test_interrupted_checkpoint_write_leaves_the_last_one_intact(tiny_coco, tiny_config, tmp_path, monkeypatch):
     train(tiny_config(tiny_coco[0], tmp_path, epochs=1))
     before = (tmp_path / "last.pt").read_bytes()
