@@ -11,7 +11,7 @@ SEED ?= 0
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: help install demo demo-full methods test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-gpu clean
+.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,7 @@ help:
 	@echo "             make bccd, then make bccd-nas-fcos | make sp-nas-demo (after demo)"
 	@echo "benchmarks:  make bench (kernels, cache, AP vs the references) | bench-search | bench-search-retrain"
 	@echo "             bench-proxy | bench-init | bench-auto-fpn | bench-detnas | bench-supernet | bench-executors"
+	@echo "             bench-nas-fpn-proxy (NAS-FPN proxy designs: which separates candidates)"
 	@echo "             bench-trial (trials per CPU-hour, before and after; run it alone) | bench-gpu (CUDA only)"
 	@echo "experiments: make fidelity | make bccd-fidelity (hours; resumable)"
 	@echo "             make methods (every method on one budget, one table; METHODS_DATA=bccd METHODS_BUDGET_MIN=30)"
@@ -255,6 +256,13 @@ methods: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_methods --pipeline $(METHODS_PIPELINE_$(METHODS_DATA)) --minutes $(METHODS_BUDGET_MIN) \
 	  --seeds $(METHODS_SEEDS) --executor $(METHODS_EXECUTOR) --seed $(SEED) \
 	  --work benchmarks/runs/methods-$(METHODS_DATA) --out benchmarks/methods-$(METHODS_DATA).json
+
+# Can NAS-FPN's proxy separate candidates on a CPU (issue 28)? The control and 6 random pyramids,
+# 3 seeds each, under each proxy design of bench_reward_noise.DESIGNS; the cheapest design whose
+# spread between candidates is >= 3 seed-noise widths is kept (after make demo; resumable).
+bench-nas-fpn-proxy: $(STAMP)
+	$(call require_cache,$(DEMO)/cache,demo)
+	$(BIN)/python -m benchmarks.bench_reward_noise --cache $(DEMO_CACHE) --proxy nas-fpn --genotypes 6 --seeds 3 --study --seed $(SEED)
 
 # Proxy fidelity on the synthetic default (README): the demo's run (made first if missing), its
 # control, best 3 and 6 random genotypes, each scored by the proxy with 3 seeds and retrained with

@@ -10,6 +10,10 @@ exceed its noise cannot steer a search; the spec should use the other kind.
 
 `python -m benchmarks.bench_reward_noise --cache pipelines/nas-fcos/cache/<key>.h5 --proxy nas-fpn`
 writes benchmarks/reward_noise-<proxy>.json and .png.
+
+`--study` measures the same for several proxy designs (DESIGNS: fewer stacked pyramids during the
+proxy, longer training, a wider decoder) and keeps the cheapest whose better reward separates
+candidates by at least MIN_RATIO seed-noise widths (issue 28); benchmarks/proxy-study-<proxy>.json.
 """
 
 from __future__ import annotations
@@ -23,8 +27,16 @@ from pathlib import Path
 
 
 
-def scores(cache, proxy: str, genotypes: int, seeds: int, seed: int) -> dict:
-    """{name: {"ap": [per seed], "loss": [per seed]}} for the control and `genotypes` samples."""
+#: Proxy designs of the study: overrides of the spec's fields (the spec as shipped first).
+DESIGNS = {"as shipped": {}, "1 pyramid": {"repeats": 1}, "3x the steps": {"min_steps": 300},
+           "1 pyramid, 3x the steps": {"repeats": 1, "min_steps": 300}, "width 32": {"width": 32}}
+#: The spread between candidates, in seed-noise widths, below which a proxy cannot steer a search.
+MIN_RATIO = 3.0
+
+
+def scores(cache, proxy: str, genotypes: int, seeds: int, seed: int, overrides: dict | None = None) -> dict:
+    """{name: {"ap": [per seed], "loss": [per seed], "seconds": [...]}} for the control and
+    `genotypes` samples, the spec's fields replaced by `overrides`."""
     from nascli.config import ProxySpec, load_spec, resolve_proxy
     from nascli.methods.decoder import evaluate
     from nascli.spaces import space_for
@@ -32,17 +44,19 @@ def scores(cache, proxy: str, genotypes: int, seeds: int, seed: int) -> dict:
     from nascli.strategies.random import RandomStrategy
 
     spec = load_spec(ProxySpec, resolve_proxy(proxy))
+    spec = ProxySpec(**{**spec.model_dump(by_alias=True), **(overrides or {})})  # validated like a spec
     both = spec.model_copy(update={"reward": "ap"})  # the AP pass also sums the losses
     archs = [("control", control_genotype(spec, cache, proxy))]
     archs += [(f"random-{k}", g) for k, g in enumerate(RandomStrategy(space_for(spec), seed=seed).ask(genotypes))]
     out = {}
     for name, genotype in archs:
-        out[name] = {"ap": [], "loss": []}
+        out[name] = {"ap": [], "loss": [], "seconds": []}
         for s in range(seeds):
             r = evaluate(genotype, both, cache, seed=1000 * s + 7, data_seed=seed)
             done = r.status == "done"
             out[name]["ap"].append(r.ap.get("AP") if done else None)
             out[name]["loss"].append(-sum(r.losses.values()) if done else None)
+            out[name]["seconds"].append(r.seconds)
             print(f"{name} seed {s}: AP {out[name]['ap'][-1]}, -loss {out[name]['loss'][-1]} "
                   f"({r.seconds:.1f} s)", flush=True)
     return out
@@ -84,6 +98,24 @@ def figure(raw: dict, result: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def study(cache, proxy: str, genotypes: int, seeds: int, seed: int, out: Path) -> dict:
+    """Every design of DESIGNS measured (resumable: each design's scores are kept in `out` as they
+    finish); the chosen design is the cheapest whose better reward reaches MIN_RATIO."""
+    done = json.loads(out.read_text())["designs"] if out.is_file() else {}
+    for name, overrides in DESIGNS.items():
+        if name not in done:
+            raw = scores(cache, proxy, genotypes, seeds, seed, overrides)
+            ratios = {kind: separation([raw[n][kind] for n in raw])["signal_to_noise"] for kind in ("ap", "loss")}
+            done[name] = {"overrides": overrides, "ratio": ratios,
+                          "seconds_per_trial": statistics.fmean(t for n in raw for t in raw[n]["seconds"]), "raw": raw}
+            out.write_text(json.dumps({"designs": done}, indent=1))
+    ok = {n: d for n, d in done.items() if max(d["ratio"].values()) >= MIN_RATIO}
+    chosen = min(ok, key=lambda n: ok[n]["seconds_per_trial"]) if ok else None
+    result = {"cache": str(cache), "proxy": proxy, "min_ratio": MIN_RATIO, "chosen": chosen, "designs": done}
+    out.write_text(json.dumps(result, indent=1))
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", required=True)
@@ -92,7 +124,16 @@ def main():
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="default: benchmarks/reward_noise-<proxy>.json")
+    parser.add_argument("--study", action="store_true", help="every proxy design of DESIGNS (issue 28)")
     args = parser.parse_args()
+    if args.study:
+        r = study(args.cache, args.proxy, args.genotypes, args.seeds, args.seed,
+                  Path(args.out or f"benchmarks/proxy-study-{Path(args.proxy).stem}.json"))
+        for name, d in r["designs"].items():
+            print(f"{name:<26} spread/noise AP {d['ratio']['ap']:.2f}, loss {d['ratio']['loss']:.2f}; "
+                  f"{d['seconds_per_trial']:.1f} s a trial")
+        print(f"chosen: {r['chosen'] or f'none reaches {MIN_RATIO:g}'}")
+        return
     raw = scores(args.cache, args.proxy, args.genotypes, args.seeds, args.seed)
     result = {kind: separation([raw[n][kind] for n in raw]) for kind in ("ap", "loss")}
     out = Path(args.out or f"benchmarks/reward_noise-{Path(args.proxy).stem}.json")

@@ -70,3 +70,30 @@ def test_a_proxy_measured_unable_to_separate_candidates_is_not_promoted(tmp_path
     monkeypatch.setattr(bm, "__file__", str(tmp_path / "bench_methods.py"))
     assert bm.proxy_signal("nas-fpn") == pytest.approx(1.58)  # the better of its two rewards
     assert bm.proxy_signal("nas-fcos") is None  # never measured: promoted as usual
+
+
+def test_the_proxy_study_keeps_the_cheapest_design_that_separates_candidates(tmp_path, monkeypatch):
+    """Designs whose spread/noise is 1.5, 4 (slow) and 3.5 (fast): the fast one of the two above 3
+    is kept; a killed study resumes without re-measuring the designs it finished."""
+    from benchmarks import bench_reward_noise as rn
+
+    spreads = {"a": (1.5, 1.0), "b": (4.0, 9.0), "c": (3.5, 2.0)}  # (means apart in noise widths, seconds)
+    measured = []
+
+    def fake_scores(cache, proxy, genotypes, seeds, seed, overrides=None):
+        name = overrides["name"]
+        measured.append(name)
+        apart, seconds = spreads[name]
+        noise = [-0.1, 0.0, 0.1]  # std 0.1 within every genotype
+        raw = {f"g{k}": {"ap": [k * apart * 0.1 + e for e in noise], "loss": [k * 0.01 + e for e in noise],
+                         "seconds": [seconds] * 3} for k in range(4)}
+        return raw
+
+    monkeypatch.setattr(rn, "scores", fake_scores)
+    monkeypatch.setattr(rn, "DESIGNS", {n: {"name": n} for n in spreads})
+    out = tmp_path / "study.json"
+    r = rn.study("cache.h5", "nas-fpn", 3, 3, 0, out)
+    assert r["chosen"] == "c" and measured == ["a", "b", "c"]
+    ratios = {n: d["ratio"]["ap"] for n, d in r["designs"].items()}
+    assert ratios["a"] < 3 < ratios["c"] < ratios["b"]
+    assert rn.study("cache.h5", "nas-fpn", 3, 3, 0, out)["chosen"] == "c" and measured == ["a", "b", "c"]
