@@ -96,6 +96,8 @@ class ProcessPool:
         for future in self._futures:
             future.cancel()
         self._futures = {}
+        # ProcessPoolExecutor has no public way to stop a running call before Python 3.14's
+        # terminate_workers(); its process table is read defensively
         for process in list((getattr(self._pool, "_processes", None) or {}).values()):
             process.terminate()  # a running trial is abandoned: its row stays pending for --resume
         self._pool.shutdown(wait=True, cancel_futures=True)

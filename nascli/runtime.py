@@ -80,8 +80,9 @@ def workers_note(workers: int | None, threads: int) -> str | None:
     """A one-line warning when `workers` local trial processes sharing `threads` torch threads
     would run more threads than that (each takes at least one)."""
     if workers and workers > threads:
-        return (f"warning: --workers {workers} with {threads} free core{'s' if threads > 1 else ''}: "
-                f"{workers} one-thread trials slow each other down (--workers {threads} fits)")
+        return (f"warning: --workers {workers} with {threads} thread{'s' if threads > 1 else ''} to share "
+                f"(--threads, or the free cores): {workers} one-thread trials slow each other down "
+                f"(--workers {threads} fits)")
     return None
 
 

@@ -181,7 +181,7 @@ def test_more_local_workers_than_threads_is_warned():
 
     assert workers_note(None, 2) is None and workers_note(2, 2) is None and workers_note(2, 4) is None
     note = workers_note(3, 2)
-    assert note.startswith("warning: --workers 3 with 2 free cores") and "--workers 2 fits" in note
+    assert note.startswith("warning: --workers 3 with 2 threads to share") and "--workers 2 fits" in note
 
 
 def test_cli_threads_option_sets_torch_threads_and_warns_on_stderr(run_cli, monkeypatch, capsys):
@@ -198,7 +198,7 @@ def test_cli_threads_option_sets_torch_threads_and_warns_on_stderr(run_cli, monk
         cli._use_threads(2)
         assert torch.get_num_threads() == 2 and "oversubscribes" in capsys.readouterr().err
         cli._use_threads(None, workers=2)  # two workers on the one free core
-        assert "--workers 2 with 1 free core:" in capsys.readouterr().err
+        assert "--workers 2 with 1 thread to share" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
     code, _, err = run_cli("search", "--threads", "0", "--resume", "nowhere")
