@@ -53,6 +53,9 @@ PIPE_RETRAIN_EPOCHS ?= 2
 PIPE_GRID ?= 0.005,0.02
 PIPE_GRID_EPOCHS ?= 1
 PIPE_SEEDS ?= 2
+# trials side by side in one-thread processes (`search --workers`): 1.9x the evaluations an hour
+# of one trial on both cores (benchmarks/trial.json)
+PIPE_WORKERS ?= 2
 # One variable per cache: the .h5 file a cache folder holds, found when the recipe runs (so a
 # cache built earlier in the same recipe is found). `require_cache` stops a target whose cache is
 # missing with one line that says what to run first.
@@ -78,7 +81,7 @@ pipeline-%: $(STAMP)
 	$(NASCLI) train --data pipelines/$*/meta-train.json --out pipelines/$*/baseline --epochs $(PIPE_EPOCHS) --min-size $(PIPE_SIZE) $(DEMO_TRAIN) --seed $(SEED)
 	$(NASCLI) eval pipelines/$*/baseline/last.pt --data pipelines/$*/test.json
 	$(NASCLI) cache-features --data pipelines/$*/meta-train.json --val pipelines/$*/meta-val.json --checkpoint pipelines/$*/baseline/last.pt --levels c3,c4,c5 --crop $(PIPE_SIZE) --out pipelines/$*/cache --seed $(SEED)
-	$(NASCLI) search --method $* --proxy $(or $(PROXY_$*),$*) --cache $(call cache_in,pipelines/$*/cache) --trials $(PIPE_TRIALS) --run pipelines/$*/run --seed $(SEED)
+	$(NASCLI) search --method $* --proxy $(or $(PROXY_$*),$*) --cache $(call cache_in,pipelines/$*/cache) --trials $(PIPE_TRIALS) --run pipelines/$*/run --seed $(SEED) --workers $(PIPE_WORKERS)
 	$(NASCLI) retrain pipelines/$*/run --top $(PIPE_TOP) --epochs $(PIPE_RETRAIN_EPOCHS) --lr-grid $(PIPE_GRID) --grid-epochs $(PIPE_GRID_EPOCHS) --seeds $(PIPE_SEEDS) --val pipelines/$*/test.json
 	$(NASCLI) compare pipelines/$*/run
 	$(NASCLI) report pipelines/$*/run --out pipelines/$*/report.html
