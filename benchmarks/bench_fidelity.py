@@ -84,7 +84,7 @@ def proxy_scores(run: Path, archs, seeds: int) -> dict:
 
 
 def retrained(run: Path, archs, test: Path, epochs: int | None, top: int, lr: float | None = None,
-              train_seeds: int = 2) -> tuple[dict, dict, float]:
+              train_seeds: int = 2, lr_grid=None) -> tuple[dict, dict, float]:
     """{name: mean test AP over seeds}, {name: {seed: AP}} and the seconds it all took (the grid
     included). Every architecture is promoted by `nascli retrain`: its rate chosen on meta-val
     from the grid (or `lr` pinned), then `train_seeds` seeds of the full schedule on test."""
@@ -100,8 +100,8 @@ def retrained(run: Path, archs, test: Path, epochs: int | None, top: int, lr: fl
             files.append(str(path))
     progress = lambda e: print(f"  {e['arch']} epoch {e['epoch']}/{e['epochs']} step {e['step']}/{e['steps']}",  # noqa: E731
                                flush=True) if e["step"] == e["steps"] else None
-    r = retrain(run, top=top, archs=files, val=test, epochs=epochs, lr=lr, seeds=train_seeds, device="cpu",
-                on_progress=progress)
+    r = retrain(run, top=top, archs=files, val=test, epochs=epochs, lr=lr, lr_grid=lr_grid, seeds=train_seeds,
+                device="cpu", on_progress=progress)
     summary = {a["arch"]: a for a in compare([run])["architectures"]}
     ap = {name: a.get("AP") for name, a in summary.items()}
     by_seed = {name: a["ap_by_seed"] for name, a in summary.items()}
@@ -125,13 +125,13 @@ def figure(rows, result, path: Path) -> Path:
 
 
 def run(run_dir, test, top: int, random: int, seeds: int, epochs: int | None, seed: int, out: Path,
-        lr: float | None = None) -> dict:
+        lr: float | None = None, lr_grid=None) -> dict:
     from nascli.report import bootstrap_tau, kendall_tau, spearman_rho
 
     run_dir = Path(run_dir)
     archs = architectures(run_dir, top, random, seed)
     proxy = proxy_scores(run_dir, archs, seeds)
-    ap, by_seed, retrain_seconds = retrained(run_dir, archs, Path(test), epochs, top, lr)
+    ap, by_seed, retrain_seconds = retrained(run_dir, archs, Path(test), epochs, top, lr, lr_grid=lr_grid)
     times_path = run_dir / "fidelity" / "proxy-seconds.json"
     proxy_seconds = (sum(sum(v) for v in json.loads(times_path.read_text()).values())
                      if times_path.is_file() else None)
@@ -168,10 +168,14 @@ def main():
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None, help="retraining epochs (default: the baseline's)")
     parser.add_argument("--lr", type=float, default=None, help="pin one retraining rate (default: the grid on meta-val)")
+    parser.add_argument("--lr-grid", default=None, help="the promotion grid, e.g. 0.005,0.01,0.02,adamw:4e-4 "
+                                                         "(default: retrain's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/fidelity.json")
     args = parser.parse_args()
-    r = run(args.run, args.test, args.top, args.random, args.seeds, args.epochs, args.seed, Path(args.out), args.lr)
+    grid = tuple(e if ":" in e else float(e) for e in args.lr_grid.split(",")) if args.lr_grid else None
+    r = run(args.run, args.test, args.top, args.random, args.seeds, args.epochs, args.seed, Path(args.out), args.lr,
+            grid)
     print(f"{'arch':<12} {'proxy mean':>11} {'± std':>8} {'AP':>6}")
     for row in sorted(r["rows"], key=lambda x: -x["AP"]):
         std = f"{row['proxy_std']:.4f}" if row["proxy_std"] is not None else ""
