@@ -304,6 +304,7 @@ def _row(run, meta: dict, r: dict) -> dict:
     m = r["metrics"]
     return {"run": str(run), "method": meta.get("method"), "name": r["name"], "arch": m.get("arch", r["name"]),
             "stage": m.get("stage", "final"), "lr": m.get("lr"), "optimizer": m.get("optimizer", "sgd"),
+            "epochs": m.get("epochs"),
             "seed": m.get("seed"), "trial": r["trial"],
             "reward": r["reward"], "status": status, "checkpoint": r["checkpoint"], "reason": m.get("reason", ""),
             **({k: m.get(k) for k in _COMPARED} if status == "done" else {})}
@@ -319,6 +320,9 @@ def architectures(rows: list[dict]) -> list[dict]:
     for arch in dict.fromkeys(r["arch"] for r in rows):
         mine = [r for r in rows if r["arch"] == arch]
         final = [r for r in mine if r["stage"] == "final"]
+        if final:  # a changed recipe made new final rows: the latest recipe's, never a mix of two
+            latest = (final[-1]["optimizer"], final[-1]["lr"], final[-1]["epochs"])
+            final = [r for r in final if (r["optimizer"], r["lr"], r["epochs"]) == latest]
         ok = [r for r in final if r["status"] == "done"]
         grid = {point_label(r["optimizer"], r["lr"]): (r["AP"] if r["status"] == "done" else None)
                 for r in mine if r["stage"] == "grid"}

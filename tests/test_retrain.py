@@ -244,6 +244,12 @@ def test_each_architecture_keeps_its_own_optimiser_and_rate_from_a_mixed_grid(ru
     assert finals == [(False, "adamw", 4e-4)] * 2 + [(True, "sgd", 0.01)] * 2
     folders = sorted(p.parent.name.rsplit("-", 1)[0] for p in (run / "retrain").glob("*/*/last.pt"))
     assert folders == ["adamw-lr0.0004-e3-s0", "adamw-lr0.0004-e3-s1", "lr0.01-e3-s0", "lr0.01-e3-s1"]
+    # the same run promoted again with SGD pinned for everyone: compare reports the latest recipe's
+    # seeds, never a mean over both
+    retrain(run, val=tiny_test, top=1, epochs=3, lr=0.01, seeds=2, device="cpu", train_fn=fake_train(calls),
+            evaluate_fn=evaluate)
+    trial_row = next(a for a in compare([run])["architectures"] if a["arch"] == trial)
+    assert trial_row["optimizer"] == "sgd" and trial_row["AP"] == pytest.approx(0.1) and trial_row["seeds"] == 2
     with pytest.raises(SpecError, match="adam:1e-4"):
         retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adam:1e-4"), device="cpu")
 
