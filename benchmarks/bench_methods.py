@@ -111,16 +111,29 @@ def promote(run: Path, test: str, epochs: int | None, seeds: int, lr: float | No
     retrain(run, top=1, val=test, epochs=epochs, seeds=seeds, lr=lr, device="cpu")
 
 
+def same_control(a: Path, b: Path) -> bool:
+    """Whether two runs' controls are the same genotype (so one promotion of it serves both)."""
+    from nascli.store import RunStore
+
+    sa, sb = RunStore(a, create=False), RunStore(b, create=False)
+    try:
+        return bool(sa.control() and sb.control() and sa.control().genotype == sb.control().genotype)
+    finally:
+        sa.close()
+        sb.close()
+
+
 def share_control(source: Path, target: Path) -> int:
     """Copies `source`'s finished control rows into `target` when both runs' controls are the same
     genotype; returns how many were copied."""
     from nascli.store import RunStore
 
+    if not same_control(source, target):
+        return 0
     src, dst = RunStore(source, create=False), RunStore(target, create=False)
     try:
-        same = src.control() and dst.control() and src.control().genotype == dst.control().genotype
         have = {r["name"] for r in dst.retrained()}
-        rows = [r for r in src.retrained() if same and r["trial"] is None and r["status"] == "done"
+        rows = [r for r in src.retrained() if r["trial"] is None and r["status"] == "done"
                 and r["metrics"].get("arch") == "baseline" and r["name"] not in have]
         for r in rows:  # the model file linked to where retrain looks for it in this run (no copy on disk)
             here = target / Path(r["checkpoint"]).relative_to(source)
@@ -183,7 +196,7 @@ def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.
                     f"(< {MIN_SIGNAL_TO_NOISE:g}), too little to steer a search at this budget")
             rows.append(method_row(method, winner, note))
         else:
-            shared = next((r for r in promoted_runs if _same_control(r, winner)), None)
+            shared = next((r for r in promoted_runs if same_control(r, winner)), None)
             promote(winner, inputs.test, epochs, seeds, lr, shared)
             promoted_runs.append(winner)
             rows.append(method_row(method, winner))
@@ -191,17 +204,6 @@ def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.
             on_row(rows[-1])
     return {"minutes_per_method": minutes, "seed": seed, "executor": executor, "features": inputs.features,
             "images": inputs.images, "test": inputs.test, "seeds": seeds, "epochs": epochs, "rows": rows}
-
-
-def _same_control(a: Path, b: Path) -> bool:
-    from nascli.store import RunStore
-
-    sa, sb = RunStore(a, create=False), RunStore(b, create=False)
-    try:
-        return bool(sa.control() and sb.control() and sa.control().genotype == sb.control().genotype)
-    finally:
-        sa.close()
-        sb.close()
 
 
 def figure(result: dict, path: Path) -> Path:
