@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
@@ -89,6 +90,26 @@ def sgd_step(optimizer, loss, lr: float, where: str, precision: MixedPrecision |
     for group in optimizer.param_groups:
         group["lr"] = lr
     (precision or MixedPrecision(loss.device, False)).step(optimizer, loss, clip_norm=10.0)
+
+
+_PER_TENSOR: list[bool] = []
+
+
+def adam(params, lr: float) -> torch.optim.Adam:
+    """The decoder trial's Adam on torch's multi-tensor path: on CPU torch otherwise updates one
+    tensor at a time, whose dispatch is ~8 % of a demo-proxy trial; the updates are bit-identical
+    (issue 30, measured on 4 genotypes)."""
+    return torch.optim.Adam(params, lr=lr, foreach=not _PER_TENSOR)
+
+
+@contextmanager
+def per_tensor_updates():
+    """`adam` as it was: one tensor at a time (benchmarks/bench_trial.py's "before" arm)."""
+    _PER_TENSOR.append(True)
+    try:
+        yield
+    finally:
+        _PER_TENSOR.pop()
 
 
 class PolyakAverage:

@@ -31,7 +31,7 @@ from ..runtime import training_precision
 from ..spaces import build_decoder
 from ..spaces.base import cost as decoder_cost
 from .base import TrialSetup
-from ..trial import (TRIAL_ERRORS, Diverged, PolyakAverage, TrialResult, failure, open_split, outcome,
+from ..trial import (TRIAL_ERRORS, Diverged, PolyakAverage, adam, TrialResult, failure, open_split, outcome,
                      recompute_batchnorm, score)
 
 
@@ -62,7 +62,7 @@ def train_candidate(genotype, spec: ProxySpec, train: CachedSplit, seed: int = 0
     shapes = {lv: tuple(train.group[lv].shape[1:]) for lv in train.levels}
     cost = decoder_cost(decoder, shapes)
     decoder = decoder.to(device)
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=spec.lr)
+    optimizer = adam(decoder.parameters(), spec.lr)
     precision = training_precision(device, spec.amp)
     average = PolyakAverage(decoder, spec.polyak)
     for epoch in range(training_epochs(spec, len(train))):
