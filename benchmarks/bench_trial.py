@@ -5,7 +5,8 @@ with its re-scoring seeds and the best genotype with its re-scoring seeds (DESIG
 - before: one trial at a time in this process on every core's threads, each dilated convolution
   computing its whole kernel (`nominal_taps`): the trial as it was;
 - after: `--workers` processes sharing the cores (`nascli search --workers`, one thread each on
-  2 cores), padding-only taps skipped (`ReachConv2d`), Adam's multi-tensor updates (`trial.adam`).
+  2 cores), padding-only taps skipped (`ReachConv2d`), Adam's multi-tensor updates (`trial.adam`)
+  and a Polyak average that keeps its parameter lists.
 Reported: trials per hour both ways and their ratio; how far the rewards moved (Kendall tau over
 the genotypes and the control, the largest difference in units of the proxy's seed noise: thread
 counts change float summation order, nothing else changes); where one trial's time goes
@@ -59,15 +60,15 @@ def rescoring(name: str, genotype, trial_id: int, spec, seed: int):
 
 
 def run_before(jobs, spec, cache, threads: int):
-    """One trial at a time, here, on `threads` threads, with whole dilated kernels and Adam updating
-    one tensor at a time."""
+    """One trial at a time, here, on `threads` threads, with whole dilated kernels and the
+    optimiser and average updates as they were (`trial.legacy_updates`)."""
     from nascli.methods.decoder import evaluate
     from nascli.spaces.ops import nominal_taps
-    from nascli.trial import per_tensor_updates
+    from nascli.trial import legacy_updates
 
     torch.set_num_threads(threads)
     started, rewards = time.perf_counter(), {}
-    with nominal_taps(), per_tensor_updates():
+    with nominal_taps(), legacy_updates():
         for name, g, s, d in jobs:
             rewards[name] = evaluate(g, spec, cache, s, d).reward
     return rewards, time.perf_counter() - started

@@ -92,24 +92,25 @@ def sgd_step(optimizer, loss, lr: float, where: str, precision: MixedPrecision |
     (precision or MixedPrecision(loss.device, False)).step(optimizer, loss, clip_norm=10.0)
 
 
-_PER_TENSOR: list[bool] = []
+_LEGACY_UPDATES: list[bool] = []
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
     """The decoder trial's Adam on torch's multi-tensor path: on CPU torch otherwise updates one
     tensor at a time, whose dispatch is ~8 % of a demo-proxy trial; the updates are bit-identical
     (issue 30, measured on 4 genotypes)."""
-    return torch.optim.Adam(params, lr=lr, foreach=not _PER_TENSOR)
+    return torch.optim.Adam(params, lr=lr, foreach=not _LEGACY_UPDATES)
 
 
 @contextmanager
-def per_tensor_updates():
-    """`adam` as it was: one tensor at a time (benchmarks/bench_trial.py's "before" arm)."""
-    _PER_TENSOR.append(True)
+def legacy_updates():
+    """The updates as they were before issue 30 (benchmarks/bench_trial.py's "before" arm): `adam`
+    one tensor at a time, `PolyakAverage` walking the modules at every step."""
+    _LEGACY_UPDATES.append(True)
     try:
         yield
     finally:
-        _PER_TENSOR.pop()
+        _LEGACY_UPDATES.pop()
 
 
 class PolyakAverage:
@@ -123,13 +124,17 @@ class PolyakAverage:
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.decay, self.steps = decay, 0
+        # both parameter lists are kept: walking a searched decoder's modules every step cost 10 ms,
+        # ~7 % of a demo-proxy trial (issue 30)
+        self._averaged, self._source, self._current = list(self.module.parameters()), None, []
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         self.steps += 1
         decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        averaged, current = list(self.module.parameters()), [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(averaged, current, 1.0 - decay)
+        if model is not self._source or _LEGACY_UPDATES:
+            self._source, self._current = model, [p.detach() for p in model.parameters()]
+        torch._foreach_lerp_(self._averaged, self._current, 1.0 - decay)
 
 
 @torch.no_grad()
