@@ -4,10 +4,11 @@ For a finished search run (its cache, its control, its re-scored best trials), N
 that span the space: the control, the best `--top` trials of the search, and `--random`
 uniformly sampled genotypes (a spread of quality is what makes tau informative). Each is scored by
 the run's proxy (mean of `--seeds` seeds, paired batches) and promoted by `nascli retrain` (the
-baseline's backbone and data; each architecture's rate chosen on meta-val from the grid, then two
-training seeds of `--epochs`), then evaluated on the test split. Reported: Kendall tau-b of proxy
-mean against mean test AP with a bootstrap 90% interval, Spearman rho, the proxy's seed noise,
-the retrained AP's seed noise (pooled over every architecture's two seeds), and a figure.
+baseline's backbone and data; each architecture's rate chosen on meta-val from the grid, then
+`--train-seeds` training seeds of `--epochs`, two by default), then evaluated on the test split.
+Reported: Kendall tau-b of proxy mean against mean test AP with a bootstrap 90% interval, Spearman
+rho, the proxy's seed noise, the retrained AP's seed noise (pooled over every architecture with
+more than one seed), and a figure.
 
 Resumable: every retrained row is in the run database (RUN/run.db) and every proxy score a line
 in RUN/fidelity/proxy.json, so a killed run continues where it stopped.
@@ -125,13 +126,13 @@ def figure(rows, result, path: Path) -> Path:
 
 
 def run(run_dir, test, top: int, random: int, seeds: int, epochs: int | None, seed: int, out: Path,
-        lr: float | None = None, lr_grid=None) -> dict:
+        lr: float | None = None, lr_grid=None, train_seeds: int = 2) -> dict:
     from nascli.report import bootstrap_tau, kendall_tau, spearman_rho
 
     run_dir = Path(run_dir)
     archs = architectures(run_dir, top, random, seed)
     proxy = proxy_scores(run_dir, archs, seeds)
-    ap, by_seed, retrain_seconds = retrained(run_dir, archs, Path(test), epochs, top, lr, lr_grid=lr_grid)
+    ap, by_seed, retrain_seconds = retrained(run_dir, archs, Path(test), epochs, top, lr, train_seeds, lr_grid)
     times_path = run_dir / "fidelity" / "proxy-seconds.json"
     proxy_seconds = (sum(sum(v) for v in json.loads(times_path.read_text()).values())
                      if times_path.is_file() else None)
@@ -170,12 +171,14 @@ def main():
     parser.add_argument("--lr", type=float, default=None, help="pin one retraining rate (default: the grid on meta-val)")
     parser.add_argument("--lr-grid", default=None, help="the promotion grid, e.g. 0.005,0.01,0.02,adamw:4e-4 "
                                                          "(default: retrain's)")
+    parser.add_argument("--train-seeds", type=int, default=2, help="retraining seeds per architecture (an "
+                        "architecture already retrained with more keeps them all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/fidelity.json")
     args = parser.parse_args()
     grid = tuple(e if ":" in e else float(e) for e in args.lr_grid.split(",")) if args.lr_grid else None
     r = run(args.run, args.test, args.top, args.random, args.seeds, args.epochs, args.seed, Path(args.out), args.lr,
-            grid)
+            grid, args.train_seeds)
     print(f"{'arch':<12} {'proxy mean':>11} {'± std':>8} {'AP':>6}")
     for row in sorted(r["rows"], key=lambda x: -x["AP"]):
         std = f"{row['proxy_std']:.4f}" if row["proxy_std"] is not None else ""
