@@ -53,7 +53,7 @@ PIPE_RETRAIN_EPOCHS ?= 2
 PIPE_GRID ?= 0.005,0.02
 PIPE_GRID_EPOCHS ?= 1
 PIPE_SEEDS ?= 2
-# trials side by side in one-thread processes (`search --workers`): 1.9x the evaluations an hour
+# trials side by side in one-thread processes (`search --workers`): 2.2x the evaluations an hour
 # of one trial on both cores (benchmarks/trial.json)
 PIPE_WORKERS ?= 2
 # One variable per cache: the .h5 file a cache folder holds, found when the recipe runs (so a
@@ -67,8 +67,8 @@ require_cache = @test -n "$(call cache_in,$(1))" || { echo "make $@: no cache in
 PROXY_nas-fcos := nas-fcos-demo
 PROXY_nas-fpn := nas-fpn
 PROXY_random := nas-fcos-demo
-# Fair promotion everywhere else: the default grid (1x, 2x, 4x FCOS's rate per image) chosen on
-# meta-val, three seeds of the full schedule on test.
+# Fair promotion everywhere else: retrain's default grid (SGD at FCOS's rate per image, AdamW at
+# three rates) chosen on meta-val, three seeds of the full schedule on test.
 PROMOTE_SEEDS ?= 3
 PROMOTE := --seeds $(PROMOTE_SEEDS)
 
@@ -90,7 +90,7 @@ pipeline-%: $(STAMP)
 demo: pipeline-nas-fcos
 
 # The demo at the earlier default's size with a real promotion schedule (README "the demo at full
-# size": 660 images of 128 px, 12-epoch baseline, 4 trials; the default grid for 2 epochs, 3 seeds
+# size": 660 images of 128 px, 12-epoch baseline, 4 trials; an SGD grid for 2 epochs, 3 seeds
 # of 6 epochs; about 45 minutes alone), summarised into benchmarks/demo-full.json.
 demo-full: $(STAMP)
 	$(MAKE) pipeline-nas-fcos PIPE_IMAGES=660 PIPE_SIZE=128 PIPE_EPOCHS=12 PIPE_TRIALS=4 PIPE_RETRAIN_EPOCHS=6 \

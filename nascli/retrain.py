@@ -7,14 +7,14 @@ baseline's FPN + FCOS head; for a DetNAS run: the path's backbone with the train
 weights, the ShuffleNetV2 control likewise). The control (the run's hand design) is always
 promoted the same way, as the reference row.
 
-The recipe is the references', never the control's own tuning: SGD with FCOS's rate per image
+The recipe is the references', never the control's own tuning: FCOS's rate per image for SGD
 (0.01 per 16 images; NAS-FCOS's released configs too), linear warm-up from 1/3 of the peak over
 FCOS's share of the schedule (500 of 90k iterations) but at least the first epoch, gradient
 clipping at 35. Every architecture, the control included:
-1. *grid* - trains the short schedule at every point of the grid (default SGD at 1x, 2x and 4x
-   the reference rate; points such as `adamw:4e-4` add AdamW) and is evaluated on the search's
-   meta-val; it keeps its best point (optimiser and rate). The test split is never looked at to
-   choose.
+1. *grid* - trains the short schedule at every point of the grid (default: SGD at the reference
+   rate and AdamW at 4e-4, 8e-4 and 1.6e-3 for 8 images a batch, `default_grid`; `--lr-grid`
+   takes rates and points such as `adamw:4e-4`) and is evaluated on the search's meta-val; it
+   keeps its best point (optimiser and rate). The test split is never looked at to choose.
 2. *final* - trains the full schedule at its chosen rate with each of `seeds` seeds (the same
    seeds for every architecture, so the test verdict pairs them) and is evaluated on test.
 
@@ -27,6 +27,7 @@ skipped, an interrupted one continues from its last epoch (train.py's resume is 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -45,16 +46,26 @@ BASELINE = "baseline"
 REFERENCE_LR_PER_IMAGE = 0.01 / 16
 WARMUP_FRACTION = 500 / 90_000
 WARMUP_START = 1 / 3
-#: The default grid: the reference rate and two doublings (short schedules often want more).
-GRID_FACTORS = (1, 2, 4)
+#: AdamW's middle rate at 8 images a batch, scaled by the square root of the batch (the square-root
+#: rule for adaptive optimisers, Malladi et al. 2022). Measured (benchmarks/bccd-promotion-adamw.json,
+#: benchmarks/README.md): on BCCD every promoted architecture and the control chose AdamW 8e-4 or
+#: 1.6e-3 on meta-val over every SGD rate (the control by 2.6 AP, searched decoders by 12-17 AP: their
+#: separable, dilated GroupNorm ops are badly conditioned for SGD), and on the synthetic demo both
+#: arms chose AdamW too.
+ADAMW_LR_AT_8 = 8e-4
+#: The default grid: FCOS's own recipe (SGD at the reference rate) and AdamW at half, one and two
+#: times its middle rate.
+ADAMW_FACTORS = (0.5, 1, 2)
 
 
 def reference_lr(batch_size: int) -> float:
     return REFERENCE_LR_PER_IMAGE * batch_size
 
 
-def default_grid(batch_size: int) -> tuple[float, ...]:
-    return tuple(round(reference_lr(batch_size) * f, 8) for f in GRID_FACTORS)
+def default_grid(batch_size: int) -> tuple[tuple[str, float], ...]:
+    adamw = ADAMW_LR_AT_8 * math.sqrt(batch_size / 8)
+    return (("sgd", round(reference_lr(batch_size), 8)),) + tuple(
+        ("adamw", float(f"{adamw * f:.3g}")) for f in ADAMW_FACTORS)
 
 
 OPTIMIZERS = ("sgd", "adamw")

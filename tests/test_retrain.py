@@ -254,6 +254,34 @@ def test_each_architecture_keeps_its_own_optimiser_and_rate_from_a_mixed_grid(ru
         retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adam:1e-4"), device="cpu")
 
 
+def test_the_default_grid_offers_each_architecture_sgd_and_adamw(run, tiny_test):
+    """Without --lr-grid every architecture tries FCOS's SGD rate and AdamW's rates on meta-val and
+    keeps whichever optimiser does better for it; AdamW's rates follow the batch's square root."""
+    from nascli.retrain import default_grid, reference_lr
+
+    def evaluate(checkpoint, data, *, image_dir=None, device="cpu", latency_images=20):
+        config = load_checkpoint(checkpoint)["config"]
+        control = config["genotype"]["space"] == "fpn-fcos"
+        sgd = config["optimizer"] == "sgd"
+        ap = (0.3 if sgd else 0.2) if control else (0.1 if sgd else 0.2 + config["lr"])  # trial: AdamW, fastest
+        return {"AP": ap, "AP50": ap, "AP75": ap, "APs": ap, "APm": ap, "APl": -1, "params": 1, "flops": 1,
+                "flops_input": [64, 64], "latency_ms": 1.0, "device": "cpu"}
+
+    r = retrain(run, val=tiny_test, top=1, epochs=3, seeds=1, device="cpu", train_fn=fake_train([]),
+                evaluate_fn=evaluate)
+    trial = next(name for name in r["chosen"] if name != "baseline")
+    labels = set(r["grid"]["baseline"])
+    assert labels == set(r["grid"][trial]) and len(labels) == 4
+    assert sum(label.startswith("adamw:") for label in labels) == 3  # the rest: one SGD rate
+    assert r["chosen"]["baseline"] in labels and not r["chosen"]["baseline"].startswith("adamw:")
+    assert r["chosen"][trial] == max((lb for lb in labels if lb.startswith("adamw:")), key=lambda lb: float(lb[6:]))
+    for small in (2, 8):
+        a, b = dict(default_grid(small)), default_grid(4 * small)
+        assert [rate for name, rate in b if name == "adamw"] == pytest.approx(
+            [2 * rate for name, rate in default_grid(small) if name == "adamw"], rel=1e-2)
+        assert dict(b)["sgd"] == pytest.approx(4 * a["sgd"]) == pytest.approx(reference_lr(4 * small))
+
+
 def test_a_killed_grid_resumes_without_redoing_finished_rows(run, tiny_test):
     calls, seen = [], []
     rates = {0.005: 0.2, 0.01: 0.3}
