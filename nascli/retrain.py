@@ -46,8 +46,8 @@ BASELINE = "baseline"
 REFERENCE_LR_PER_IMAGE = 0.01 / 16
 WARMUP_FRACTION = 500 / 90_000
 WARMUP_START = 1 / 3
-#: AdamW's middle rate at 8 images a batch, scaled by the square root of the batch (the square-root
-#: rule for adaptive optimisers, Malladi et al. 2022). Measured (benchmarks/bccd-promotion-adamw.json,
+#: AdamW's smallest default rate at 8 images a batch, scaled by the square root of the batch (the
+#: square-root rule for adaptive optimisers, Malladi et al. 2022). Measured (benchmarks/bccd-promotion-adamw.json,
 #: benchmarks/README.md): on BCCD every promoted architecture and the control chose AdamW on
 #: meta-val over every SGD rate (the control by 2.6 AP, searched decoders by 12-17 AP: their
 #: separable, dilated GroupNorm ops are badly conditioned for SGD) - the control 8e-4, the searched
