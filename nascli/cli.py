@@ -614,7 +614,7 @@ def retrain_cmd(
     head_width: Annotated[int | None, typer.Option(min=8, help="Head width if not --width (@128-256: --width 128 --head-width 256).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="First seed (default: the baseline's); --seeds counts up from it.")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds of the final schedule per architecture (the test verdict needs 2).")] = 2,
-    lr: Annotated[float | None, typer.Option(min=0, help="Pin one peak SGD rate for every architecture (no grid).")] = None,
+    lr: Annotated[float | None, typer.Option(min=0, help="Pin one peak rate (of --optimizer, default SGD) for every architecture (no grid).")] = None,
     lr_grid: Annotated[str | None, typer.Option(help="Points each architecture tries on meta-val: rates, e.g. 0.005,0.01,0.02, and OPTIMIZER:RATE, e.g. adamw:4e-4 (default: SGD at FCOS's 0.01 per 16 images and AdamW at 8e-4, 1.6e-3, 3.2e-3 for 8 images a batch, scaled by the square root of the batch).")] = None,
     grid_epochs: Annotated[int | None, typer.Option(min=1, help="Epochs of each grid run (default: a third of the schedule).")] = None,
     select_val: Annotated[Path | None, typer.Option(help="Meta-val COCO json the grid chooses on (default: the search's).")] = None,
