@@ -302,8 +302,10 @@ def _row(run, meta: dict, r: dict) -> dict:
     if status == "done" and r["checkpoint"] and not Path(r["checkpoint"]).is_file():  # grid rows keep none
         status = "missing"
     m = r["metrics"]
-    return {"run": str(run), "method": meta.get("method"), "name": r["name"], "arch": m.get("arch", r["name"]),
-            "stage": m.get("stage", "final"), "lr": m.get("lr"), "optimizer": m.get("optimizer", "sgd"),
+    arch = m.get("arch", r["name"])
+    return {"run": str(run), "method": meta.get("method"), "name": r["name"], "arch": arch,
+            "chosen": meta.get("promoted", {}).get(arch), "stage": m.get("stage", "final"), "lr": m.get("lr"),
+            "optimizer": m.get("optimizer", "sgd"),
             "epochs": m.get("epochs"),
             "seed": m.get("seed"), "trial": r["trial"],
             "reward": r["reward"], "status": status, "checkpoint": r["checkpoint"], "reason": m.get("reason", ""),
@@ -320,9 +322,9 @@ def architectures(rows: list[dict]) -> list[dict]:
     for arch in dict.fromkeys(r["arch"] for r in rows):
         mine = [r for r in rows if r["arch"] == arch]
         final = [r for r in mine if r["stage"] == "final"]
-        if final:  # a changed recipe made new final rows: the latest recipe's, never a mix of two
-            latest = (final[-1]["optimizer"], final[-1]["lr"], final[-1]["epochs"])
-            final = [r for r in final if (r["optimizer"], r["lr"], r["epochs"]) == latest]
+        if final:  # one recipe's seeds, never a mix of two: the last promotion's choice (else the latest rows)
+            chosen = mine[0]["chosen"] or {k: final[-1][k] for k in ("optimizer", "lr", "epochs")}
+            final = [r for r in final if all(r[k] == chosen[k] for k in ("optimizer", "lr", "epochs"))]
         ok = [r for r in final if r["status"] == "done"]
         grid = {point_label(r["optimizer"], r["lr"]): (r["AP"] if r["status"] == "done" else None)
                 for r in mine if r["stage"] == "grid"}

@@ -340,6 +340,11 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
             ap = {point: (r["metrics"]["AP"] if r["status"] == "done" else None) for point, r in zip(grid, grid_rows)}
             scores[cand.name] = {point_label(*point): v for point, v in ap.items()}
             chosen[cand.name] = choose_rate(ap)
+        # the choice is the run's record of this promotion: `compare` reports these recipes' seeds,
+        # also where their rows were made before (a grid rerun that chooses an older recipe again)
+        store.set_meta(promoted={**store.meta().get("promoted", {}),
+                                 **{c.name: {"optimizer": chosen[c.name][0], "lr": chosen[c.name][1], "epochs": epochs}
+                                    for c in promoted if chosen[c.name] is not None}})
         for cand in promoted:  # stage 2: the chosen point, full schedule, every seed, test
             point = chosen[cand.name]
             if point is None:

@@ -250,6 +250,15 @@ def test_each_architecture_keeps_its_own_optimiser_and_rate_from_a_mixed_grid(ru
             evaluate_fn=evaluate)
     trial_row = next(a for a in compare([run])["architectures"] if a["arch"] == trial)
     assert trial_row["optimizer"] == "sgd" and trial_row["AP"] == pytest.approx(0.1) and trial_row["seeds"] == 2
+    # the mixed grid again: every row exists, nothing trains, and the choice (AdamW for the trial) is
+    # what compare reports, although the SGD rows are the newer ones
+    trained = len(calls)
+    retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adamw:4e-4"), seeds=2, device="cpu",
+            train_fn=fake_train(calls), evaluate_fn=evaluate)
+    assert len(calls) == trained
+    rows = {a["arch"]: a for a in compare([run])["architectures"]}
+    assert (rows[trial]["optimizer"], rows[trial]["AP"]) == ("adamw", pytest.approx(0.25))
+    assert (rows["baseline"]["optimizer"], rows["baseline"]["AP"]) == ("sgd", pytest.approx(0.3))
     with pytest.raises(SpecError, match="adam:1e-4"):
         retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adam:1e-4"), device="cpu")
 
