@@ -22,7 +22,8 @@ def summary(run: Path) -> dict:
     for a in c["architectures"]:
         seeds = {}
         for r in c["rows"]:
-            if r["arch"] == a["arch"] and r["stage"] == "final" and r["status"] == "done":
+            if (r["arch"] == a["arch"] and r["stage"] == "final" and r["status"] == "done"  # its reported recipe's
+                    and all(r[k] == a[k] for k in ("optimizer", "lr", "epochs"))):
                 history = torch.load(r["checkpoint"], map_location="cpu", weights_only=False)["history"]
                 seeds[r["seed"]] = {"AP": 100 * r["AP"], "AP50": 100 * r["AP50"],
                                     "cls_loss": [round(e["cls"], 3) for e in history]}

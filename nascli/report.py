@@ -330,7 +330,8 @@ def architectures(rows: list[dict]) -> list[dict]:
                 for r in mine if r["stage"] == "grid"}
         summary = {"run": mine[0]["run"], "arch": arch, "trial": mine[0]["trial"], "reward": mine[0]["reward"],
                    "grid": grid, "lr": final[0]["lr"] if final else None,
-                   "optimizer": final[0]["optimizer"] if final else None, "seeds": len(ok),
+                   "optimizer": final[0]["optimizer"] if final else None,
+                   "epochs": final[0]["epochs"] if final else None, "seeds": len(ok),
                    "status": "done" if ok else _worst(final) if final else "grid only",
                    "reason": next((r["reason"] for r in final if r["reason"]), ""),
                    "ap_by_seed": {r["seed"]: r["AP"] for r in ok},

@@ -183,7 +183,7 @@ def fake_train(calls):
         out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)
         save_checkpoint({"kind": "fcos", "model": {}, "model_args": model_args(config, 3), "epoch": config.epochs,
-                         "history": [{"seconds": 1.0}], "config": config.model_dump()}, out / "last.pt")
+                         "history": [{"seconds": 1.0, "cls": 0.5}], "config": config.model_dump()}, out / "last.pt")
     return fake
 
 
@@ -259,6 +259,10 @@ def test_each_architecture_keeps_its_own_optimiser_and_rate_from_a_mixed_grid(ru
     rows = {a["arch"]: a for a in compare([run])["architectures"]}
     assert (rows[trial]["optimizer"], rows[trial]["AP"]) == ("adamw", pytest.approx(0.25))
     assert (rows["baseline"]["optimizer"], rows["baseline"]["AP"]) == ("sgd", pytest.approx(0.3))
+    from benchmarks.bench_promotion import summary  # its per-seed table: the same recipe's rows
+
+    per_seed = {a["arch"]: [s["AP"] for s in a["seeds"].values()] for a in summary(run)["architectures"]}
+    assert per_seed == {"baseline": [pytest.approx(30.0)] * 2, trial: [pytest.approx(25.0)] * 2}
     with pytest.raises(SpecError, match="adam:1e-4"):
         retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adam:1e-4"), device="cpu")
 
