@@ -68,9 +68,12 @@ PROXY_nas-fcos := nas-fcos-demo
 PROXY_nas-fpn := nas-fpn
 PROXY_random := nas-fcos-demo
 # Fair promotion everywhere else: retrain's default grid (SGD at FCOS's rate per image, AdamW at
-# three rates) chosen on meta-val, three seeds of the full schedule on test.
+# three rates) chosen on meta-val, extended by doubling where an architecture's best is its
+# optimiser's largest rate (at most twice: on BCCD the searched decoders chose the largest AdamW
+# rate twice in a row), three seeds of the full schedule on test.
 PROMOTE_SEEDS ?= 3
-PROMOTE := --seeds $(PROMOTE_SEEDS)
+PROMOTE_EXTEND ?= 2
+PROMOTE := --seeds $(PROMOTE_SEEDS) --extend-grid $(PROMOTE_EXTEND)
 
 pipeline-%: $(STAMP)
 	rm -rf pipelines/$*

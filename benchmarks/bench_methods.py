@@ -33,6 +33,9 @@ METHODS = ("nas-fcos", "random", "nas-fpn", "auto-fpn", "detnas", "sp-nas")
 #: The budget is minutes; the trial count only caps a search (auto-fpn: its supernet epochs).
 TRIAL_CAP = {"auto-fpn": 6}
 TRIAL_CAP_DEFAULT = 10_000
+#: Grid extensions where an architecture's best is its optimiser's largest rate (the Makefile's
+#: PROMOTE_EXTEND: every promotion of the table is the pipelines').
+EXTEND_GRID = 2
 #: A proxy whose spread between candidates is below this many seed-noise widths cannot steer a search.
 MIN_SIGNAL_TO_NOISE = 3.0
 AUTO_FPN_PRESETS = ("small", "middle", "big")
@@ -108,7 +111,7 @@ def promote(run: Path, test: str, epochs: int | None, seeds: int, lr: float | No
 
     if shared is not None:
         share_control(shared, run)
-    retrain(run, top=1, val=test, epochs=epochs, seeds=seeds, lr=lr, device="cpu")
+    retrain(run, top=1, val=test, epochs=epochs, seeds=seeds, lr=lr, device="cpu", extend_grid=EXTEND_GRID)
 
 
 def same_control(a: Path, b: Path) -> bool:

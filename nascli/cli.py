@@ -617,6 +617,7 @@ def retrain_cmd(
     lr: Annotated[float | None, typer.Option(min=0, help="Pin one peak rate (of --optimizer, default SGD) for every architecture (no grid).")] = None,
     lr_grid: Annotated[str | None, typer.Option(help="Points each architecture tries on meta-val: rates, e.g. 0.005,0.01,0.02, and OPTIMIZER:RATE, e.g. adamw:4e-4 (default: SGD at FCOS's 0.01 per 16 images and AdamW at 8e-4, 1.6e-3, 3.2e-3 for 8 images a batch, scaled by the square root of the batch).")] = None,
     grid_epochs: Annotated[int | None, typer.Option(min=1, help="Epochs of each grid run (default: a third of the schedule).")] = None,
+    extend_grid: Annotated[int, typer.Option(min=0, help="An architecture whose best meta-val point is its optimiser's largest rate also tries twice that rate, up to K times.")] = 0,
     select_val: Annotated[Path | None, typer.Option(help="Meta-val COCO json the grid chooses on (default: the search's).")] = None,
     deep_supervision: Annotated[bool, typer.Option("--deep-supervision", help="NAS-FPN: train the head on every stacked pyramid (anytime detection).")] = False,
     frozen_backbone_epochs: Annotated[int | None, typer.Option(min=0, help="Each row's first epochs train the decoder on the frozen backbone, then everything (LP-FT; default 0).")] = None,
@@ -645,7 +646,7 @@ def retrain_cmd(
                     head_width=head_width, seed=seed, seeds=seeds, lr=lr, lr_grid=grid, grid_epochs=grid_epochs,
                     select_val=select_val, device=device, on_progress=on_progress,
                     deep_supervision=deep_supervision, frozen_backbone_epochs=frozen_backbone_epochs,
-                    optimizer=optimizer)
+                    optimizer=optimizer, extend_grid=extend_grid)
     if as_json:
         return _emit_json(r)
     console.print(f"promotion budget: grid {r['grid_seconds'] / 60:.1f} min "
@@ -655,7 +656,7 @@ def retrain_cmd(
             if label and name in r["grid"] and _largest_of_its_kind(label, r["grid"][name])]
     if edge:
         console.print(f"note: {', '.join(edge)} chose the grid's largest rate for its optimiser; a higher one "
-                      f"might do better (--lr-grid with rates above it)")
+                      f"might do better (--extend-grid K, or --lr-grid with rates above it)")
     _print_compare(compare([run]))
 
 
@@ -675,10 +676,9 @@ def _rates(text: str) -> tuple:
 
 def _largest_of_its_kind(label: str, grid: dict) -> bool:
     """Whether the chosen grid point has the largest rate tried with its optimiser."""
-    from .retrain import grid_point
+    from .retrain import at_edge, grid_point
 
-    name, rate = grid_point(label)
-    return rate == max(r for n, r in map(grid_point, grid) if n == name)
+    return at_edge(grid_point(label), map(grid_point, grid))
 
 
 @app.command("compare")

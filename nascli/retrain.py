@@ -283,7 +283,7 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
             lr_grid=None, grid_epochs: int | None = None, seeds: int = 2, select_val=None,
             select_image_dir=None, device: str = "auto", on_progress=None, train_fn=train,
             evaluate_fn=None, deep_supervision: bool = False, frozen_backbone_epochs: int | None = None,
-            optimizer: str | None = None) -> dict:
+            optimizer: str | None = None, extend_grid: int = 0) -> dict:
     """Promotes a run: grid on meta-val, then the chosen rate with `seeds` seeds on test (module
     docstring). Returns {run, checkpoint, val, select_val, grid, chosen, rows, grid_seconds,
     final_seconds}; `rows` holds every row, grid and final.
@@ -293,7 +293,9 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
     `lr_grid` replaces the default grid; `grid_epochs` defaults to a third of the schedule;
     `frozen_backbone_epochs`: each row's first epochs train the decoder on the frozen backbone;
     `optimizer` (sgd | adamw): the optimiser of bare rates (default sgd); a grid entry
-    'adamw:4e-4' names its own. `grid` and `chosen` in the result are keyed by `point_label`."""
+    'adamw:4e-4' names its own; `extend_grid` K: an architecture whose best meta-val point is its
+    optimiser's largest rate also tries twice that rate, up to K times (each architecture by
+    the same rule, so their grids may end apart). `grid` and `chosen` in the result are keyed by `point_label`."""
     from .evaluate import evaluate
     from .spaces import load_genotype
 
@@ -335,9 +337,15 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
             if len(grid) == 1:
                 chosen[cand.name] = grid[0]
                 continue
-            grid_rows = [job.run(cand, Recipe("grid", rate, grid_epochs, seed_list[0], name)) for name, rate in grid]
-            rows += grid_rows
-            ap = {point: (r["metrics"]["AP"] if r["status"] == "done" else None) for point, r in zip(grid, grid_rows)}
+            ap = {}
+            for point in grid:
+                ap[point] = _grid_ap(rows, job.run(cand, Recipe("grid", point[1], grid_epochs, seed_list[0], point[0])))
+            for _ in range(extend_grid):  # the best point at its optimiser's largest rate: try twice that rate
+                best = choose_rate(ap)
+                if best is None or not at_edge(best, ap):
+                    break
+                point = (best[0], float(f"{2 * best[1]:.3g}"))
+                ap[point] = _grid_ap(rows, job.run(cand, Recipe("grid", point[1], grid_epochs, seed_list[0], point[0])))
             scores[cand.name] = {point_label(*point): v for point, v in ap.items()}
             chosen[cand.name] = choose_rate(ap)
         # the choice is the run's record of this promotion: `compare` reports these recipes' seeds,
@@ -360,6 +368,17 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
                 "rows": rows, "grid_seconds": seconds["grid"], "final_seconds": seconds["final"]}
     finally:
         store.close()
+
+
+def _grid_ap(rows: list, row: dict) -> float | None:
+    """A grid row's meta-val AP (None if it diverged), the row kept in `rows`."""
+    rows.append(row)
+    return row["metrics"]["AP"] if row["status"] == "done" else None
+
+
+def at_edge(point: tuple[str, float], points) -> bool:
+    """Whether `point` (optimiser, rate) has the largest rate tried with its optimiser."""
+    return point[1] == max(rate for name, rate in points if name == point[0])
 
 
 def choose_rate(scores: dict):

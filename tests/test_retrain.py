@@ -295,6 +295,31 @@ def test_the_default_grid_offers_each_architecture_sgd_and_adamw(run, tiny_test)
         assert dict(b)["sgd"] == pytest.approx(4 * a["sgd"]) == pytest.approx(reference_lr(4 * small))
 
 
+def test_extend_grid_doubles_an_edge_choice_until_it_stops_winning_on_meta_val(run, tiny_test):
+    """--extend-grid: the trial's meta-val AP rises with AdamW's rate up to 1.6e-3, so from a grid
+    ending at 4e-4 it tries 8e-4, 1.6e-3 and 3.2e-3 and keeps 1.6e-3; the control's best (SGD 0.01,
+    its optimiser's only rate) is tried at 0.02, loses, and stays."""
+    import math
+
+    def evaluate(checkpoint, data, *, image_dir=None, device="cpu", latency_images=20):
+        config = load_checkpoint(checkpoint)["config"]
+        control, sgd, lr = config["genotype"]["space"] == "fpn-fcos", config["optimizer"] == "sgd", config["lr"]
+        if control:
+            ap = 0.3 - 5 * (lr - 0.01) if sgd else 0.1
+        else:
+            ap = 0.05 if sgd else 0.3 - 0.01 * abs(math.log2(lr / 1.6e-3))
+        return {"AP": ap, "AP50": ap, "AP75": ap, "APs": ap, "APm": ap, "APl": -1, "params": 1, "flops": 1,
+                "flops_input": [64, 64], "latency_ms": 1.0, "device": "cpu"}
+
+    r = retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adamw:2e-4", "adamw:4e-4"), seeds=1,
+                device="cpu", train_fn=fake_train([]), evaluate_fn=evaluate, extend_grid=4)
+    trial = next(name for name in r["chosen"] if name != "baseline")
+    assert r["chosen"] == {"baseline": "0.01", trial: "adamw:0.0016"}
+    assert set(r["grid"]["baseline"]) == {"0.01", "adamw:0.0002", "adamw:0.0004", "0.02"}
+    assert set(r["grid"][trial]) == {"0.01", "adamw:0.0002", "adamw:0.0004", "adamw:0.0008", "adamw:0.0016",
+                                     "adamw:0.0032"}
+
+
 def test_a_killed_grid_resumes_without_redoing_finished_rows(run, tiny_test):
     calls, seen = [], []
     rates = {0.005: 0.2, 0.01: 0.3}
