@@ -263,6 +263,11 @@ class RunStore:
         row = self.db.execute("SELECT state FROM strategy WHERE id = 1").fetchone()
         return row[0] if row else None
 
+    def save_state(self, state: bytes) -> None:
+        """The strategy's state on its own (a strategy that stopped asking: why, and where)."""
+        with self._transaction():
+            self._save_state(state)
+
     def _save_state(self, state: bytes) -> None:
         self.db.execute("INSERT OR REPLACE INTO strategy VALUES (1, ?, ?)", (state, time.time()))
 

@@ -127,6 +127,25 @@ def test_the_collapse_guard_stops_where_none_and_skip_take_over(tiny_cache):
     assert auto_fpn.op_shares(g)["skip"] == 1.0
 
 
+def test_a_search_stopped_by_the_guard_keeps_its_reason_in_the_run(tiny_cache, tmp_path):
+    """The guard fires on the first α epoch (collapse_share 0.01: almost any none or skip is too much): no
+    trial, and the run says why (the state is saved though nothing was asked), also to the report."""
+    from nascli.methods.auto_fpn import decoded_ops_panel
+    from nascli.search import run_search
+    from nascli.store import RunStore, unpack_state
+
+    spec = tmp_path / "auto.yaml"
+    spec.write_text("space: auto-fpn\ninputs: [c3, c4, c5]\nwidth: 8\nlayers: 1\nhead_cells: 1\n"
+                    "darts: {batch_size: 4, alpha_start: 0.0, collapse_share: 0.01}\nrescore_top: 0\nrescore_seeds: 2\n")
+    run_search("auto-fpn", str(spec), tiny_cache, 3, tmp_path / "run",
+               evaluate_fn=lambda genotype, spec, cache, seed, data_seed: TrialResult("done", reward=-1.0))
+    store = RunStore(tmp_path / "run", create=False)
+    state, trials = unpack_state(store.load_state()), store.trials("id > 0")
+    store.close()
+    assert trials == [] and state["stopped"].startswith("collapse: after epoch 1")
+    assert decoded_ops_panel(tmp_path / "run", tmp_path)["notes"] == [f"the search stopped early: {state['stopped']}"]
+
+
 def test_a_larger_lambda_decodes_to_fewer_flops_and_every_decoded_genotype_runs(tiny_cache):
     flops = {}
     for lam in (0.0, 2.0):
