@@ -16,14 +16,14 @@ def summary(run: Path) -> dict:
     import torch
 
     from nascli.report import compare
+    from nascli.retrain import same_recipe
 
     c = compare([run])
     archs = []
     for a in c["architectures"]:
         seeds = {}
         for r in c["rows"]:
-            if (r["arch"] == a["arch"] and r["stage"] == "final" and r["status"] == "done"  # its reported recipe's
-                    and all(r[k] == a[k] for k in ("optimizer", "lr", "epochs"))):
+            if r["arch"] == a["arch"] and r["stage"] == "final" and r["status"] == "done" and same_recipe(r, a):
                 history = torch.load(r["checkpoint"], map_location="cpu", weights_only=False)["history"]
                 seeds[r["seed"]] = {"AP": 100 * r["AP"], "AP50": 100 * r["AP50"],
                                     "cls_loss": [round(e["cls"], 3) for e in history]}

@@ -316,15 +316,15 @@ def architectures(rows: list[dict]) -> list[dict]:
     """One summary per architecture of one run: the grid's meta-val AP per point (keyed by
     retrain.point_label), the chosen rate and optimiser, test AP mean ± std over its finished
     final seeds, mean AP50..APl, cost, latency, minutes."""
-    from .retrain import point_label
+    from .retrain import RECIPE_FIELDS, point_label, same_recipe
 
     out = []
     for arch in dict.fromkeys(r["arch"] for r in rows):
         mine = [r for r in rows if r["arch"] == arch]
         final = [r for r in mine if r["stage"] == "final"]
         if final:  # one recipe's seeds, never a mix of two: the last promotion's choice (else the latest rows)
-            chosen = mine[0]["chosen"] or {k: final[-1][k] for k in ("optimizer", "lr", "epochs")}
-            final = [r for r in final if all(r[k] == chosen[k] for k in ("optimizer", "lr", "epochs"))]
+            chosen = mine[0]["chosen"] or {k: final[-1][k] for k in RECIPE_FIELDS}
+            final = [r for r in final if same_recipe(r, chosen)]
         ok = [r for r in final if r["status"] == "done"]
         grid = {point_label(r["optimizer"], r["lr"]): (r["AP"] if r["status"] == "done" else None)
                 for r in mine if r["stage"] == "grid"}

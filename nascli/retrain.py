@@ -337,21 +337,24 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
             if len(grid) == 1:
                 chosen[cand.name] = grid[0]
                 continue
-            ap = {}
-            for point in grid:
-                ap[point] = _grid_ap(rows, job.run(cand, Recipe("grid", point[1], grid_epochs, seed_list[0], point[0])))
+            def meta_val_ap(point, cand=cand) -> float | None:  # one grid row (kept in rows); None: diverged
+                row = job.run(cand, Recipe("grid", point[1], grid_epochs, seed_list[0], point[0]))
+                rows.append(row)
+                return row["metrics"]["AP"] if row["status"] == "done" else None
+
+            ap = {point: meta_val_ap(point) for point in grid}
             for _ in range(extend_grid):  # the best point at its optimiser's largest rate: try twice that rate
                 best = choose_rate(ap)
                 if best is None or not at_edge(best, ap):
                     break
                 point = (best[0], float(f"{2 * best[1]:.3g}"))
-                ap[point] = _grid_ap(rows, job.run(cand, Recipe("grid", point[1], grid_epochs, seed_list[0], point[0])))
+                ap[point] = meta_val_ap(point)
             scores[cand.name] = {point_label(*point): v for point, v in ap.items()}
             chosen[cand.name] = choose_rate(ap)
         # the choice is the run's record of this promotion: `compare` reports these recipes' seeds,
         # also where their rows were made before (a grid rerun that chooses an older recipe again)
         store.set_meta(promoted={**store.meta().get("promoted", {}),
-                                 **{c.name: {"optimizer": chosen[c.name][0], "lr": chosen[c.name][1], "epochs": epochs}
+                                 **{c.name: dict(zip(RECIPE_FIELDS, (*chosen[c.name], epochs)))
                                     for c in promoted if chosen[c.name] is not None}})
         for cand in promoted:  # stage 2: the chosen point, full schedule, every seed, test
             point = chosen[cand.name]
@@ -370,10 +373,12 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
         store.close()
 
 
-def _grid_ap(rows: list, row: dict) -> float | None:
-    """A grid row's meta-val AP (None if it diverged), the row kept in `rows`."""
-    rows.append(row)
-    return row["metrics"]["AP"] if row["status"] == "done" else None
+#: What makes two final rows of one architecture the same recipe (their seeds are averaged together).
+RECIPE_FIELDS = ("optimizer", "lr", "epochs")
+
+
+def same_recipe(a: dict, b: dict) -> bool:
+    return all(a[k] == b[k] for k in RECIPE_FIELDS)
 
 
 def at_edge(point: tuple[str, float], points) -> bool:

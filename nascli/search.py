@@ -187,8 +187,8 @@ def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, s
                 room = 0 if over else min(trials - store.count(), pool.slots - pool.busy())
                 asked = strategy.ask(room) if room > 0 else []
                 if not asked:  # the budget is spent, the strategy waits for results, or it stops
-                    if room > 0:  # kept as the strategy is now: e.g. Auto-FPN's collapse guard's reason
-                        store.save_state(pack_state(strategy.state_dict()))
+                    if room > 0 and not pool.busy():  # it stops: kept as it is now (e.g. Auto-FPN's guard's
+                        store.save_state(pack_state(strategy.state_dict()))  # reason); waiting: saved when told
                     break
                 first = store.count() + 1
                 store.add_pending([g.to_json() for g in asked], [seed * 100_003 + first + i for i in range(len(asked))],
