@@ -92,25 +92,26 @@ def sgd_step(optimizer, loss, lr: float, where: str, precision: MixedPrecision |
     (precision or MixedPrecision(loss.device, False)).step(optimizer, loss, clip_norm=10.0)
 
 
-_LEGACY_UPDATES: list[bool] = []
+_LEGACY: list[bool] = []
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
     """The decoder trial's Adam on torch's multi-tensor path: on CPU torch otherwise updates one
     tensor at a time, whose dispatch is ~8 % of a demo-proxy trial; the updates are bit-identical
     (issue 30, measured on 4 genotypes)."""
-    return torch.optim.Adam(params, lr=lr, foreach=not _LEGACY_UPDATES)
+    return torch.optim.Adam(params, lr=lr, foreach=not _LEGACY)
 
 
 @contextmanager
-def legacy_updates():
-    """The updates as they were before issue 30 (benchmarks/bench_trial.py's "before" arm): `adam`
-    one tensor at a time, `PolyakAverage` walking the modules at every step."""
-    _LEGACY_UPDATES.append(True)
+def legacy_trial():
+    """The trial kit as it was before issue 30 (benchmarks/bench_trial.py's "before" arm): `adam`
+    one tensor at a time, `PolyakAverage` walking the modules at every step, `recompute_batchnorm`
+    through the whole model."""
+    _LEGACY.append(True)
     try:
         yield
     finally:
-        _LEGACY_UPDATES.pop()
+        _LEGACY.pop()
 
 
 class PolyakAverage:
@@ -132,7 +133,7 @@ class PolyakAverage:
     def update(self, model: torch.nn.Module) -> None:
         self.steps += 1
         decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        if model is not self._source or _LEGACY_UPDATES:
+        if model is not self._source or _LEGACY:
             self._source, self._current = model, [p.detach() for p in model.parameters()]
         torch._foreach_lerp_(self._averaged, self._current, 1.0 - decay)
 
@@ -141,7 +142,8 @@ class PolyakAverage:
 def recompute_batchnorm(model: torch.nn.Module, batches) -> None:
     """Sets every BatchNorm's running statistics to the average over `batches` of its batch
     statistics, with the model's current weights and no gradient (torch.optim.swa_utils.update_bn
-    for feature-cache batches). Models without BatchNorm are left as they are."""
+    for feature-cache batches). Models without BatchNorm are left as they are; a model's
+    `batchnorm_pass`, when it has one, replaces its forward (only what reaches a BatchNorm need run)."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
@@ -151,8 +153,9 @@ def recompute_batchnorm(model: torch.nn.Module, batches) -> None:
         m.momentum = None  # cumulative average over the batches
     was_training = model.training
     model.train()
+    forward = model if _LEGACY else getattr(model, "batchnorm_pass", model)
     for batch in batches:
-        model(batch)
+        forward(batch)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.train(was_training)

@@ -33,14 +33,15 @@ def test_proxy_reward_is_the_negative_meta_val_loss(tiny_cache, tiny_proxy):
 
 
 def test_faster_updates_leave_the_reward_unchanged(tiny_cache, tiny_proxy):
-    """The trial's Adam updates all tensors at once and its average keeps its parameter lists (issue
-    30); the reward is the old updates', and the benchmark's "before" arm really runs those."""
-    from nascli.trial import adam, legacy_updates
+    """The trial's Adam updates all tensors at once, its average keeps its parameter lists and its
+    BatchNorm recalibration skips a GroupNorm head (issue 30); the reward is the old trial's, and the
+    benchmark's "before" arm really runs that."""
+    from nascli.trial import adam, legacy_trial
 
     spec = load_spec(ProxySpec, tiny_proxy)
     genotype = _valid_genotype(spec)
     fast = evaluate(genotype, spec, tiny_cache, seed=3, data_seed=1)
-    with legacy_updates():
+    with legacy_trial():
         slow = evaluate(genotype, spec, tiny_cache, seed=3, data_seed=1)
         assert adam([torch.zeros(1, requires_grad=True)], 0.1).defaults["foreach"] is False
     assert adam([torch.zeros(1, requires_grad=True)], 0.1).defaults["foreach"] is True
@@ -162,6 +163,33 @@ def test_scored_batchnorm_statistics_are_recomputed_on_meta_train(tiny_cache, ti
         means, variances = zip(*seen[id(mp)])
         torch.testing.assert_close(m.running_mean, torch.stack(means).mean(0), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(m.running_var, torch.stack(variances).mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_recalibration_runs_the_head_only_when_it_has_batchnorm(tiny_cache, tiny_proxy):
+    """The recalibration pass stops at the FPN when the head has no BatchNorm (FCOS's GroupNorm head),
+    and the full model's statistics are what it leaves (the check above); a head with BN runs."""
+    import torch
+
+    from nascli.cache import CachedSplit
+    from nascli.spaces import build_decoder
+    from nascli.trial import legacy_trial, recompute_batchnorm
+
+    spec = load_spec(ProxySpec, tiny_proxy)
+    train = CachedSplit(tiny_cache, "train")
+    decoder = build_decoder(_valid_genotype(spec), train.in_channels(), len(train.classes), spec.width)
+    calls = []
+    decoder.head.register_forward_hook(lambda *_: calls.append(1))
+    batches = list(train.batches(4, False))
+    recompute_batchnorm(decoder, batches)
+    assert calls == [] and not any(isinstance(m, torch.nn.BatchNorm2d) for m in decoder.head.modules())
+    fast = {k: v.clone() for k, v in decoder.state_dict().items()}
+    with legacy_trial():
+        recompute_batchnorm(decoder, batches)
+    assert len(calls) == len(batches)
+    assert all(torch.equal(fast[k], v) for k, v in decoder.state_dict().items())
+    decoder.head.extra = torch.nn.BatchNorm2d(1)  # a head with BatchNorm is run
+    recompute_batchnorm(decoder, batches)
+    assert len(calls) == 2 * len(batches)
 
 
 def test_polyak_average_warms_up_so_the_first_steps_fade():

@@ -54,6 +54,14 @@ class FCOSDecoder(nn.Module):
         return {"cls_logits": cls_logits, "box_ltrb": box_ltrb, "ctr_logits": ctr_logits,
                 "feature_sizes": [tuple(p.shape[-2:]) for p in pyramid]}
 
+    def batchnorm_pass(self, feats: dict) -> None:
+        """The forward `recompute_batchnorm` needs: the FPN, and the head only when it has BatchNorm
+        (FCOS heads use GroupNorm: skipping them leaves the statistics bit-identical and saves the
+        costlier half of every recalibration pass, issue 30)."""
+        pyramid = self.fpn(feats)
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.head.modules()):
+            self.head(pyramid)
+
     def loss(self, outputs: dict, targets: list[dict]) -> dict:
         """Loss against ground-truth boxes (targets assigned here by the numba kernel)."""
         labels, ltrb, ctr = batch_targets(outputs["feature_sizes"], targets)
