@@ -131,7 +131,7 @@ bench-search-retrain: $(STAMP)
 	$(NASCLI) export $(SEARCH_RUNS)/random --top 1 --out $(SEARCH_RUNS)/random/export
 	r=$(SEARCH_RUNS)/promoted; test -f $$r/run.db || { mkdir -p $$r && cp $(SEARCH_RUNS)/nas-fcos/run.db $(SEARCH_RUNS)/nas-fcos/spec.yaml $$r/; }; \
 	  $(NASCLI) retrain $$r --top 1 --arch $$(ls $(SEARCH_RUNS)/random/export/rank1_*.json) --epochs $(SEARCH_RETRAIN_EPOCHS) \
-	    --seeds $(SEARCH_RETRAIN_SEEDS) --val $(DEMO)/test.json
+	    --seeds $(SEARCH_RETRAIN_SEEDS) --extend-grid $(PROMOTE_EXTEND) --val $(DEMO)/test.json
 	$(BIN)/python -m benchmarks.bench_search_retrain --run $(SEARCH_RUNS)/promoted
 
 # The BCCD measurement in the README: VOC train -> COCO, split into meta-train / meta-val, the
