@@ -8,8 +8,9 @@ with its re-scoring seeds and the best genotype with its re-scoring seeds (DESIG
   2 cores), padding-only taps skipped (`ReachConv2d`), Adam's multi-tensor updates (`trial.adam`)
   and a Polyak average that keeps its parameter lists.
 Reported: trials per hour both ways and their ratio; how far the rewards moved (Kendall tau over
-the genotypes and the control, the largest difference in units of the proxy's seed noise: thread
-counts change float summation order, nothing else changes); where one trial's time goes
+the genotypes and the control, the largest difference in units of the proxy's seed noise), and the
+"before" code rerun at the after arm's thread count, which separates what the changes move from what
+the thread count alone moves (float summation order, amplified by a trial's 130 Adam steps); where one trial's time goes
 (torch.profiler, self CPU time by kind of op); achieved GFLOP/s against this machine's conv-3×3 and
 matmul rates measured in the same run. Run it alone: another torch process skews every number.
 
@@ -141,6 +142,10 @@ def run(cache, proxy: str, genotypes: int, workers: int, seed: int, out: Path) -
     more, seconds = run_before(extra, spec, cache, cores)
     jobs, before, before_s = jobs + extra, {**before, **more}, before_s + seconds
     after, after_s = run_after(jobs, spec, cache, cores, workers)
+    threads = max(1, cores // workers)
+    # the "before" code at the workers' thread count: which differences the changes make, and which
+    # the thread count alone makes (float summation order, amplified by 130 Adam steps)
+    same, _ = run_before(jobs, spec, cache, threads) if threads != cores else (before, before_s)
     names = [j[0] for j in jobs]
     ranked = [n for n in names if n.startswith("trial-")] + ["control-seed0"]
     control = [before[n] for n in names if n.startswith("control-")]
@@ -164,6 +169,12 @@ def run(cache, proxy: str, genotypes: int, workers: int, seed: int, out: Path) -
         "kendall_tau": kendall_tau([before[n] for n in ranked], [after[n] for n in ranked]),
         "control_seed_noise": noise,
         "max_difference_in_noise": max(abs(before[n] - after[n]) for n in names) / noise,
+        "same_threads": {  # before at the after arm's threads: the changes alone, and the threads alone
+            "threads": threads, "rewards": {n: same[n] for n in names},
+            "kendall_tau_vs_after": kendall_tau([same[n] for n in ranked], [after[n] for n in ranked]),
+            "max_difference_vs_after_in_noise": max(abs(same[n] - after[n]) for n in names) / noise,
+            "kendall_tau_threads_alone": kendall_tau([same[n] for n in ranked], [before[n] for n in ranked]),
+            "max_difference_threads_alone_in_noise": max(abs(same[n] - before[n]) for n in names) / noise},
         "profile": prof,
         "achieved_gflops": round(prof["flops_per_crop"] * crops / prof["wall_seconds"] / 1e9, 2),
         "peaks": [peaks(1), peaks(cores)],
@@ -189,6 +200,10 @@ def main():
           f"({r['after']['trials_per_hour']}/h, {r['after']['how']}): {r['speedup']}x")
     print(f"rewards: Kendall tau {r['kendall_tau']:.3f} over the trials and the control; largest difference "
           f"{r['max_difference_in_noise']:.3f} seed-noise widths (noise {r['control_seed_noise']:.4f})")
+    same = r["same_threads"]
+    print(f"at {same['threads']} thread(s) both: tau {same['kendall_tau_vs_after']:.3f}, largest difference "
+          f"{same['max_difference_vs_after_in_noise']:.3f} widths; the thread count alone: tau "
+          f"{same['kendall_tau_threads_alone']:.3f}, {same['max_difference_threads_alone_in_noise']:.3f} widths")
     print("one trial's time:", ", ".join(f"{k} {v:.0%}" for k, v in r["profile"]["share"].items()))
     print(f"achieved {r['achieved_gflops']} GFLOP/s; peaks {r['peaks']}")
 
