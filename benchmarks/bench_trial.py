@@ -160,10 +160,10 @@ def run(cache, proxy: str, genotypes: int, workers: int, seed: int, out: Path) -
         "proxy": proxy, "cache": str(cache), "cores": cores, "workers": workers, "seed": seed,
         "evaluations": len(jobs), "genotypes": genotypes, "rescore_seeds": spec.rescore_seeds,
         "before": {"seconds": round(before_s, 1), "trials_per_hour": round(3600 * len(jobs) / before_s, 1),
-                   "how": f"serial, {cores} threads, whole dilated kernels, per-tensor updates"},
+                   "how": f"serial, {cores} threads, whole dilated kernels, per-tensor updates, full recalibration"},
         "after": {"seconds": round(after_s, 1), "trials_per_hour": round(3600 * len(jobs) / after_s, 1),
                   "how": f"{workers} worker processes x {max(1, cores // workers)} thread, padding-only taps "
-                          "skipped, multi-tensor updates"},
+                          "skipped, multi-tensor updates, FPN-only recalibration"},
         "speedup": round(before_s / after_s, 2),
         "rewards": {n: {"before": before[n], "after": after[n]} for n in names},
         "kendall_tau": kendall_tau([before[n] for n in ranked], [after[n] for n in ranked]),
