@@ -10,7 +10,7 @@ promoted by the fair protocol (`retrain`: the rate chosen on meta-val, `--seeds`
 one table reports per method: search minutes, trials, the proxy verdict, test AP mean ± std,
 AP50, params, FLOPs, latency and the test verdict against the control; a figure puts every
 winner and control on AP against FLOPs. A method whose proxy cannot separate candidates (NAS-FPN:
-spread over seed noise measured below 3, benchmarks/reward_noise-nas-fpn.json) gets a row that
+spread over seed noise measured below 3, benchmarks/proxy-study-nas-fpn.json) gets a row that
 says so instead of a promotion.
 
 Resumable: every search and every promoted row is in a run database under `--work`; rerunning
@@ -70,7 +70,15 @@ def pipeline_inputs(pipeline: Path, work: Path, seed: int) -> Inputs:
 
 
 def proxy_signal(method: str) -> float | None:
-    """The measured spread/noise of a method's proxy reward, where one was measured."""
+    """The measured spread/noise of the better reward of a method's proxy as shipped (the proxy this
+    table runs), where one was measured: the proxy study's "as shipped" design when there is a study
+    (benchmarks/proxy-study-<method>.json; a design it chose replaces the shipped spec by hand, so
+    the study then measures it as shipped), else the single measurement (reward_noise-<method>.json)."""
+    study = Path(__file__).with_name(f"proxy-study-{method}.json")
+    if study.is_file():
+        shipped = json.loads(study.read_text())["designs"].get("as shipped")
+        if shipped:
+            return max(shipped["ratio"].values())
     path = Path(__file__).with_name(f"reward_noise-{method}.json")
     if not path.is_file():
         return None

@@ -70,6 +70,9 @@ def test_a_proxy_measured_unable_to_separate_candidates_is_not_promoted(tmp_path
     monkeypatch.setattr(bm, "__file__", str(tmp_path / "bench_methods.py"))
     assert bm.proxy_signal("nas-fpn") == pytest.approx(1.58)  # the better of its two rewards
     assert bm.proxy_signal("nas-fcos") is None  # never measured: promoted as usual
+    (tmp_path / "proxy-study-nas-fpn.json").write_text(
+        '{"chosen": null, "designs": {"as shipped": {"ratio": {"ap": 1.1, "loss": 2.4}}, "1 pyramid": {"ratio": {"ap": 2.8, "loss": 0.5}}}}')
+    assert bm.proxy_signal("nas-fpn") == pytest.approx(2.4)  # a study wins: its shipped design, the one run
 
 
 def test_the_proxy_study_keeps_the_cheapest_design_that_separates_candidates(tmp_path, monkeypatch):
