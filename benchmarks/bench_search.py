@@ -33,7 +33,7 @@ def run(cache, trials: int, proxy: str, seed: int, runs: Path, out_json: Path) -
             results[method]["wall_seconds"] = previous[method]["wall_seconds"]
     results["controller_vs_random"] = difference(results["nas-fcos"], results["random"])
     out_json.write_text(json.dumps(results, indent=1))
-    _figure(results, out_json.with_name("search_curves.png"))
+    _figure(results, out_json.with_name(f"{out_json.stem}_curves.png"))
     table = Table(title=f"{trials} trials each, proxy {proxy}, seed {seed}, same cache")
     quarters = [max(1, trials * q // 4) for q in (1, 2, 3, 4)]
     for col in ("method", "trials/hour", *[f"best after {q}" for q in quarters], "mean, last half",
