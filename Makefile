@@ -264,7 +264,7 @@ methods: $(STAMP)
 	test -f $(METHODS_PIPELINE_$(METHODS_DATA))/baseline/last.pt || $(MAKE) $(if $(filter bccd,$(METHODS_DATA)),bccd,demo)
 	$(if $(filter bccd,$(METHODS_DATA)),$(NASCLI) cache-features --data bccd/meta-train.json --val bccd/meta-val.json --checkpoint bccd/baseline/last.pt --levels c3,c4,c5 --out bccd/cache --seed $(SEED))
 	$(BIN)/python -m benchmarks.bench_methods --pipeline $(METHODS_PIPELINE_$(METHODS_DATA)) --minutes $(METHODS_BUDGET_MIN) \
-	  --seeds $(METHODS_SEEDS) --executor $(METHODS_EXECUTOR) --seed $(SEED) \
+	  --seeds $(METHODS_SEEDS) --executor $(METHODS_EXECUTOR) --seed $(SEED) $(foreach m,nas-fcos random,--proxy $(m)=$(PROXY_$(m))) \
 	  --work benchmarks/runs/methods-$(METHODS_DATA) --out benchmarks/methods-$(METHODS_DATA).json
 
 # Can NAS-FPN's proxy separate candidates on a CPU (issue 28)? The control and 6 random pyramids,

@@ -214,7 +214,8 @@ def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.
         if on_row:
             on_row(rows[-1])
     return {"minutes_per_method": minutes, "seed": seed, "executor": executor, "features": inputs.features,
-            "images": inputs.images, "test": inputs.test, "seeds": seeds, "epochs": epochs, "rows": rows}
+            "images": inputs.images, "test": inputs.test, "seeds": seeds, "epochs": epochs,
+            "proxies": {m: str(p) for m, p in (proxies or {}).items()}, "rows": rows}
 
 
 def figure(result: dict, path: Path) -> Path:
@@ -256,6 +257,18 @@ def table_lines(result: dict) -> list[str]:
     return lines
 
 
+def parse_proxies(pairs: list[str]) -> dict:
+    """`METHOD=SPEC` pairs as the proxies `run` takes: the demo cache has no C2, so the Makefile
+    names the NAS-FCOS demo proxy for nas-fcos and random as its pipelines do."""
+    proxies = {}
+    for pair in pairs:
+        method, sep, spec = pair.partition("=")
+        if not sep or method not in METHODS or not spec:
+            raise SystemExit(f"bench_methods: --proxy {pair!r}: expected METHOD=SPEC with METHOD one of {', '.join(METHODS)}")
+        proxies[method] = spec
+    return proxies
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", default="pipelines/nas-fcos", help="a make pipeline-* folder (baseline, cache)")
@@ -265,13 +278,15 @@ def main():
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--executor", default=os.environ.get("METHODS_EXECUTOR", "local"))
+    parser.add_argument("--proxy", action="append", default=[], metavar="METHOD=SPEC",
+                        help="a method's proxy spec (name or path; default: the method's own), repeatable")
     parser.add_argument("--work", default="benchmarks/runs/methods")
     parser.add_argument("--out", default="benchmarks/methods.json")
     args = parser.parse_args()
     work = Path(args.work)
     inputs = pipeline_inputs(Path(args.pipeline), work, args.seed)
     result = run(inputs, work, args.methods.split(","), args.minutes, args.seed, args.epochs, args.seeds,
-                 executor=args.executor, on_row=lambda r: print(f"{r['method']}: {r['test_verdict'] or r['note']}",
+                 proxies=parse_proxies(args.proxy), executor=args.executor, on_row=lambda r: print(f"{r['method']}: {r['test_verdict'] or r['note']}",
                                                                 flush=True))
     out = Path(args.out)
     out.write_text(json.dumps(result, indent=1))

@@ -100,3 +100,11 @@ def test_the_proxy_study_keeps_the_cheapest_design_that_separates_candidates(tmp
     ratios = {n: d["ratio"]["ap"] for n, d in r["designs"].items()}
     assert ratios["a"] < 3 < ratios["c"] < ratios["b"]
     assert rn.study("cache.h5", "nas-fpn", 3, 3, 0, out)["chosen"] == "c" and measured == ["a", "b", "c"]
+
+
+def test_proxies_are_named_per_method_and_a_malformed_pair_is_refused():
+    assert bm.parse_proxies(["nas-fcos=nas-fcos-demo", "random=x.yaml"]) == {"nas-fcos": "nas-fcos-demo",
+                                                                              "random": "x.yaml"}
+    for bad in ("nas-fcos", "nas-fcos=", "bogus=nas-fcos-demo"):
+        with pytest.raises(SystemExit, match="METHOD=SPEC"):
+            bm.parse_proxies([bad])
