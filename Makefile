@@ -114,16 +114,20 @@ $(VENV)/.bench: $(STAMP)
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks
 
-# nas-fcos vs random on the demo's cache (run `make demo` first).
+# nas-fcos vs random on the demo's cache (run `make demo` first). SEARCH_SEED=S (S > 0) runs
+# another search seed into benchmarks/runs/search-seedS and benchmarks/search-seedS.json.
 SEARCH_TRIALS ?= 60
+SEARCH_SEED ?= $(SEED)
+SEARCH_TAG := $(if $(filter 0,$(SEARCH_SEED)),search,search-seed$(SEARCH_SEED))
 bench-search: $(STAMP)
 	$(call require_cache,$(DEMO)/cache,demo)
-	$(BIN)/python -m benchmarks.bench_search --cache $(DEMO_CACHE) --trials $(SEARCH_TRIALS) --seed $(SEED)
+	$(BIN)/python -m benchmarks.bench_search --cache $(DEMO_CACHE) --trials $(SEARCH_TRIALS) --seed $(SEARCH_SEED) \
+	  --runs benchmarks/runs/$(SEARCH_TAG) --out benchmarks/$(SEARCH_TAG).json
 
 # Whether bench-search's proxy wins survive a fair promotion: the controller's best, random's best
 # and the control promoted alike in one run folder (grid on meta-val, SEARCH_RETRAIN_SEEDS seeds
 # of SEARCH_RETRAIN_EPOCHS on the test split); resumable.
-SEARCH_RUNS := benchmarks/runs/search
+SEARCH_RUNS := benchmarks/runs/$(SEARCH_TAG)
 SEARCH_RETRAIN_SEEDS ?= 3
 SEARCH_RETRAIN_EPOCHS ?= 6
 bench-search-retrain: $(STAMP)
@@ -132,7 +136,7 @@ bench-search-retrain: $(STAMP)
 	r=$(SEARCH_RUNS)/promoted; test -f $$r/run.db || { mkdir -p $$r && cp $(SEARCH_RUNS)/nas-fcos/run.db $(SEARCH_RUNS)/nas-fcos/spec.yaml $$r/; }; \
 	  $(NASCLI) retrain $$r --top 1 --arch $$(ls $(SEARCH_RUNS)/random/export/rank1_*.json) --epochs $(SEARCH_RETRAIN_EPOCHS) \
 	    --seeds $(SEARCH_RETRAIN_SEEDS) --extend-grid $(PROMOTE_EXTEND) --val $(DEMO)/test.json
-	$(BIN)/python -m benchmarks.bench_search_retrain --run $(SEARCH_RUNS)/promoted
+	$(BIN)/python -m benchmarks.bench_search_retrain --run $(SEARCH_RUNS)/promoted --out benchmarks/$(SEARCH_TAG)-retrain.json
 
 # The BCCD measurement in the README: VOC train -> COCO, split into meta-train / meta-val, the
 # baseline trained on meta-train only (so the search's meta-val stays unseen), evaluated on VOC test.
