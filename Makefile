@@ -168,15 +168,18 @@ BCCD_FIDELITY_TRIALS ?= 20
 BCCD_FIDELITY_EPOCHS ?= 8
 # the promotion grid of the fidelity table, e.g. 0.005,0.01,0.02,adamw:2e-4,adamw:4e-4,adamw:8e-4
 BCCD_GRID ?=
-# retraining seeds of the 6 random architectures (the control and the best 3 have PROMOTE_SEEDS)
+# the 6 random architectures' grid (default: BCCD_GRID) and retraining seeds (the control and the
+# best 3 have PROMOTE_SEEDS); BCCD_FIDELITY_TAG=-x writes bccd-promotion-x.json, fidelity-bccd-x.json
+BCCD_FIDELITY_GRID ?= $(BCCD_GRID)
 BCCD_FIDELITY_SEEDS ?= 2
+BCCD_FIDELITY_TAG ?=
 bccd-fidelity: $(STAMP)
 	test -f bccd/baseline/last.pt || $(MAKE) bccd
 	test -n "$(BCCD_CACHE)" || $(NASCLI) cache-features --data bccd/meta-train.json --val bccd/meta-val.json --checkpoint bccd/baseline/last.pt --levels c3,c4,c5 --out bccd/cache --seed $(SEED)
 	$(NASCLI) search --method nas-fcos --proxy nas-fcos-demo --cache $(BCCD_CACHE) --trials $(BCCD_FIDELITY_TRIALS) --run bccd/runs/fidelity --seed $(SEED) $$(test -f bccd/runs/fidelity/run.db && echo --resume bccd/runs/fidelity)
 	$(NASCLI) retrain bccd/runs/fidelity --top 3 --epochs $(BCCD_FIDELITY_EPOCHS) $(PROMOTE) $(if $(BCCD_GRID),--lr-grid $(BCCD_GRID)) --val bccd/test.json
-	$(BIN)/python -m benchmarks.bench_promotion --run bccd/runs/fidelity --out benchmarks/bccd-promotion.json
-	$(BIN)/python -m benchmarks.bench_fidelity --run bccd/runs/fidelity --test bccd/test.json --epochs $(BCCD_FIDELITY_EPOCHS) $(if $(BCCD_GRID),--lr-grid $(BCCD_GRID)) --train-seeds $(BCCD_FIDELITY_SEEDS) --seed $(SEED) --out benchmarks/fidelity-bccd.json
+	$(BIN)/python -m benchmarks.bench_promotion --run bccd/runs/fidelity --out benchmarks/bccd-promotion$(BCCD_FIDELITY_TAG).json
+	$(BIN)/python -m benchmarks.bench_fidelity --run bccd/runs/fidelity --test bccd/test.json --epochs $(BCCD_FIDELITY_EPOCHS) $(if $(BCCD_FIDELITY_GRID),--lr-grid $(BCCD_FIDELITY_GRID)) --train-seeds $(BCCD_FIDELITY_SEEDS) --seed $(SEED) --out benchmarks/fidelity-bccd$(BCCD_FIDELITY_TAG).json
 
 # SP-NAS on the demo's baseline (made first if missing): its meta-train / meta-val crops cached as
 # images, its ResNet-18 grown by swap / expand / reignite and given a parallel level, then the
