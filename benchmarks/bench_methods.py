@@ -146,12 +146,15 @@ def share_control(source: Path, target: Path) -> int:
         have = {r["name"] for r in dst.retrained()}
         rows = [r for r in src.retrained() if r["trial"] is None and r["status"] == "done"
                 and r["metrics"].get("arch") == "baseline" and r["name"] not in have]
-        for r in rows:  # the model file linked to where retrain looks for it in this run (no copy on disk)
-            here = target / Path(r["checkpoint"]).relative_to(source)
-            here.parent.mkdir(parents=True, exist_ok=True)
-            if not here.exists():
-                os.link(r["checkpoint"], here)
-            dst.set_retrained(r["name"], None, r["genotype"], dst.control().reward, "done", str(here), r["metrics"])
+        for r in rows:  # the model file linked to where retrain looks for it in this run (no copy on disk);
+            here = None  # grid rows keep no model file, only their meta-val metrics
+            if r["checkpoint"]:
+                here = target / Path(r["checkpoint"]).relative_to(source)
+                here.parent.mkdir(parents=True, exist_ok=True)
+                if not here.exists():
+                    os.link(r["checkpoint"], here)
+            dst.set_retrained(r["name"], None, r["genotype"], dst.control().reward, "done",
+                              here and str(here), r["metrics"])
         return len(rows)
     finally:
         src.close()

@@ -108,3 +108,28 @@ def test_proxies_are_named_per_method_and_a_malformed_pair_is_refused():
     for bad in ("nas-fcos", "nas-fcos=", "bogus=nas-fcos-demo"):
         with pytest.raises(SystemExit, match="METHOD=SPEC"):
             bm.parse_proxies([bad])
+
+
+def test_a_shared_control_brings_its_grid_rows_without_model_files(tmp_path):
+    """A promotion's grid rows keep only metrics (checkpoint None); sharing the control copies them
+    too, and links the final rows' model files into the other run."""
+    source, target = tmp_path / "a", tmp_path / "b"
+    for run in (source, target):
+        store = RunStore(run)
+        store.add_control("hand-design")
+        store.close()
+    model = source / "retrain" / "baseline" / "final.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"weights")
+    store = RunStore(source, create=False)
+    store.set_retrained("baseline/grid-s0", None, "hand-design", None, "done", None, {"arch": "baseline", "AP": 0.1})
+    store.set_retrained("baseline/final-s0", None, "hand-design", None, "done", str(model), {"arch": "baseline", "AP": 0.2})
+    store.close()
+    assert bm.share_control(source, target) == 2
+    store = RunStore(target, create=False)
+    rows = {r["name"]: r for r in store.retrained()}
+    store.close()
+    assert rows["baseline/grid-s0"]["checkpoint"] is None and rows["baseline/grid-s0"]["metrics"]["AP"] == 0.1
+    linked = Path(rows["baseline/final-s0"]["checkpoint"])
+    assert linked == target / "retrain" / "baseline" / "final.pt" and linked.read_bytes() == b"weights"
+    assert bm.share_control(source, target) == 0  # nothing twice
