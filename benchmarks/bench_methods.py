@@ -267,7 +267,7 @@ def parse_proxies(pairs: list[str]) -> dict:
     for pair in pairs:
         method, sep, spec = pair.partition("=")
         if not sep or method not in METHODS or not spec:
-            raise SystemExit(f"bench_methods: --proxy {pair!r}: expected METHOD=SPEC with METHOD one of {', '.join(METHODS)}")
+            raise ValueError(f"--proxy {pair!r}: expected METHOD=SPEC with METHOD one of {', '.join(METHODS)}")
         proxies[method] = spec
     return proxies
 
@@ -286,10 +286,14 @@ def main():
     parser.add_argument("--work", default="benchmarks/runs/methods")
     parser.add_argument("--out", default="benchmarks/methods.json")
     args = parser.parse_args()
+    try:
+        proxies = parse_proxies(args.proxy)
+    except ValueError as e:
+        parser.error(str(e))  # exit 2, like every other bad argument
     work = Path(args.work)
     inputs = pipeline_inputs(Path(args.pipeline), work, args.seed)
     result = run(inputs, work, args.methods.split(","), args.minutes, args.seed, args.epochs, args.seeds,
-                 proxies=parse_proxies(args.proxy), executor=args.executor, on_row=lambda r: print(f"{r['method']}: {r['test_verdict'] or r['note']}",
+                 proxies=proxies, executor=args.executor, on_row=lambda r: print(f"{r['method']}: {r['test_verdict'] or r['note']}",
                                                                 flush=True))
     out = Path(args.out)
     out.write_text(json.dumps(result, indent=1))

@@ -106,8 +106,15 @@ def test_proxies_are_named_per_method_and_a_malformed_pair_is_refused():
     assert bm.parse_proxies(["nas-fcos=nas-fcos-demo", "random=x.yaml"]) == {"nas-fcos": "nas-fcos-demo",
                                                                               "random": "x.yaml"}
     for bad in ("nas-fcos", "nas-fcos=", "bogus=nas-fcos-demo"):
-        with pytest.raises(SystemExit, match="METHOD=SPEC"):
+        with pytest.raises(ValueError, match="METHOD=SPEC"):
             bm.parse_proxies([bad])
+
+
+def test_a_malformed_proxy_argument_exits_2_naming_it(monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["bench_methods", "--proxy", "bogus=x"])
+    with pytest.raises(SystemExit) as exit_:
+        bm.main()
+    assert exit_.value.code == 2 and "--proxy 'bogus=x'" in capsys.readouterr().err
 
 
 def test_a_shared_control_brings_its_grid_rows_without_model_files(tmp_path):
