@@ -26,6 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +55,27 @@ class Inputs:
     test: str
 
 
+@contextmanager
+def timed(work: Path, step: str, clock=time.monotonic):
+    """Adds the wall-clock seconds of one step to `work/wall.json`, summed over every run of the
+    command, so a table resumed after a kill reports what it cost in all. An interrupted step's
+    time is kept (Ctrl-C, `kill`, an exception); only `kill -9` loses the step it stopped."""
+    start = clock()
+    try:
+        yield
+    finally:
+        spent = wall_seconds(work)
+        spent[step] = spent.get(step, 0.0) + clock() - start
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "wall.json").write_text(json.dumps(spent, indent=1))
+
+
+def wall_seconds(work: Path) -> dict:
+    """Every step's summed wall-clock seconds (see `timed`)."""
+    ledger = work / "wall.json"
+    return json.loads(ledger.read_text()) if ledger.is_file() else {}
+
+
 def pipeline_inputs(pipeline: Path, work: Path, seed: int) -> Inputs:
     """A `make pipeline-*` folder's cache and test split; its image cache built under `work` once."""
     from nascli.cache import build_cache
@@ -63,8 +88,9 @@ def pipeline_inputs(pipeline: Path, work: Path, seed: int) -> Inputs:
     images = sorted((work / "images").glob("*.h5"))
     if not images:
         src = info["sources"]
-        r = build_cache(src["data"], src["val"], out_dir=work / "images", checkpoint=src["checkpoint"],
-                        levels=["images"], crop=info["crop"], seed=seed, device="cpu")
+        with timed(work, "image cache"):
+            r = build_cache(src["data"], src["val"], out_dir=work / "images", checkpoint=src["checkpoint"],
+                            levels=["images"], crop=info["crop"], seed=seed, device="cpu")
         images = [Path(r["path"])]
     return Inputs(str(features[0]), str(images[0]), str(pipeline / "test.json"))
 
@@ -204,19 +230,23 @@ def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.
     rows, promoted_runs = [], []
     for method in methods:
         signal = proxy_signal(method)
-        winner = search(method, inputs, work, minutes, seed, proxies or {}, trials, executor)
+        with timed(work, f"{method} search"):
+            winner = search(method, inputs, work, minutes, seed, proxies or {}, trials, executor)
         if signal is not None and signal < MIN_SIGNAL_TO_NOISE:
             note = (f"not promoted: its proxy's spread between candidates is {signal:.2f} seed-noise widths "
                     f"(< {MIN_SIGNAL_TO_NOISE:g}), too little to steer a search at this budget")
             rows.append(method_row(method, winner, note))
         else:
             shared = next((r for r in promoted_runs if same_control(r, winner)), None)
-            promote(winner, inputs.test, epochs, seeds, lr, shared)
+            with timed(work, f"{method} promotion"):
+                promote(winner, inputs.test, epochs, seeds, lr, shared)
             promoted_runs.append(winner)
             rows.append(method_row(method, winner))
+        spent = wall_seconds(work)
+        rows[-1]["wall_minutes"] = {step: spent.get(f"{method} {step}", 0.0) / 60 for step in ("search", "promotion")}
         if on_row:
             on_row(rows[-1])
-    return {"minutes_per_method": minutes, "seed": seed, "executor": executor, "features": inputs.features,
+    return {"minutes_per_method": minutes, "wall_minutes": sum(wall_seconds(work).values()) / 60, "seed": seed, "executor": executor, "features": inputs.features,
             "images": inputs.images, "test": inputs.test, "seeds": seeds, "epochs": epochs,
             "proxies": {m: str(p) for m, p in (proxies or {}).items()}, "rows": rows}
 
@@ -286,6 +316,7 @@ def main():
     parser.add_argument("--work", default="benchmarks/runs/methods")
     parser.add_argument("--out", default="benchmarks/methods.json")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # `kill` unwinds: the wall ledger keeps its step
     try:
         proxies = parse_proxies(args.proxy)
     except ValueError as e:

@@ -12,7 +12,7 @@ from nascli.store import RunStore
 
 def _comparable(result: dict) -> list[dict]:
     """The table without what depends on the clock or the folder."""
-    drop = {"run", "search_minutes"}
+    drop = {"run", "search_minutes", "wall_minutes"}
     rows = []
     for r in result["rows"]:
         row = {k: v for k, v in r.items() if k not in drop}
@@ -63,6 +63,18 @@ def test_two_tiny_methods_killed_and_resumed_give_the_unkilled_table(tiny_cache,
     assert whole["rows"][1]["control"]["AP"] == whole["rows"][0]["control"]["AP"]
     lines = bm.table_lines(whole)
     assert len(lines) == 4 and lines[2].startswith("| random |")
+
+
+def test_the_wall_clock_of_each_step_is_summed_over_a_kill_and_its_resume(tmp_path):
+    now = iter([0.0, 30.0, 100.0, 145.0, 200.0, 201.0])
+    clock = lambda: next(now)  # noqa: E731
+    with pytest.raises(KeyboardInterrupt), bm.timed(tmp_path / "w", "nas-fcos search", clock):
+        raise KeyboardInterrupt  # killed after 30 s
+    with bm.timed(tmp_path / "w", "nas-fcos search", clock):
+        pass  # resumed: 45 s more
+    with bm.timed(tmp_path / "w", "nas-fcos promotion", clock):
+        pass
+    assert bm.wall_seconds(tmp_path / "w") == {"nas-fcos search": 75.0, "nas-fcos promotion": 1.0}
 
 
 def test_a_proxy_measured_unable_to_separate_candidates_is_not_promoted(tmp_path, monkeypatch):
