@@ -113,9 +113,9 @@ def proxy_signal(method: str) -> float | None:
 
 
 def search(method: str, inputs: Inputs, work: Path, minutes: float | None, seed: int, proxies: dict,
-           trials: int | None, executor: str) -> Path:
+           trials: int | None, executor: str) -> tuple[Path, str]:
     """The method's search on the budget (resumed if its run exists); auto-fpn: every preset on a
-    third of it, and the preset whose best re-scored mean is highest. Returns the winning run."""
+    third of it, and the preset `choose_preset` keeps. Returns the winning run and its note."""
     from nascli.methods import IMAGES, default_proxy, lookup
     from nascli.search import run_search
 
@@ -130,12 +130,47 @@ def search(method: str, inputs: Inputs, work: Path, minutes: float | None, seed:
         resume = (run / "run.db").is_file()
         runs[run] = run_search(method, proxy, cache, None if resume else cap, run, seed=seed, resume=resume,
                                lam=None if resume else preset, minutes=share, executor=executor)
-    return max(runs, key=lambda r: _best_mean(runs[r]))
+        runs[run]["stopped"] = stopped_because(run) if preset else ""
+    return choose_preset(runs)
 
 
-def _best_mean(summary: dict) -> float:
-    best = next((t for t in summary["top"] if t["mean"] is not None), None)
-    return best["mean"] if best else float("-inf")
+def _best(summary: dict) -> dict | None:
+    return next((t for t in summary["top"] if t["mean"] is not None), None)
+
+
+def choose_preset(runs: dict) -> tuple[Path, str]:
+    """The run (one per λ preset) whose best re-scored proxy mean is highest, and a note for the
+    table: the presets are "indistinguishable" when that best does not beat the runner-up's beyond
+    the seed noise pooled over both (the proxy verdict's test), and a preset whose search stopped
+    on collapse (`stopped` in its summary) is named. One run: itself, no note."""
+    from nascli.protocol import noise_dof, seed_noise, verdict
+
+    order = sorted(runs, key=lambda r: -(_best(runs[r]) or {"mean": float("-inf")})["mean"])
+    if len(order) == 1:
+        return order[0], ""
+    notes = []
+    first, second = (_best(runs[r]) for r in order[:2])
+    if first and second:
+        stats = [t for r in order[:2] for t in runs[r]["top"] if t["mean"] is not None]
+        v = verdict(first, second, seed_noise(stats), noise_dof(stats))
+        if not v["beats_control"]:
+            notes.append(f"presets indistinguishable on the proxy: the best λ {runs[order[0]].get('lambda'):g} "
+                         f"beats λ {runs[order[1]].get('lambda'):g} by {v['difference']:+.4f} "
+                         f"(threshold {v['threshold']:.4f}); the first is promoted")
+    notes += [f"λ {runs[r].get('lambda'):g} stopped on {runs[r]['stopped']}" for r in order if runs[r].get("stopped")]
+    return order[0], "; ".join(notes)
+
+
+def stopped_because(run: Path) -> str:
+    """Why a supernet search stopped early (its collapse guard), or ""."""
+    from nascli.store import RunStore, unpack_state
+
+    store = RunStore(run, create=False, readonly=True)
+    try:
+        blob = store.load_state()
+    finally:
+        store.close()
+    return unpack_state(blob).get("stopped", "") if blob else ""
 
 
 def promote(run: Path, test: str, epochs: int | None, seeds: int, lr: float | None, shared: Path | None) -> None:
@@ -231,7 +266,7 @@ def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.
     for method in methods:
         signal = proxy_signal(method)
         with timed(work, f"{method} search"):
-            winner = search(method, inputs, work, minutes, seed, proxies or {}, trials, executor)
+            winner, note = search(method, inputs, work, minutes, seed, proxies or {}, trials, executor)
         if signal is not None and signal < MIN_SIGNAL_TO_NOISE:
             note = (f"not promoted: its proxy's spread between candidates is {signal:.2f} seed-noise widths "
                     f"(< {MIN_SIGNAL_TO_NOISE:g}), too little to steer a search at this budget")
@@ -241,7 +276,7 @@ def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.
             with timed(work, f"{method} promotion"):
                 promote(winner, inputs.test, epochs, seeds, lr, shared)
             promoted_runs.append(winner)
-            rows.append(method_row(method, winner))
+            rows.append(method_row(method, winner, note))
         spent = wall_seconds(work)
         rows[-1]["wall_minutes"] = {step: spent.get(f"{method} {step}", 0.0) / 60 for step in ("search", "promotion")}
         if on_row:
@@ -286,7 +321,7 @@ def table_lines(result: dict) -> list[str]:
         lines.append(f"| {name} | {r['search_minutes']:.1f} | {r['trials']} | {r['proxy_verdict']} | "
                      f"{ap(r['winner'])} | {ap(r['control'])} | {of_winner(r, 'AP50', 1, 1)} | "
                      f"{of_winner(r, 'params', 1e6, 2)} | {of_winner(r, 'flops', 1e9, 3)} | "
-                     f"{of_winner(r, 'latency_ms', 1, 0)} | {r['test_verdict'] or r['note']} |")
+                     f"{of_winner(r, 'latency_ms', 1, 0)} | {'; '.join(filter(None, (r['test_verdict'], r['note'])))} |")
     return lines
 
 
@@ -324,7 +359,7 @@ def main():
     work = Path(args.work)
     inputs = pipeline_inputs(Path(args.pipeline), work, args.seed)
     result = run(inputs, work, args.methods.split(","), args.minutes, args.seed, args.epochs, args.seeds,
-                 proxies=proxies, executor=args.executor, on_row=lambda r: print(f"{r['method']}: {r['test_verdict'] or r['note']}",
+                 proxies=proxies, executor=args.executor, on_row=lambda r: print(f"{r['method']}: {r['test_verdict'] or ''} {r['note']}",
                                                                 flush=True))
     out = Path(args.out)
     out.write_text(json.dumps(result, indent=1))

@@ -77,6 +77,23 @@ def test_the_wall_clock_of_each_step_is_summed_over_a_kill_and_its_resume(tmp_pa
     assert bm.wall_seconds(tmp_path / "w") == {"nas-fcos search": 75.0, "nas-fcos promotion": 1.0}
 
 
+def _preset(lam, means, std=0.05, stopped=""):
+    top = [{"trial": k + 1, "mean": m, "std": std, "seeds": 3} for k, m in enumerate(means)]
+    return {"lambda": lam, "top": top, "stopped": stopped}
+
+
+def test_auto_fpn_presets_within_noise_are_called_indistinguishable_and_a_collapse_is_named():
+    runs = {Path("small"): _preset(0.2, [-13.32]), Path("middle"): _preset(0.02, [-13.30]),
+            Path("big"): _preset(0.002, [-13.5], stopped="collapse: after epoch 3 none + skip are 90%")}
+    winner, note = bm.choose_preset(runs)
+    assert winner == Path("middle")
+    assert note.startswith("presets indistinguishable on the proxy: the best λ 0.02 beats λ 0.2 by +0.0200")
+    assert "λ 0.002 stopped on collapse" in note
+    runs[Path("middle")] = _preset(0.02, [-12.0])  # now far beyond the noise
+    assert bm.choose_preset(runs) == (Path("middle"), "λ 0.002 stopped on collapse: after epoch 3 none + skip are 90%")
+    assert bm.choose_preset({Path("nas-fcos"): _preset(None, [-12.0])}) == (Path("nas-fcos"), "")
+
+
 def test_a_proxy_measured_unable_to_separate_candidates_is_not_promoted(tmp_path, monkeypatch):
     (tmp_path / "reward_noise-nas-fpn.json").write_text('{"ap": {"signal_to_noise": 1.07}, "loss": {"signal_to_noise": 1.58}}')
     monkeypatch.setattr(bm, "__file__", str(tmp_path / "bench_methods.py"))
