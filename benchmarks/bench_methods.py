@@ -250,6 +250,7 @@ def method_row(method: str, run: Path, note: str = "") -> dict:
             "search_minutes": (meta.get("elapsed") or 0) / 60, "trials": s["finished"], "failed": s["failed"],
             "proxy_verdict": s["verdict"]["text"], "proxy_beats_control": s["verdict"]["beats_control"],
             "best_trial": best and best["trial"], "best_mean": best and best["mean"],
+            "best_std": best and best["std"], "best_seeds": best and best["seeds"],
             "control_mean": s["control"] and s["control"]["mean"], "noise": s["noise"],
             "winner": promoted(winner), "control": promoted(archs.get("baseline")),
             "test_verdict": c["test_verdict"][str(run)]["text"] if c["rows"] else None,
@@ -283,7 +284,52 @@ def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.
             on_row(rows[-1])
     return {"minutes_per_method": minutes, "wall_minutes": sum(wall_seconds(work).values()) / 60, "seed": seed, "executor": executor, "features": inputs.features,
             "images": inputs.images, "test": inputs.test, "seeds": seeds, "epochs": epochs,
-            "proxies": {m: str(p) for m, p in (proxies or {}).items()}, "rows": rows}
+            "proxies": {m: str(p) for m, p in (proxies or {}).items()}, "rows": rows,
+            "strategies_vs_random": strategies_vs_random(rows, minutes)}
+
+
+def strategies_vs_random(rows: list[dict], minutes: float | None, here: Path | None = None) -> list[dict]:
+    """Each search strategy against random sampling of its own space, with its interval: NAS-FCOS's
+    controller in this table (equal minutes) and over every search seed of `make bench-search`
+    (benchmarks/search[-seedS].json, equal trials; the seeds' differences as a distribution: their
+    mean against the t interval over seeds), DetNAS's evolution on one supernet
+    (benchmarks/detnas.json, equal paths)."""
+    import re
+
+    from nascli.stats import paired_difference
+
+    from .bench_search import difference
+
+    here = here or Path(__file__).parent
+    out = []
+    by = {r["method"]: r for r in rows}
+    arms = [by.get(m) for m in ("nas-fcos", "random")]
+    if all(a and a["best_mean"] is not None and a["best_std"] is not None for a in arms):
+        a, b = ({"mean": r["best_mean"], "std": r["best_std"], "seeds": r["best_seeds"]} for r in arms)
+        budget = f"{minutes:g} search minutes each (this table)" if minutes is not None else "this table"
+        out.append({"strategy": "nas-fcos controller", "budget": budget, "source": "this table", **difference(a, b)})
+    per_seed = {}
+    found = ((re.fullmatch(r"search(?:-seed(\d+))?\.json", p.name), p) for p in here.glob("search*.json"))
+    for seed, path in sorted((int(m.group(1) or 0), p) for m, p in found if m):
+        data = per_seed[seed] = json.loads(path.read_text())
+        out.append({"strategy": "nas-fcos controller", "budget": f"{data['nas-fcos']['trials']} trials each, "
+                    f"search seed {seed}", "source": f"benchmarks/{path.name}", **data["controller_vs_random"]})
+    if len(per_seed) >= 2:
+        d = paired_difference({k: v["nas-fcos"]["mean"] for k, v in per_seed.items()},
+                              {k: v["random"]["mean"] for k, v in per_seed.items()})
+        lo, hi = d["difference"] - d["threshold"], d["difference"] + d["threshold"]
+        verdict = "beats" if lo > 0 else ("loses to" if hi < 0 else "ties with")
+        out.append({"strategy": "nas-fcos controller", "budget": f"over {d['n']} search seeds",
+                    "source": ", ".join(f"benchmarks/{'search' if k == 0 else f'search-seed{k}'}.json" for k in sorted(per_seed)),
+                    "difference": d["difference"], "interval": [lo, hi],
+                    "text": f"over {d['n']} search seeds the controller's best {verdict} random's: "
+                            f"{d['difference']:+.4g}, 95 % interval [{lo:+.4g}, {hi:+.4g}]"})
+    detnas = here / "detnas.json"
+    if detnas.is_file():
+        data = json.loads(detnas.read_text())
+        out.append({"strategy": "detnas evolution", "budget": f"{data['evolution']['trials']} paths each, one supernet",
+                    "source": "benchmarks/detnas.json", **difference(data["evolution"], data["random"], "evolution")})
+    return out
 
 
 def figure(result: dict, path: Path) -> Path:
@@ -322,6 +368,9 @@ def table_lines(result: dict) -> list[str]:
                      f"{ap(r['winner'])} | {ap(r['control'])} | {of_winner(r, 'AP50', 1, 1)} | "
                      f"{of_winner(r, 'params', 1e6, 2)} | {of_winner(r, 'flops', 1e9, 3)} | "
                      f"{of_winner(r, 'latency_ms', 1, 0)} | {'; '.join(filter(None, (r['test_verdict'], r['note'])))} |")
+    lines += ["", "| strategy vs random | budget | re-scored bests on the proxy | json |", "| --- | --- | --- | --- |"]
+    lines += [f"| {s['strategy']} | {s['budget']} | {s['text']} | {s['source']} |"
+              for s in result.get("strategies_vs_random", [])]
     return lines
 
 

@@ -54,16 +54,16 @@ def run(cache, trials: int, proxy: str, seed: int, runs: Path, out_json: Path) -
     return results
 
 
-def difference(a: dict, b: dict) -> dict:
-    """a's re-scored best minus b's, against 2 standard errors of that difference (the two bests'
-    pooled seed noise, as the search's own verdict)."""
+def difference(a: dict, b: dict, strategy: str = "the controller") -> dict:
+    """a's re-scored best minus b's (each: mean, std, seeds), against 2 standard errors of that
+    difference (the two bests' pooled seed noise, as the search's own verdict)."""
     from nascli.protocol import seed_noise
 
     diff = a["mean"] - b["mean"]
     two_se = 2 * seed_noise([a, b]) * math.sqrt(1 / a["seeds"] + 1 / b["seeds"])
     verdict = "beats" if diff > two_se else ("loses to" if diff < -two_se else "ties with")
     return {"difference": diff, "two_se": two_se,
-            "text": f"the controller's best {verdict} random's by {diff:+.3f} (2 s.e. {two_se:.3f})"}
+            "text": f"{strategy}'s best {verdict} random's by {diff:+.4g} (2 s.e. {two_se:.4g})"}
 
 
 def _figure(results: dict, out_png: Path) -> None:

@@ -1,6 +1,7 @@
 """`make methods` (benchmarks/bench_methods.py): every method searched and promoted alike, and a
 killed table that resumes to the same numbers as an unkilled one."""
 
+import json
 import os
 from pathlib import Path
 
@@ -92,6 +93,34 @@ def test_auto_fpn_presets_within_noise_are_called_indistinguishable_and_a_collap
     runs[Path("middle")] = _preset(0.02, [-12.0])  # now far beyond the noise
     assert bm.choose_preset(runs) == (Path("middle"), "λ 0.002 stopped on collapse: after epoch 3 none + skip are 90%")
     assert bm.choose_preset({Path("nas-fcos"): _preset(None, [-12.0])}) == (Path("nas-fcos"), "")
+
+
+def _search_json(controller, random, std=0.05):
+    arm = lambda mean: {"mean": mean, "std": std, "seeds": 3, "trials": 60}  # noqa: E731
+    return json.dumps({"nas-fcos": arm(controller), "random": arm(random),
+                       "controller_vs_random": {"difference": controller - random, "two_se": 0.1, "text": "t"}})
+
+
+def test_strategies_against_random_take_each_search_seed_and_their_distribution(tmp_path):
+    for name, (c, r) in {"search.json": (-12.5, -12.8), "search-seed2.json": (-12.6, -12.8),
+                         "search-seed1.json": (-12.7, -12.8), "search-seed1-retrain.json": (0, 0)}.items():
+        (tmp_path / name).write_text(_search_json(c, r) if "retrain" not in name else "{}")
+    rows = [{"method": "nas-fcos", "best_mean": -12.0, "best_std": 0.1, "best_seeds": 3},
+            {"method": "random", "best_mean": -12.1, "best_std": 0.1, "best_seeds": 3}]
+    out = bm.strategies_vs_random(rows, 6, tmp_path)
+    assert [s["budget"] for s in out] == ["6 search minutes each (this table)", "60 trials each, search seed 0",
+                                          "60 trials each, search seed 1", "60 trials each, search seed 2",
+                                          "over 3 search seeds"]
+    assert out[0]["text"] == "the controller's best ties with random's by +0.1 (2 s.e. 0.1633)"
+    over = out[-1]
+    assert over["difference"] == pytest.approx(0.2) and over["interval"][0] < 0 < over["interval"][1]
+    assert "ties with" in over["text"]  # differences 0.3, 0.1, 0.2: sd 0.1, t(2) 4.30 -> ±0.248
+    (tmp_path / "search-seed1.json").write_text(_search_json(-12.6, -12.8))  # 0.3, 0.2, 0.2: consistent
+    assert "over 3 search seeds the controller's best beats random's" in bm.strategies_vs_random([], None, tmp_path)[-1]["text"]
+    arm = lambda mean, std: {"mean": mean, "std": std, "seeds": 3, "trials": 40}  # noqa: E731
+    (tmp_path / "detnas.json").write_text(json.dumps({"evolution": arm(0.10, 0.001), "random": arm(0.12, 0.001)}))
+    last = bm.strategies_vs_random([], None, tmp_path)[-1]
+    assert last["budget"] == "40 paths each, one supernet" and last["text"].startswith("evolution's best loses to random's")
 
 
 def test_a_proxy_measured_unable_to_separate_candidates_is_not_promoted(tmp_path, monkeypatch):
