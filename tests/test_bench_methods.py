@@ -63,7 +63,8 @@ def test_two_tiny_methods_killed_and_resumed_give_the_unkilled_table(tiny_cache,
         assert os.path.samefile(r["checkpoint"], theirs)
     assert whole["rows"][1]["control"]["AP"] == whole["rows"][0]["control"]["AP"]
     lines = bm.table_lines(whole)
-    assert len(lines) == 4 and lines[2].startswith("| random |")
+    assert lines[2].startswith("| random |") and lines[3].startswith("| nas-fcos |") and lines[4] == ""
+    assert lines[5].startswith("| strategy vs random |") and len(lines) == 7 + len(whole["strategies_vs_random"])
 
 
 def test_the_wall_clock_of_each_step_is_summed_over_a_kill_and_its_resume(tmp_path):
