@@ -259,8 +259,8 @@ bench-proxy: $(STAMP)
 # Which method for my data (issue 28): every method searches METHODS_BUDGET_MIN wall-clock minutes on
 # this machine from the same baseline, its winner and its control are promoted alike (grid on
 # meta-val, METHODS_SEEDS seeds on test), one table + figure in benchmarks/methods-DATA.json/png.
-# Synthetic default: 2 h 06 measured at 8 minutes a method on 2 cores (benchmarks/methods-demo.json),
-# so 6 (about 1 h 55, not re-measured); METHODS_DATA=bccd METHODS_BUDGET_MIN=30 (after make bccd)
+# Synthetic default: 6 minutes a method, 1 h 53 measured on 2 cores (benchmarks/methods-demo.json's
+# wall_minutes; 8 minutes took 2 h 06); METHODS_DATA=bccd METHODS_BUDGET_MIN=30 (after make bccd)
 # for the published table. METHODS_EXECUTOR=ray runs it on a Ray cluster. Resumable.
 METHODS_DATA ?= demo
 METHODS_BUDGET_MIN ?= 6
