@@ -50,6 +50,10 @@ def test_two_tiny_methods_killed_and_resumed_give_the_unkilled_table(tiny_cache,
 
     assert [r["method"] for r in whole["rows"]] == ["random", "nas-fcos"]
     assert _comparable(resumed) == _comparable(whole)
+    # every step's clock is in the ledger, the killed call's included
+    assert resumed["wall_minutes"] > 0 and all(r["wall_minutes"]["search"] > 0 for r in resumed["rows"])
+    assert set(bm.wall_seconds(tmp_path / "killed")) == {"random search", "random promotion",
+                                                        "nas-fcos search", "nas-fcos promotion"}
     for r in whole["rows"]:  # each row: a searched and promoted winner, its control, both verdicts
         assert r["trials"] == 1 and r["winner"]["seeds"] == r["control"]["seeds"] == 1
         assert r["proxy_verdict"].startswith("on the proxy") and r["test_verdict"].startswith(("on test", "no test"))
