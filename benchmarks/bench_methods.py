@@ -155,7 +155,7 @@ def choose_preset(runs: dict) -> tuple[Path, str]:
         v = verdict(first, second, seed_noise(stats), noise_dof(stats))
         if not v["beats_control"]:
             notes.append(f"presets indistinguishable on the proxy: the best λ {runs[order[0]].get('lambda'):g} "
-                         f"beats λ {runs[order[1]].get('lambda'):g} by {v['difference']:+.4f} "
+                         f"leads λ {runs[order[1]].get('lambda'):g} by {v['difference']:+.4f} "
                          f"(threshold {v['threshold']:.4f}); the first is promoted")
     notes += [f"λ {runs[r].get('lambda'):g} stopped on {runs[r]['stopped']}" for r in order if runs[r].get("stopped")]
     return order[0], "; ".join(notes)
@@ -265,11 +265,11 @@ def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.
     work.mkdir(parents=True, exist_ok=True)
     rows, promoted_runs = [], []
     for method in methods:
-        signal = proxy_signal(method)
+        separation = proxy_signal(method)
         with timed(work, f"{method} search"):
             winner, note = search(method, inputs, work, minutes, seed, proxies or {}, trials, executor)
-        if signal is not None and signal < MIN_SIGNAL_TO_NOISE:
-            note = (f"not promoted: its proxy's spread between candidates is {signal:.2f} seed-noise widths "
+        if separation is not None and separation < MIN_SIGNAL_TO_NOISE:
+            note = (f"not promoted: its proxy's spread between candidates is {separation:.2f} seed-noise widths "
                     f"(< {MIN_SIGNAL_TO_NOISE:g}), too little to steer a search at this budget")
             rows.append(method_row(method, winner, note))
         else:
@@ -279,11 +279,13 @@ def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.
             promoted_runs.append(winner)
             rows.append(method_row(method, winner, note))
         spent = wall_seconds(work)
-        rows[-1]["wall_minutes"] = {step: spent.get(f"{method} {step}", 0.0) / 60 for step in ("search", "promotion")}
+        rows[-1]["wall_minutes"] = {step: spent.get(f"{method} {step}", 0.0) / 60
+                                    for step in ("search", "promotion")}
         if on_row:
             on_row(rows[-1])
-    return {"minutes_per_method": minutes, "wall_minutes": sum(wall_seconds(work).values()) / 60, "seed": seed, "executor": executor, "features": inputs.features,
-            "images": inputs.images, "test": inputs.test, "seeds": seeds, "epochs": epochs,
+    return {"minutes_per_method": minutes, "wall_minutes": sum(wall_seconds(work).values()) / 60, "seed": seed,
+            "executor": executor, "features": inputs.features, "images": inputs.images, "test": inputs.test,
+            "seeds": seeds, "epochs": epochs,
             "proxies": {m: str(p) for m, p in (proxies or {}).items()}, "rows": rows,
             "strategies_vs_random": strategies_vs_random(rows, minutes)}
 
@@ -308,10 +310,11 @@ def strategies_vs_random(rows: list[dict], minutes: float | None, here: Path | N
         a, b = ({"mean": r["best_mean"], "std": r["best_std"], "seeds": r["best_seeds"]} for r in arms)
         budget = f"{minutes:g} search minutes each (this table)" if minutes is not None else "this table"
         out.append({"strategy": "nas-fcos controller", "budget": budget, "source": "this table", **difference(a, b)})
-    per_seed = {}
+    per_seed, names = {}, []
     found = ((re.fullmatch(r"search(?:-seed(\d+))?\.json", p.name), p) for p in here.glob("search*.json"))
     for seed, path in sorted((int(m.group(1) or 0), p) for m, p in found if m):
         data = per_seed[seed] = json.loads(path.read_text())
+        names.append(f"benchmarks/{path.name}")
         out.append({"strategy": "nas-fcos controller", "budget": f"{data['nas-fcos']['trials']} trials each, "
                     f"search seed {seed}", "source": f"benchmarks/{path.name}", **data["controller_vs_random"]})
     if len(per_seed) >= 2:
@@ -320,7 +323,7 @@ def strategies_vs_random(rows: list[dict], minutes: float | None, here: Path | N
         lo, hi = d["difference"] - d["threshold"], d["difference"] + d["threshold"]
         verdict = "beats" if lo > 0 else ("loses to" if hi < 0 else "ties with")
         out.append({"strategy": "nas-fcos controller", "budget": f"over {d['n']} search seeds",
-                    "source": ", ".join(f"benchmarks/{'search' if k == 0 else f'search-seed{k}'}.json" for k in sorted(per_seed)),
+                    "source": ", ".join(names),
                     "difference": d["difference"], "interval": [lo, hi],
                     "text": f"over {d['n']} search seeds the controller's best {verdict} random's: "
                             f"{d['difference']:+.4g}, 95 % interval [{lo:+.4g}, {hi:+.4g}]"})
@@ -352,6 +355,11 @@ def figure(result: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def verdict_cell(row: dict) -> str:
+    """A row's test verdict and its note (why it was not promoted, Auto-FPN's preset choice)."""
+    return "; ".join(filter(None, (row["test_verdict"], row["note"])))
+
+
 def table_lines(result: dict) -> list[str]:
     """The table as Markdown rows (benchmarks/README.md)."""
     def ap(a):
@@ -367,7 +375,7 @@ def table_lines(result: dict) -> list[str]:
         lines.append(f"| {name} | {r['search_minutes']:.1f} | {r['trials']} | {r['proxy_verdict']} | "
                      f"{ap(r['winner'])} | {ap(r['control'])} | {of_winner(r, 'AP50', 1, 1)} | "
                      f"{of_winner(r, 'params', 1e6, 2)} | {of_winner(r, 'flops', 1e9, 3)} | "
-                     f"{of_winner(r, 'latency_ms', 1, 0)} | {'; '.join(filter(None, (r['test_verdict'], r['note'])))} |")
+                     f"{of_winner(r, 'latency_ms', 1, 0)} | {verdict_cell(r)} |")
     lines += ["", "| strategy vs random | budget | re-scored bests on the proxy | json |", "| --- | --- | --- | --- |"]
     lines += [f"| {s['strategy']} | {s['budget']} | {s['text']} | {s['source']} |"
               for s in result.get("strategies_vs_random", [])]
@@ -400,7 +408,8 @@ def main():
     parser.add_argument("--work", default="benchmarks/runs/methods")
     parser.add_argument("--out", default="benchmarks/methods.json")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # `kill` unwinds: the wall ledger keeps its step
+    # `kill` unwinds like Ctrl-C, so the wall ledger keeps the interrupted step's time
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         proxies = parse_proxies(args.proxy)
     except ValueError as e:
@@ -408,7 +417,7 @@ def main():
     work = Path(args.work)
     inputs = pipeline_inputs(Path(args.pipeline), work, args.seed)
     result = run(inputs, work, args.methods.split(","), args.minutes, args.seed, args.epochs, args.seeds,
-                 proxies=proxies, executor=args.executor, on_row=lambda r: print(f"{r['method']}: {r['test_verdict'] or ''} {r['note']}",
+                 proxies=proxies, executor=args.executor, on_row=lambda r: print(f"{r['method']}: {verdict_cell(r)}",
                                                                 flush=True))
     out = Path(args.out)
     out.write_text(json.dumps(result, indent=1))

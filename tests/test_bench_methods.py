@@ -93,7 +93,7 @@ def test_auto_fpn_presets_within_noise_are_called_indistinguishable_and_a_collap
             Path("big"): _preset(0.002, [-13.5], stopped="collapse: after epoch 3 none + skip are 90%")}
     winner, note = bm.choose_preset(runs)
     assert winner == Path("middle")
-    assert note.startswith("presets indistinguishable on the proxy: the best λ 0.02 beats λ 0.2 by +0.0200")
+    assert note.startswith("presets indistinguishable on the proxy: the best λ 0.02 leads λ 0.2 by +0.0200")
     assert "λ 0.002 stopped on collapse" in note
     runs[Path("middle")] = _preset(0.02, [-12.0])  # now far beyond the noise
     assert bm.choose_preset(runs) == (Path("middle"), "λ 0.002 stopped on collapse: after epoch 3 none + skip are 90%")
