@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from nascli.errors import SpecError
 from nascli.spaces import nas_fcos as S
 from nascli.spaces import zoo
-from nascli.spaces.ops import DeformConv, ReachConv2d, nominal_taps
+from nascli.spaces.ops import DeformConv, PairwiseMix, ReachConv2d, nominal_taps
 
 IN_CHANNELS = {"c2": 64, "c3": 128, "c4": 256, "c5": 512}
 
@@ -186,7 +186,8 @@ def test_wider_head_variant_at_128_256_style():
 
 
 @pytest.mark.parametrize("kernel,dilation", [(3, 3), (5, 6), (5, 2), (3, 1)])
-@pytest.mark.parametrize("size", [(1, 1), (2, 5), (6, 6), (12, 12), (16, 16)])
+# 2×2 and the dilated 3×3 and 6×6 run as a matmul (depthwise), 1×1 as a product or a trimmed conv
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (3, 3), (2, 5), (6, 6), (12, 12), (16, 16)])
 @pytest.mark.parametrize("groups", [1, 8])
 def test_a_dilated_conv_skipping_padding_only_taps_computes_what_the_full_kernel_does(kernel, dilation, size, groups):
     torch.manual_seed(0)
@@ -201,6 +202,27 @@ def test_a_dilated_conv_skipping_padding_only_taps_computes_what_the_full_kernel
     ya.backward(grad), yb.backward(grad)
     assert torch.allclose(ya, yb, atol=1e-5) and torch.allclose(xa.grad, xb.grad, atol=1e-5)
     assert torch.allclose(fast.weight.grad, full.weight.grad, atol=1e-5)  # skipped taps: zero either way
+
+
+def test_the_pairwise_mix_computes_the_grouped_convolution_and_counts_its_flops():
+    torch.manual_seed(0)
+    mix = PairwiseMix(8)
+    conv = torch.nn.Conv2d(16, 8, 1, groups=8, bias=False)
+    conv.weight.data.copy_(mix.weight.data)
+    x = torch.randn(2, 16, 3, 5)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = mix(xa), conv(xb)
+    grad = torch.randn_like(ya)
+    ya.backward(grad), yb.backward(grad)
+    assert torch.allclose(ya, yb, atol=1e-6) and torch.allclose(xa.grad, xb.grad, atol=1e-6)
+    assert torch.allclose(mix.weight.grad, conv.weight.grad, atol=1e-5)
+    assert mix.state_dict().keys() == conv.state_dict().keys()  # checkpoints unchanged
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad(), nominal_taps():
+        mix(x)
+    assert counter.get_total_flops() == 2 * (2 * 8 * 15 * 2)  # 2 a MAC; N·C·pixels outputs of 2 inputs each
 
 
 def test_reach_conv_refuses_what_its_trimming_does_not_cover():

@@ -31,7 +31,7 @@ from ..models.heads import FCOSHead
 from . import base
 from .base import Decision, cost  # noqa: F401  (cost: the decoder measurement every space shares)
 from .genotype_json import JsonGenotype, fields_of, read_fields
-from .ops import OPS, norm_layer, resize_to
+from .ops import OPS, PairwiseMix, norm_layer, resize_to
 
 SPACE = "nas-fcos"
 SEARCHES = base.DECODER
@@ -211,7 +211,7 @@ class BasicBlock(nn.Module):
             self.b = nn.Parameter(torch.ones(1, width, 1, 1))
         else:  # released code and mmdetection: norm -> ReLU -> grouped 1×1 (channel j mixes 2j, 2j+1)
             self.fuse = nn.Sequential(norm_layer(norm, 2 * width), nn.ReLU(inplace=True),
-                                      nn.Conv2d(2 * width, width, 1, groups=width, bias=False))
+                                      PairwiseMix(width))
 
     def forward(self, x1, x2, keep_ops: bool = False):
         y1, y2 = self.op1(x1), self.op2(x2)

@@ -8,6 +8,7 @@ order). OPS is a plain dict; `register` refuses a duplicate name.
 from __future__ import annotations
 
 import contextlib
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -30,8 +31,9 @@ _NOMINAL = [False]
 
 @contextlib.contextmanager
 def nominal_taps():
-    """Every `ReachConv2d` computes all its taps inside (FLOP counts keep the published convention:
-    a dilated conv counts its whole kernel, whatever the map size)."""
+    """Inside, every `ReachConv2d` computes all its taps and every `PairwiseMix` runs as the grouped
+    convolution it is (FLOP counts keep the published convention: a conv counts its whole kernel,
+    whatever the map size; benchmarks/bench_trial.py's "before" arm runs the ops as they were)."""
     _NOMINAL.append(True)
     try:
         yield
@@ -43,10 +45,11 @@ class ReachConv2d(nn.Conv2d):
     """A "same" stride-1 convolution that skips the taps which only ever read padding.
 
     On a map no larger than the dilation (a 5×5 at dilation 6 on the 8×8 to 1×1 maps of P4–P7, the
-    maps a proxy runs on) the outer taps multiply zeros: the output and every gradient are the same
-    without them (a padding-only tap's weight gradient is exactly zero), and the work is a 3×3 or a
-    1×1 instead of a 5×5; a depthwise 1×1 is a per-channel product instead of a convolution call
-    (its weight gradient then sums in another order: rewards move within float noise, see
+    maps a proxy runs on; any 3×3 on P7's 1×1) the outer taps multiply zeros: the output and every
+    gradient are the same without them (a padding-only tap's weight gradient is exactly zero), and
+    the work is a 3×3 or a 1×1 instead of a 5×5; a depthwise 1×1 is a per-channel product, and a
+    depthwise conv on a small map a matmul (`small_map`), instead of a convolution call (their
+    weight gradients then sum in another order: rewards move within float noise, see
     benchmarks/trial.json). The weights keep their full shape, so checkpoints do not change."""
 
     def __init__(self, *args, **kwargs):
@@ -56,7 +59,7 @@ class ReachConv2d(nn.Conv2d):
             raise ValueError("ReachConv2d is for stride-1 'same' convolutions with odd kernels")
 
     def forward(self, x):
-        if _NOMINAL[-1] or self.dilation == (1, 1):
+        if _NOMINAL[-1]:
             return super().forward(x)
         (kh, kw), (dh, dw) = self.kernel_size, self.dilation
         mh = min(kh // 2, (x.shape[-2] - 1) // dh)   # taps kept either side of the centre
@@ -64,9 +67,64 @@ class ReachConv2d(nn.Conv2d):
         if (mh, mw) == (kh // 2, kw // 2):
             return super().forward(x)
         weight = self.weight[:, :, kh // 2 - mh:kh // 2 + mh + 1, kw // 2 - mw:kw // 2 + mw + 1]
-        if (mh, mw) == (0, 0) and self.groups == self.in_channels == self.out_channels and self.bias is None:
+        depthwise = self.groups == self.in_channels == self.out_channels and self.bias is None
+        if depthwise and (mh, mw) == (0, 0):
             return x * weight.view(1, -1, 1, 1)  # a depthwise 1×1: one product per output, as the conv's
+        if depthwise and x.device.type == "cpu" and small_map(x, self.dilation):
+            return depthwise_as_matmul(x, weight, mh, mw, dh, dw)
         return F.conv2d(x, weight, self.bias, 1, (mh * dh, mw * dw), self.dilation, self.groups)
+
+
+def small_map(x: torch.Tensor, dilation) -> bool:
+    """Maps where a depthwise convolution is faster as a matmul on CPU (measured at a proxy's sizes,
+    8×32 channels: dilated on 3×3 to 6×6, 0.2–0.5 ms saved a call forward and backward; undilated
+    only on 2×2; slower from 12×12, where the convolution's own kernel wins)."""
+    pixels = x.shape[-2] * x.shape[-1]
+    return pixels <= 4 or (pixels <= 36 and dilation != (1, 1))
+
+
+def depthwise_as_matmul(x, weight, mh: int, mw: int, dh: int, dw: int) -> torch.Tensor:
+    """A "same" depthwise convolution of `weight`'s (2mh+1)×(2mw+1) taps on a small map, as one
+    batched matmul per channel: each channel's convolution is a (pixels × pixels) matrix, the taps'
+    weights times fixed 0/1 shift matrices (`shift_matrices`). Output and gradients equal the
+    convolution's up to float summation order."""
+    n, c, h, w = x.shape
+    shifts = shift_matrices(h, w, mh, mw, dh, dw).to(x.dtype)
+    per_channel = (weight.reshape(c, -1) @ shifts).view(c, h * w, h * w)
+    y = torch.bmm(x.reshape(n, c, h * w).transpose(0, 1), per_channel.transpose(1, 2))
+    return y.transpose(0, 1).reshape(n, c, h, w)
+
+
+@lru_cache(maxsize=64)
+def shift_matrices(h: int, w: int, mh: int, mw: int, dh: int, dw: int) -> torch.Tensor:
+    """(taps, (h·w)²): row t says which input pixel each output pixel reads through tap t, in
+    row-major tap order as a conv weight flattens; outputs whose tap reads padding read nothing."""
+    out = torch.zeros((2 * mh + 1) * (2 * mw + 1), h, w, h, w)
+    t = 0
+    for a in range(-mh, mh + 1):
+        for b in range(-mw, mw + 1):
+            for i in range(max(0, -a * dh), min(h, h - a * dh)):
+                for j in range(max(0, -b * dw), min(w, w - b * dw)):
+                    out[t, i, j, i + a * dh, j + b * dw] = 1.0
+            t += 1
+    return out.view(t, -1)
+
+
+class PairwiseMix(nn.Conv2d):
+    """The grouped 1×1 convolution whose output channel j mixes input channels 2j and 2j+1 (NAS-FCOS's
+    concatenation), computed as a product and a sum over each pair. Torch's CPU path runs a grouped
+    1×1 as one convolution per group, a few dozen calls a layer: ~0.6 ms forward and backward against
+    ~0.15 ms at a proxy's sizes (issue 30). Same parameter, so checkpoints do not change."""
+
+    def __init__(self, channels: int):
+        super().__init__(2 * channels, channels, 1, groups=channels, bias=False)
+
+    def forward(self, x):
+        if _NOMINAL[-1]:
+            return super().forward(x)
+        n, _, h, w = x.shape
+        pairs = x.view(n, self.out_channels, 2, h, w)
+        return (pairs * self.weight.view(1, self.out_channels, 2, 1, 1)).sum(2)
 
 
 class ConvNormAct(nn.Sequential):
