@@ -64,12 +64,11 @@ def run_before(jobs, spec, cache, threads: int):
     """One trial at a time, here, on `threads` threads, with whole dilated kernels and the
     optimiser and average updates and the BatchNorm recalibration as they were (`trial.legacy_trial`)."""
     from nascli.methods.decoder import evaluate
-    from nascli.spaces.ops import nominal_taps
     from nascli.trial import legacy_trial
 
     torch.set_num_threads(threads)
     started, rewards = time.perf_counter(), {}
-    with nominal_taps(), legacy_trial():
+    with legacy_trial():
         for name, g, s, d in jobs:
             rewards[name] = evaluate(g, spec, cache, s, d).reward
     return rewards, time.perf_counter() - started

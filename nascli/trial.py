@@ -106,10 +106,16 @@ def adam(params, lr: float) -> torch.optim.Adam:
 def legacy_trial():
     """The trial kit as it was before issue 30 (benchmarks/bench_trial.py's "before" arm): `adam`
     one tensor at a time, `PolyakAverage` walking the modules at every step, `recompute_batchnorm`
-    through the whole model."""
+    through the whole model, every convolution computed whole and as the conv it is
+    (`spaces.ops.nominal_taps`), the head's three predictions one call a level
+    (`models.heads.per_level_predictions`)."""
+    from .models.heads import per_level_predictions
+    from .spaces.ops import nominal_taps
+
     _LEGACY.append(True)
     try:
-        yield
+        with nominal_taps(), per_level_predictions():
+            yield
     finally:
         _LEGACY.pop()
 

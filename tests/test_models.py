@@ -86,6 +86,30 @@ def test_fcos_forward_shapes():
     assert out["ctr_logits"].shape == (2, p)
 
 
+@pytest.mark.parametrize("sizes", [[(12, 12), (6, 6), (3, 3), (2, 2), (1, 1)], [(16, 20), (8, 10), (4, 5), (2, 3), (1, 2)]])
+def test_the_head_predicting_small_levels_in_one_call_gives_each_level_its_own_outputs(sizes, monkeypatch):
+    from nascli.models import heads
+
+    torch.manual_seed(0)
+    head = heads.FCOSHead(16, num_classes=3, num_convs=1)
+    for m in (head.cls_logits, head.box_pred, head.ctr_pred):  # weights large enough to see a wrong pixel
+        torch.nn.init.normal_(m.weight, std=0.5)
+    feats = [torch.randn(2, 16, h, w) for h, w in sizes]
+
+    def outputs_and_grads():
+        head.zero_grad()
+        xs = [f.clone().requires_grad_() for f in feats]
+        out = head(xs)
+        sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in out).backward()
+        return [*out, *(x.grad for x in xs), head.cls_logits.weight.grad, head.box_pred.weight.grad,
+                head.ctr_pred.weight.grad]
+
+    packed = outputs_and_grads()
+    monkeypatch.setattr(heads, "PACK_PIXELS", 0)  # every level in its own call
+    for a, b in zip(packed, outputs_and_grads(), strict=True):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()  # float summation order only
+
+
 def test_fcos_overfits_one_batch_and_then_detects_it():
     torch.manual_seed(0)
     model = build_fcos(num_classes=2, backbone="resnet18", width=32, num_convs=1, score_thresh=0.05)

@@ -183,10 +183,11 @@ def test_batchnorm_recalibration_runs_the_head_only_when_it_has_batchnorm(tiny_c
     recompute_batchnorm(decoder, batches)
     assert calls == [] and not any(isinstance(m, torch.nn.BatchNorm2d) for m in decoder.head.modules())
     fast = {k: v.clone() for k, v in decoder.state_dict().items()}
-    with legacy_trial():
+    with legacy_trial():  # the whole model, with the ops as they were (float order differs)
         recompute_batchnorm(decoder, batches)
     assert len(calls) == len(batches)
-    assert all(torch.equal(fast[k], v) for k, v in decoder.state_dict().items())
+    for k, v in decoder.state_dict().items():
+        torch.testing.assert_close(fast[k], v, rtol=1e-5, atol=1e-6)
     decoder.head.extra = torch.nn.BatchNorm2d(1)  # a head with BatchNorm is run
     recompute_batchnorm(decoder, batches)
     assert len(calls) == 2 * len(batches)

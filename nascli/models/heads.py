@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -87,14 +88,58 @@ class FCOSHead(nn.Module):
         nn.init.constant_(self.box_pred.bias, 1.0)
 
     def forward(self, feats):
+        towers = [self.towers(x, level) for level, x in enumerate(feats)]
+        if _PER_LEVEL[-1]:
+            cls_maps = [self.cls_logits(c) for c, _ in towers]
+            box_maps = [torch.cat([self.box_pred(b), self.ctr_pred(b)], 1) for _, b in towers]
+        else:  # boxes and centerness read the same features: one convolution with both weights
+            box_weight = torch.cat([self.box_pred.weight, self.ctr_pred.weight])
+            box_bias = torch.cat([self.box_pred.bias, self.ctr_pred.bias])
+            cls_maps = over_levels(self.cls_logits, [c for c, _ in towers])
+            box_maps = over_levels(lambda x: F.conv2d(x, box_weight, box_bias, padding=1), [b for _, b in towers])
         cls, box, ctr = [], [], []
-        for level, x in enumerate(feats):
-            c, b = self.towers(x, level)
-            cls.append(_flatten(self.cls_logits(c)))
-            ltrb = F.relu(self.scales[level] * self.box_pred(b)) * self.strides[level]
-            box.append(_flatten(ltrb))
-            ctr.append(_flatten(self.ctr_pred(b)).squeeze(-1))
+        for level, (c, b) in enumerate(zip(cls_maps, box_maps)):
+            cls.append(_flatten(c))
+            box.append(_flatten(F.relu(self.scales[level] * b[:, :4]) * self.strides[level]))
+            ctr.append(_flatten(b[:, 4:]).squeeze(-1))
         return torch.cat(cls, 1), torch.cat(box, 1), torch.cat(ctr, 1)
+
+
+_PER_LEVEL = [False]
+
+
+@contextlib.contextmanager
+def per_level_predictions():
+    """Inside, the head predicts as before issue 30: three convolution calls on every level
+    (benchmarks/bench_trial.py's "before" arm)."""
+    _PER_LEVEL.append(True)
+    try:
+        yield
+    finally:
+        _PER_LEVEL.pop()
+
+
+#: The levels after P3 share one call of a predictor when P4 has at most this many pixels: on a
+#: proxy's maps (6×6 and smaller) a convolution call costs its dispatch, not its arithmetic (issue 30).
+PACK_PIXELS = 256
+
+
+def over_levels(conv, xs: list) -> list:
+    """`conv` (a 3×3 "same" convolution) on every level. When the levels after the first are small,
+    they go through one call, side by side on a canvas with one zero column after each and zeros
+    below the shorter ones: those zeros are the padding each level would have read, so every output
+    inside a level is what its own call gives (up to float summation order)."""
+    if len(xs) < 3 or xs[1].shape[-2] * xs[1].shape[-1] > PACK_PIXELS:
+        return [conv(x) for x in xs]
+    rest = xs[1:]
+    height = max(x.shape[-2] for x in rest)
+    canvas = conv(torch.cat([F.pad(x, (0, 1, 0, height - x.shape[-2])) for x in rest], dim=-1))
+    maps, left = [conv(xs[0])], 0
+    for x in rest:
+        h, w = x.shape[-2:]
+        maps.append(canvas[..., :h, left:left + w])
+        left += w + 1
+    return maps
 
 
 def _flatten(x):
