@@ -11,7 +11,7 @@ SEED ?= 0
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-gpu clean
+.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,8 @@ help:
 	@echo "benchmarks:  make bench (kernels, cache, AP vs the references) | bench-search | bench-search-retrain"
 	@echo "             bench-proxy | bench-init | bench-auto-fpn | bench-detnas | bench-supernet | bench-executors"
 	@echo "             bench-nas-fpn-proxy (NAS-FPN proxy designs: which separates candidates)"
-	@echo "             bench-trial (trials per CPU-hour, before and after; run it alone) | bench-gpu (CUDA only)"
+	@echo "             bench-trial (trials per CPU-hour, before and after; run it alone) | bench-trial-faithful (an hour)"
+	@echo "             bench-gpu (CUDA only)"
 	@echo "experiments: make fidelity | make bccd-fidelity (hours; resumable)"
 	@echo "             make methods (every method on one budget, one table; METHODS_DATA=bccd METHODS_BUDGET_MIN=30)"
 	@echo "             a bench whose cache is missing says which target to run first; tables: benchmarks/README.md"
@@ -231,12 +232,20 @@ bench-auto-fpn: $(STAMP)
 	$(NASCLI) retrain benchmarks/runs/auto-fpn/big --top 1 --epochs $(AUTO_FPN_RETRAIN_EPOCHS) $(PROMOTE) --val $(DEMO)/test.json
 	$(BIN)/python -m benchmarks.bench_promotion --run benchmarks/runs/auto-fpn/big --out benchmarks/auto-fpn-promotion.json
 
-# Trials per CPU-hour of the demo proxy before and after issue 30 (serial on every thread with whole
-# dilated kernels, against --workers processes with padding-only taps skipped), the rewards' agreement,
-# a profile of one trial and this machine's conv/matmul peaks (after `make demo`; ~8 minutes; alone).
+# Trials per CPU-hour of the demo proxy before and after issue 30 (serial on every thread with the
+# trial kit as it was, against --workers processes with today's), the rewards' agreement, a profile
+# of one trial and this machine's conv/matmul peaks (after `make demo`; ~11 minutes; alone).
+# bench-trial-faithful: the same two arms for the faithful proxy (nas-fcos.yaml) on a C2-C5 cache of
+# the demo's crops, one sampled genotype + the control's and the best's re-scoring (about an hour).
 bench-trial: $(STAMP)
 	$(call require_cache,$(DEMO)/cache,demo)
 	$(BIN)/python -m benchmarks.bench_trial --cache $(DEMO_CACHE) --seed $(SEED)
+
+FAITHFUL_CACHE = $(call cache_in,$(DEMO)/cache-c2)
+bench-trial-faithful: $(STAMP)
+	$(call require_cache,$(DEMO)/cache,demo)
+	test -n "$(FAITHFUL_CACHE)" || $(NASCLI) cache-features --data $(DEMO)/meta-train.json --val $(DEMO)/meta-val.json --checkpoint $(DEMO)/baseline/last.pt --levels c2,c3,c4,c5 --crop $(PIPE_SIZE) --out $(DEMO)/cache-c2 --seed $(SEED)
+	$(BIN)/python -m benchmarks.bench_trial --proxy nas-fcos --cache $(FAITHFUL_CACHE) --genotypes 1 --arms-only --seed $(SEED) --out benchmarks/trial-nas-fcos.json
 
 # On a machine with CUDA: the same workload's trials per hour on cpu / cuda / cuda + amp and the
 # CPU-vs-GPU agreement tests (tests/test_device.py) in one table; elsewhere it says it skipped.

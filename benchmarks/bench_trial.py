@@ -2,11 +2,16 @@
 
 The workload is what a search of G trials costs: G sampled genotypes (one seed each), the control
 with its re-scoring seeds and the best genotype with its re-scoring seeds (DESIGN.md's protocol).
-- before: one trial at a time in this process on every core's threads, each dilated convolution
-  computing its whole kernel (`nominal_taps`): the trial as it was;
+- before: one trial at a time in this process on every core's threads, the trial kit as it was
+  (`trial.legacy_trial`: every convolution whole and as torch runs it, per-tensor updates, the
+  whole model recalibrated, the head's predictions one call a level);
 - after: `--workers` processes sharing the cores (`nascli search --workers`, one thread each on
-  2 cores), padding-only taps skipped (`ReachConv2d`), Adam's multi-tensor updates (`trial.adam`)
-  and a Polyak average that keeps its parameter lists.
+  2 cores), padding-only taps skipped (`ReachConv2d`), Adam's multi-tensor updates (`trial.adam`),
+  a Polyak average that keeps its parameter lists, the FPN alone recalibrated, NAS-FCOS's pairwise
+  mix and small-map or dilated depthwise convolutions off torch's slow CPU paths (`spaces.ops`),
+  the small levels predicted in one call (`models.heads.over_levels`).
+The before arm is split around the after arm (half the workload, the after arm, the rest): this
+machine's speed drifts by 10–30 % within minutes, and a drift would otherwise weigh on one arm only.
 Reported: trials per hour both ways and their ratio; how far the rewards moved (Kendall tau over
 the genotypes and the control, the largest difference in units of the proxy's seed noise), and the
 "before" code rerun at the after arm's thread count, which separates what the changes move from what
@@ -15,7 +20,8 @@ the thread count alone moves (float summation order, amplified by a trial's 130 
 matmul rates measured in the same run. Run it alone: another torch process skews every number.
 
 `python -m benchmarks.bench_trial --cache pipelines/nas-fcos/cache/<key>.h5` (or `make bench-trial`,
-after `make demo`); writes benchmarks/trial.json.
+after `make demo`); writes benchmarks/trial.json. The faithful proxy (`--proxy nas-fcos`, a C2–C5
+cache, minutes a trial): `--arms-only --genotypes 1 --out benchmarks/trial-nas-fcos.json`.
 """
 
 from __future__ import annotations
@@ -74,24 +80,52 @@ def run_before(jobs, spec, cache, threads: int):
     return rewards, time.perf_counter() - started
 
 
-def run_after(jobs, spec, cache, threads: int, workers: int):
-    """`workers` processes sharing `threads` (the pool `nascli search --workers` uses)."""
-    from nascli.executors import ProcessPool
+def run_after(jobs, spec, cache, pool, more=None):
+    """The jobs on `pool` (the processes `nascli search --workers` uses), fed as slots free up;
+    `more(rewards)` adds jobs once every sampled genotype's reward is in (the best's re-scoring),
+    so the queue never drains as a search's does not."""
     from nascli.methods.decoder import evaluate
 
     started, rewards = time.perf_counter(), {}
-    pool = ProcessPool(workers, threads)
+    waiting = list(jobs)
+    sampled = {name for name, *_ in jobs if name.startswith("trial-")}
+    while waiting or pool.busy():
+        while waiting and pool.busy() < pool.slots:
+            name, g, s, d = waiting.pop(0)
+            pool.submit(name, evaluate, g, spec, str(cache), s, d)
+        name, result = pool.next_done()
+        rewards[name] = result.reward
+        if more and sampled <= rewards.keys():
+            waiting, more = waiting + more(rewards), None
+    return rewards, time.perf_counter() - started
+
+
+def both_arms(jobs, spec, cache, cores: int, workers: int, genotypes: int, seed: int):
+    """Before and after on the workload with the before arm split around the after arm (its first
+    half, then the after arm, then the rest): a machine that speeds up or slows down during the run
+    weighs on both arms alike. The best genotype (by the after arm's rewards) is re-scored in both.
+    Returns every job, each arm's rewards and its seconds (the after arm's include its processes'
+    start)."""
+    from nascli.executors import ProcessPool
+
+    extra = []
+
+    def rescore_best(rewards):
+        best = max(range(genotypes), key=lambda i: rewards[jobs[i][0]])
+        extra.extend(rescoring("best", jobs[best][1], best + 1, spec, seed))
+        return extra
+
+    half = len(jobs) // 2
+    first, first_s = run_before(jobs[:half], spec, cache, cores)
+    started = time.perf_counter()
+    pool = ProcessPool(workers, cores)
     try:
-        waiting = list(jobs)
-        while waiting or pool.busy():
-            while waiting and pool.busy() < pool.slots:
-                name, g, s, d = waiting.pop(0)
-                pool.submit(name, evaluate, g, spec, str(cache), s, d)
-            name, result = pool.next_done()
-            rewards[name] = result.reward
+        after, _ = run_after(jobs, spec, cache, pool, rescore_best)
     finally:
         pool.close()
-    return rewards, time.perf_counter() - started
+    after_s = time.perf_counter() - started
+    rest, rest_s = run_before(jobs[half:] + extra, spec, cache, cores)
+    return jobs + extra, {**first, **rest}, first_s + rest_s, after, after_s
 
 
 def profile_trial(genotype, spec, cache, threads: int) -> dict:
@@ -125,7 +159,7 @@ def profile_trial(genotype, spec, cache, threads: int) -> dict:
             "share": {k: round(v / wall, 3) for k, v in kinds.items()}}
 
 
-def run(cache, proxy: str, genotypes: int, workers: int, seed: int, out: Path) -> dict:
+def run(cache, proxy: str, genotypes: int, workers: int, seed: int, out: Path, arms_only: bool = False) -> dict:
     from nascli.config import ProxySpec, load_spec, resolve_proxy
     from nascli.methods.decoder import training_epochs
     from nascli.report import kendall_tau
@@ -134,40 +168,41 @@ def run(cache, proxy: str, genotypes: int, workers: int, seed: int, out: Path) -
 
     spec = load_spec(ProxySpec, resolve_proxy(proxy))
     cores = usable_cores()
-    jobs = workload(spec, cache, genotypes, seed)
-    before, before_s = run_before(jobs, spec, cache, cores)
-    best = max(range(genotypes), key=lambda i: before[jobs[i][0]])  # the search's best is re-scored too
-    extra = rescoring("best", jobs[best][1], best + 1, spec, seed)
-    more, seconds = run_before(extra, spec, cache, cores)
-    jobs, before, before_s = jobs + extra, {**before, **more}, before_s + seconds
-    after, after_s = run_after(jobs, spec, cache, cores, workers)
+    jobs, before, before_s, after, after_s = both_arms(workload(spec, cache, genotypes, seed), spec, cache, cores,
+                                                        workers, genotypes, seed)
     threads = max(1, cores // workers)
-    # the "before" code at the workers' thread count: which differences the changes make, and which
-    # the thread count alone makes (float summation order, amplified by 130 Adam steps)
-    same, _ = run_before(jobs, spec, cache, threads) if threads != cores else (before, before_s)
     names = [j[0] for j in jobs]
     ranked = [n for n in names if n.startswith("trial-")] + ["control-seed0"]
     control = [before[n] for n in names if n.startswith("control-")]
     noise = statistics.stdev(control) if len(control) > 1 else float("nan")
+    result = {
+        "proxy": proxy, "cache": str(cache), "cores": cores, "workers": workers, "seed": seed,
+        "evaluations": len(jobs), "genotypes": genotypes, "rescore_seeds": spec.rescore_seeds,
+        "before": {"seconds": round(before_s, 1), "trials_per_hour": round(3600 * len(jobs) / before_s, 1),
+                   "how": f"serial, {cores} threads, the trial kit as it was (trial.legacy_trial)"},
+        "after": {"seconds": round(after_s, 1), "trials_per_hour": round(3600 * len(jobs) / after_s, 1),
+                  "how": f"{workers} worker processes x {threads} thread, padding-only taps skipped, multi-tensor "
+                         "updates, FPN-only recalibration, pairwise mix and small or dilated depthwise convs "
+                         "off torch's slow CPU paths, small levels predicted in one call"},
+        "speedup": round(before_s / after_s, 2),
+        "rewards": {n: {"before": before[n], "after": after[n]} for n in names},
+        "kendall_tau": kendall_tau([before[n] for n in ranked], [after[n] for n in ranked]),
+        "control_seed_noise": noise,
+        "max_difference_in_noise": max(abs(before[n] - after[n]) for n in names) / noise,
+    }
+    if arms_only:  # a proxy whose trials take minutes: the two arms, nothing else
+        out.write_text(json.dumps(result, indent=2))
+        return result
+    # the "before" code at the workers' thread count: which differences the changes make, and which
+    # the thread count alone makes (float summation order, amplified by 130 Adam steps)
+    same, _ = run_before(jobs, spec, cache, threads) if threads != cores else (before, before_s)
     train = open_split(str(cache), "train")
     prof = profile_trial(jobs[0][1], spec, cache, cores)
     epochs = training_epochs(spec, len(train))
     val = open_split(str(cache), "val")
     crops = 3 * epochs * len(train) + len(train) + len(val)  # fwd+bwd training, BN recompute, scoring
     # achieved over the profiled trial's wall time, the profiler's overhead included (an underestimate)
-    result = {
-        "proxy": proxy, "cache": str(cache), "cores": cores, "workers": workers, "seed": seed,
-        "evaluations": len(jobs), "genotypes": genotypes, "rescore_seeds": spec.rescore_seeds,
-        "before": {"seconds": round(before_s, 1), "trials_per_hour": round(3600 * len(jobs) / before_s, 1),
-                   "how": f"serial, {cores} threads, whole dilated kernels, per-tensor updates, full recalibration"},
-        "after": {"seconds": round(after_s, 1), "trials_per_hour": round(3600 * len(jobs) / after_s, 1),
-                  "how": f"{workers} worker processes x {max(1, cores // workers)} thread, padding-only taps "
-                          "skipped, multi-tensor updates, FPN-only recalibration"},
-        "speedup": round(before_s / after_s, 2),
-        "rewards": {n: {"before": before[n], "after": after[n]} for n in names},
-        "kendall_tau": kendall_tau([before[n] for n in ranked], [after[n] for n in ranked]),
-        "control_seed_noise": noise,
-        "max_difference_in_noise": max(abs(before[n] - after[n]) for n in names) / noise,
+    result.update({
         "same_threads": {  # before at the after arm's threads: the changes alone, and the threads alone
             "threads": threads, "rewards": {n: same[n] for n in names},
             "kendall_tau_vs_after": kendall_tau([same[n] for n in ranked], [after[n] for n in ranked]),
@@ -177,7 +212,7 @@ def run(cache, proxy: str, genotypes: int, workers: int, seed: int, out: Path) -
         "profile": prof,
         "achieved_gflops": round(prof["flops_per_crop"] * crops / prof["wall_seconds"] / 1e9, 2),
         "peaks": [peaks(1), peaks(cores)],
-    }
+    })
     out.write_text(json.dumps(result, indent=2))
     return result
 
@@ -190,15 +225,20 @@ def main():
     parser.add_argument("--workers", type=int, default=None, help="pool processes (default: the usable cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/trial.json")
+    parser.add_argument("--arms-only", action="store_true",
+                        help="only the before and after arms (for a proxy whose trials take minutes)")
     args = parser.parse_args()
     from nascli.runtime import usable_cores
 
-    r = run(args.cache, args.proxy, args.genotypes, args.workers or usable_cores(), args.seed, Path(args.out))
+    r = run(args.cache, args.proxy, args.genotypes, args.workers or usable_cores(), args.seed, Path(args.out),
+            args.arms_only)
     print(f"{r['evaluations']} evaluations of {r['proxy']}: before {r['before']['seconds']} s "
           f"({r['before']['trials_per_hour']}/h, {r['before']['how']}), after {r['after']['seconds']} s "
           f"({r['after']['trials_per_hour']}/h, {r['after']['how']}): {r['speedup']}x")
     print(f"rewards: Kendall tau {r['kendall_tau']:.3f} over the trials and the control; largest difference "
           f"{r['max_difference_in_noise']:.3f} seed-noise widths (noise {r['control_seed_noise']:.4f})")
+    if args.arms_only:
+        return
     same = r["same_threads"]
     print(f"at {same['threads']} thread(s) both: tau {same['kendall_tau_vs_after']:.3f}, largest difference "
           f"{same['max_difference_vs_after_in_noise']:.3f} widths; the thread count alone: tau "
