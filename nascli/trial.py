@@ -106,15 +106,13 @@ def adam(params, lr: float) -> torch.optim.Adam:
 def legacy_trial():
     """The trial kit as it was before issue 30 (benchmarks/bench_trial.py's "before" arm): `adam`
     one tensor at a time, `PolyakAverage` walking the modules at every step, `recompute_batchnorm`
-    through the whole model, every convolution computed whole and as the conv it is
-    (`spaces.ops.nominal_taps`), the head's three predictions one call a level
-    (`models.heads.per_level_predictions`)."""
-    from .models.heads import per_level_predictions
+    through the whole model, every convolution computed whole and as the conv it is and the head's
+    three predictions one call a level (`spaces.ops.nominal_taps`)."""
     from .spaces.ops import nominal_taps
 
     _LEGACY.append(True)
     try:
-        with nominal_taps(), per_level_predictions():
+        with nominal_taps():
             yield
     finally:
         _LEGACY.pop()

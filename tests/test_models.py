@@ -1,5 +1,7 @@
 """Backbones, FPN, FCOS head and losses: shapes, local weights, frozen BN, and that it learns."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -104,10 +106,21 @@ def test_the_head_predicting_small_levels_in_one_call_gives_each_level_its_own_o
         return [*out, *(x.grad for x in xs), head.cls_logits.weight.grad, head.box_pred.weight.grad,
                 head.ctr_pred.weight.grad]
 
-    packed = outputs_and_grads()
+    def flops(nominal):
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from nascli.spaces.ops import nominal_taps
+
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad(), (nominal_taps() if nominal else contextlib.nullcontext()):
+            head(feats)
+        return counter.get_total_flops()
+
+    packed, counted, canvas = outputs_and_grads(), flops(nominal=True), flops(nominal=False)
     monkeypatch.setattr(heads, "PACK_PIXELS", 0)  # every level in its own call
     for a, b in zip(packed, outputs_and_grads(), strict=True):
         assert (a - b).abs().max() <= 1e-5 * b.abs().max()  # float summation order only
+    assert counted == flops(nominal=False) < canvas  # FLOPs count each level's own call, not the canvas
 
 
 def test_fcos_overfits_one_batch_and_then_detects_it():

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import DeformConv2d
 
-from ..models.heads import group_count
+from ..models.heads import group_count, per_level_predictions
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -31,12 +31,14 @@ _NOMINAL = [False]
 
 @contextlib.contextmanager
 def nominal_taps():
-    """Inside, every `ReachConv2d` computes all its taps and every `PairwiseMix` runs as the grouped
-    convolution it is (FLOP counts keep the published convention: a conv counts its whole kernel,
-    whatever the map size; benchmarks/bench_trial.py's "before" arm runs the ops as they were)."""
+    """Inside, every `ReachConv2d` computes all its taps, every `PairwiseMix` runs as the grouped
+    convolution it is and the FCOS head predicts one call a level (FLOP counts keep the published
+    convention: a conv counts its whole kernel on its own level, whatever the map size;
+    benchmarks/bench_trial.py's "before" arm runs the ops as they were)."""
     _NOMINAL.append(True)
     try:
-        yield
+        with per_level_predictions():
+            yield
     finally:
         _NOMINAL.pop()
 
