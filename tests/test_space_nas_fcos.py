@@ -1,5 +1,7 @@
 """The NAS-FCOS search space: decisions, genotypes, builder, cost, and the published decoder."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -223,6 +225,26 @@ def test_the_pairwise_mix_computes_the_grouped_convolution_and_counts_its_flops(
     with counter, torch.no_grad(), nominal_taps():
         mix(x)
     assert counter.get_total_flops() == 2 * (2 * 8 * 15 * 2)  # 2 a MAC; N·C·pixels outputs of 2 inputs each
+
+
+@pytest.mark.parametrize("size", [(5, 7), (1, 1), (12, 12)])
+def test_the_deformable_conv_by_sampling_computes_torchvisions_outputs_and_gradients(size):
+    torch.manual_seed(0)
+    conv = DeformConv(8, "gn")
+    torch.nn.init.normal_(conv.conv_offset_mask.weight, std=0.5)  # offsets of a few pixels, some off the map
+    torch.nn.init.normal_(conv.conv_offset_mask.bias, std=2.0)
+    x = torch.randn(2, 8, *size)
+
+    def outputs_and_grads(torchvision_kernel: bool):
+        conv.zero_grad()
+        xi = x.clone().requires_grad_()
+        with nominal_taps() if torchvision_kernel else contextlib.nullcontext():
+            y = conv(xi)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        return [y, xi.grad, *(p.grad.clone() for p in conv.parameters())]
+
+    for a, b in zip(outputs_and_grads(False), outputs_and_grads(True), strict=True):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()  # float summation order only
 
 
 def test_reach_conv_refuses_what_its_trimming_does_not_cover():
