@@ -183,7 +183,7 @@ def run(cache, proxy: str, genotypes: int, workers: int, seed: int, out: Path, a
         "after": {"seconds": round(after_s, 1), "trials_per_hour": round(3600 * len(jobs) / after_s, 1),
                   "how": f"{workers} worker processes x {threads} thread, padding-only taps skipped, multi-tensor "
                          "updates, FPN-only recalibration, pairwise mix and small or dilated depthwise convs "
-                         "off torch's slow CPU paths, small levels predicted in one call"},
+                         "off torch's slow CPU paths, deformable convs by grid_sample, small levels predicted in one call"},
         "speedup": round(before_s / after_s, 2),
         "rewards": {n: {"before": before[n], "after": after[n]} for n in names},
         "kendall_tau": kendall_tau([before[n] for n in ranked], [after[n] for n in ranked]),
