@@ -28,7 +28,7 @@ help:
 	@echo "benchmarks:  make bench (kernels, cache, AP vs the references) | bench-search | bench-search-retrain"
 	@echo "             bench-proxy | bench-init | bench-auto-fpn | bench-detnas | bench-supernet | bench-executors"
 	@echo "             bench-nas-fpn-proxy (NAS-FPN proxy designs: which separates candidates)"
-	@echo "             bench-trial (trials per CPU-hour, before and after; run it alone) | bench-trial-faithful (an hour)"
+	@echo "             bench-trial (trials per CPU-hour, before and after; run it alone) | bench-trial-faithful (~15 min)"
 	@echo "             bench-gpu (CUDA only)"
 	@echo "experiments: make fidelity | make bccd-fidelity (hours; resumable)"
 	@echo "             make methods (every method on one budget, one table; METHODS_DATA=bccd METHODS_BUDGET_MIN=30)"
@@ -236,7 +236,7 @@ bench-auto-fpn: $(STAMP)
 # trial kit as it was, against --workers processes with today's), the rewards' agreement, a profile
 # of one trial and this machine's conv/matmul peaks (after `make demo`; ~11 minutes; alone).
 # bench-trial-faithful: the same two arms for the faithful proxy (nas-fcos.yaml) on a C2-C5 cache of
-# the demo's crops, one sampled genotype + the control's and the best's re-scoring (about an hour).
+# the demo's crops, one sampled genotype + the control's and the best's re-scoring (~15 minutes; alone).
 bench-trial: $(STAMP)
 	$(call require_cache,$(DEMO)/cache,demo)
 	$(BIN)/python -m benchmarks.bench_trial --cache $(DEMO_CACHE) --seed $(SEED)
