@@ -8,8 +8,9 @@ with its re-scoring seeds and the best genotype with its re-scoring seeds (DESIG
 - after: `--workers` processes sharing the cores (`nascli search --workers`, one thread each on
   2 cores), padding-only taps skipped (`ReachConv2d`), Adam's multi-tensor updates (`trial.adam`),
   a Polyak average that keeps its parameter lists, the FPN alone recalibrated, NAS-FCOS's pairwise
-  mix and small-map or dilated depthwise convolutions off torch's slow CPU paths (`spaces.ops`),
-  the small levels predicted in one call (`models.heads.over_levels`).
+  mix and small-map or dilated depthwise convolutions off torch's slow CPU paths and deformable ones
+  computed by `grid_sample` (`spaces.ops`), the small levels predicted in one call
+  (`models.heads.over_levels`).
 The before arm is split around the after arm (half the workload, the after arm, the rest): this
 machine's speed drifts by 10–30 % within minutes, and a drift would otherwise weigh on one arm only.
 Reported: trials per hour both ways and their ratio; how far the rewards moved (Kendall tau over
@@ -83,7 +84,7 @@ def run_before(jobs, spec, cache, threads: int):
 def run_after(jobs, spec, cache, pool, more=None):
     """The jobs on `pool` (the processes `nascli search --workers` uses), fed as slots free up;
     `more(rewards)` adds jobs once every sampled genotype's reward is in (the best's re-scoring),
-    so the queue never drains as a search's does not."""
+    so the queue stays full until the end, as a search's does."""
     from nascli.methods.decoder import evaluate
 
     started, rewards = time.perf_counter(), {}
@@ -183,7 +184,8 @@ def run(cache, proxy: str, genotypes: int, workers: int, seed: int, out: Path, a
         "after": {"seconds": round(after_s, 1), "trials_per_hour": round(3600 * len(jobs) / after_s, 1),
                   "how": f"{workers} worker processes x {threads} thread, padding-only taps skipped, multi-tensor "
                          "updates, FPN-only recalibration, pairwise mix and small or dilated depthwise convs "
-                         "off torch's slow CPU paths, deformable convs by grid_sample, small levels predicted in one call"},
+                         "off torch's slow CPU paths, deformable convs by grid_sample, small levels predicted "
+                         "in one call"},
         "speedup": round(before_s / after_s, 2),
         "rewards": {n: {"before": before[n], "after": after[n]} for n in names},
         "kendall_tau": kendall_tau([before[n] for n in ranked], [after[n] for n in ranked]),
