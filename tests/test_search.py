@@ -33,19 +33,53 @@ def test_proxy_reward_is_the_negative_meta_val_loss(tiny_cache, tiny_proxy):
 
 
 def test_faster_updates_leave_the_reward_unchanged(tiny_cache, tiny_proxy):
-    """The trial's Adam updates all tensors at once, its average keeps its parameter lists and its
-    BatchNorm recalibration skips a GroupNorm head (issue 30); the reward is the old trial's, and the
-    benchmark's "before" arm really runs that."""
-    from nascli.trial import adam, legacy_trial
+    """The trial's Adam and average update one flat buffer and its BatchNorm recalibration skips a
+    GroupNorm head (issue 30); the reward is the old trial's, and the benchmark's "before" arm
+    really runs that."""
+    from nascli.trial import FlatAdam, adam, flatten, legacy_trial
 
     spec = load_spec(ProxySpec, tiny_proxy)
     genotype = _valid_genotype(spec)
     fast = evaluate(genotype, spec, tiny_cache, seed=3, data_seed=1)
     with legacy_trial():
         slow = evaluate(genotype, spec, tiny_cache, seed=3, data_seed=1)
-        assert adam([torch.zeros(1, requires_grad=True)], 0.1).defaults["foreach"] is False
-    assert adam([torch.zeros(1, requires_grad=True)], 0.1).defaults["foreach"] is True
+        model = torch.nn.Linear(2, 2)
+        assert flatten(model) is None and adam(model, 0.1).defaults["foreach"] is False
+    assert isinstance(adam(model, 0.1, flatten(model)), FlatAdam)
     assert fast.status == slow.status == "done" and abs(fast.reward - slow.reward) < 1e-4
+
+
+def test_flat_adam_and_average_equal_torchs_bit_for_bit(tiny_cache, tiny_proxy):
+    """Ten steps of a searched decoder with `FlatAdam` and the flat `PolyakAverage` give exactly
+    the weights of torch's multi-tensor Adam and the per-tensor average (same kernels, aligned
+    buffers); a parameter without a gradient stays where it was in both."""
+    import copy
+
+    from nascli.spaces import build_decoder
+    from nascli.trial import FlatAdam, FlatParameters, PolyakAverage, open_split
+
+    spec = load_spec(ProxySpec, tiny_proxy)
+    train = open_split(str(tiny_cache), "train")
+    torch.manual_seed(0)
+    ours = build_decoder(_valid_genotype(spec), train.in_channels(), len(train.classes), 32)  # the demo width
+    ours.unused = torch.nn.Linear(3, 5)  # sizes off the 64-byte alignment, and no gradient
+    theirs = copy.deepcopy(ours)
+    flat = FlatParameters(ours)
+    ours_opt, theirs_opt = FlatAdam(flat, 1e-2), torch.optim.Adam(theirs.parameters(), lr=1e-2, foreach=True)
+    ours_avg, theirs_avg = PolyakAverage(ours, 0.9, flat), PolyakAverage(theirs, 0.9)
+    batches = list(train.batches(4, True, 0))
+    for step in range(10):
+        batch = batches[step % len(batches)]
+        for model, optimizer, average in ((ours, ours_opt, ours_avg), (theirs, theirs_opt, theirs_avg)):
+            optimizer.zero_grad(set_to_none=True)
+            sum(model.loss_from_batch(model(batch), batch).values()).backward()
+            optimizer.step()
+            average.update(model)
+    pairs = list(zip(ours.parameters(), theirs.parameters())) + list(
+        zip(ours_avg.module.parameters(), theirs_avg.module.parameters()))
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert not torch.equal(ours.head.cls_logits.weight, ours_avg.module.head.cls_logits.weight)
+    assert torch.equal(ours.unused.weight, ours_avg.module.unused.weight)  # never moved
 
 
 def _valid_genotype(spec):

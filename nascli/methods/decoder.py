@@ -31,8 +31,8 @@ from ..runtime import training_precision
 from ..spaces import build_decoder
 from ..spaces.base import cost as decoder_cost
 from .base import TrialSetup
-from ..trial import (TRIAL_ERRORS, Diverged, PolyakAverage, adam, TrialResult, failure, open_split, outcome,
-                     recompute_batchnorm, score)
+from ..trial import (TRIAL_ERRORS, Diverged, PolyakAverage, TrialResult, adam, failure, flatten, open_split,
+                     outcome, recompute_batchnorm, score)
 
 
 def evaluate(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_seed: int = 0, device="cpu") -> TrialResult:
@@ -62,9 +62,10 @@ def train_candidate(genotype, spec: ProxySpec, train: CachedSplit, seed: int = 0
     shapes = {lv: tuple(train.group[lv].shape[1:]) for lv in train.levels}
     cost = decoder_cost(decoder, shapes)
     decoder = decoder.to(device)
-    optimizer = adam(decoder.parameters(), spec.lr)
+    flat = flatten(decoder)
+    optimizer = adam(decoder, spec.lr, flat)
     precision = training_precision(device, spec.amp)
-    average = PolyakAverage(decoder, spec.polyak)
+    average = PolyakAverage(decoder, spec.polyak, flat)
     for epoch in range(training_epochs(spec, len(train))):
         decoder.train()
         for batch in train.batches(spec.batch_size, True, data_seed * 1000 + epoch, device,
