@@ -6,8 +6,8 @@ with its re-scoring seeds and the best genotype with its re-scoring seeds (DESIG
   (`trial.legacy_trial`: every convolution whole and as torch runs it, per-tensor updates, the
   whole model recalibrated, the head's predictions one call a level);
 - after: `--workers` processes sharing the cores (`nascli search --workers`, one thread each on
-  2 cores), padding-only taps skipped (`ReachConv2d`), Adam's multi-tensor updates (`trial.adam`),
-  a Polyak average that keeps its parameter lists, the FPN alone recalibrated, NAS-FCOS's pairwise
+  2 cores), padding-only taps skipped (`ReachConv2d`), Adam and the Polyak average updating one
+  flat parameter buffer (`trial.FlatAdam`), the FPN alone recalibrated, NAS-FCOS's pairwise
   mix and small-map or dilated depthwise convolutions off torch's slow CPU paths and deformable ones
   computed by `grid_sample` (`spaces.ops`), the small levels predicted in one call
   (`models.heads.over_levels`).
@@ -182,8 +182,8 @@ def run(cache, proxy: str, genotypes: int, workers: int, seed: int, out: Path, a
         "before": {"seconds": round(before_s, 1), "trials_per_hour": round(3600 * len(jobs) / before_s, 1),
                    "how": f"serial, {cores} threads, the trial kit as it was (trial.legacy_trial)"},
         "after": {"seconds": round(after_s, 1), "trials_per_hour": round(3600 * len(jobs) / after_s, 1),
-                  "how": f"{workers} worker processes x {threads} thread, padding-only taps skipped, multi-tensor "
-                         "updates, FPN-only recalibration, pairwise mix and small or dilated depthwise convs "
+                  "how": f"{workers} worker processes x {threads} thread, padding-only taps skipped, Adam and "
+                         "average on one flat buffer, FPN-only recalibration, pairwise mix and small or dilated depthwise convs "
                          "off torch's slow CPU paths, deformable convs by grid_sample, small levels predicted "
                          "in one call"},
         "speedup": round(before_s / after_s, 2),
