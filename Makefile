@@ -236,7 +236,7 @@ bench-auto-fpn: $(STAMP)
 # trial kit as it was, against --workers processes with today's), the rewards' agreement, a profile
 # of one trial and this machine's conv/matmul peaks (after `make demo`; ~11 minutes; alone).
 # bench-trial-faithful: the same two arms for the faithful proxy (nas-fcos.yaml) on a C2-C5 cache of
-# the demo's crops, one sampled genotype + the control's and the best's re-scoring (~15 minutes; alone).
+# the demo's crops, 5 sampled genotypes + the control's and the best's re-scoring (~30 minutes; alone).
 bench-trial: $(STAMP)
 	$(call require_cache,$(DEMO)/cache,demo)
 	$(BIN)/python -m benchmarks.bench_trial --cache $(DEMO_CACHE) --seed $(SEED)
@@ -245,7 +245,7 @@ FAITHFUL_CACHE = $(call cache_in,$(DEMO)/cache-c2)
 bench-trial-faithful: $(STAMP)
 	$(call require_cache,$(DEMO)/cache,demo)
 	test -n "$(FAITHFUL_CACHE)" || $(NASCLI) cache-features --data $(DEMO)/meta-train.json --val $(DEMO)/meta-val.json --checkpoint $(DEMO)/baseline/last.pt --levels c2,c3,c4,c5 --crop $(PIPE_SIZE) --out $(DEMO)/cache-c2 --seed $(SEED)
-	$(BIN)/python -m benchmarks.bench_trial --proxy nas-fcos --cache $(FAITHFUL_CACHE) --genotypes 1 --arms-only --seed $(SEED) --out benchmarks/trial-nas-fcos.json
+	$(BIN)/python -m benchmarks.bench_trial --proxy nas-fcos --cache $(FAITHFUL_CACHE) --genotypes 5 --arms-only --seed $(SEED) --out benchmarks/trial-nas-fcos.json
 
 # On a machine with CUDA: the same workload's trials per hour on cpu / cuda / cuda + amp and the
 # CPU-vs-GPU agreement tests (tests/test_device.py) in one table; elsewhere it says it skipped.
