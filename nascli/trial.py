@@ -101,8 +101,9 @@ class FlatParameters:
     is a few kernels on two tensors instead of a few per tensor: a demo decoder has ~380 parameter
     tensors, and on CPU each small kernel costs more in dispatch than in arithmetic (issue 30).
     Each parameter starts on a 64-byte boundary, as a tensor of its own would, and the gaps stay
-    zero: packed without gaps, a demo decoder's outputs moved by up to 1.5e-5 (some kernel sums in
-    another order off the boundary); aligned, the trial's rewards are bit for bit the same."""
+    zero: packed without gaps, a demo decoder's outputs moved by up to 1.5e-5 (a 1×1 convolution on
+    P7's 1×1 map sums in another order when its weight is off the boundary); aligned, the trial's
+    rewards are bit for bit the same."""
 
     ALIGN = 16  # float32 elements in 64 bytes
 
