@@ -294,11 +294,13 @@ bench-nas-fpn-proxy: $(STAMP)
 # Proxy fidelity on the synthetic default (README): the demo's run (made first if missing), its
 # control, best 3 and 6 random genotypes, each scored by the proxy with 3 seeds and retrained with
 # the demo's recipe, evaluated on the test split. Resumable: rerun after a kill.
+# FIDELITY_TAG=-x writes benchmarks/fidelity-x.json (issue 30's re-run: FIDELITY_TAG=-issue30).
 FIDELITY_RUN ?= $(DEMO)/run
 FIDELITY_TEST ?= $(DEMO)/test.json
+FIDELITY_TAG ?=
 fidelity: $(STAMP)
 	test -f $(FIDELITY_RUN)/run.db || test "$(FIDELITY_RUN)" != "$(DEMO)/run" || $(MAKE) demo
-	$(BIN)/python -m benchmarks.bench_fidelity --run $(FIDELITY_RUN) --test $(FIDELITY_TEST) --epochs $(PIPE_RETRAIN_EPOCHS) --seed $(SEED)
+	$(BIN)/python -m benchmarks.bench_fidelity --run $(FIDELITY_RUN) --test $(FIDELITY_TEST) --epochs $(PIPE_RETRAIN_EPOCHS) --seed $(SEED) --out benchmarks/fidelity$(FIDELITY_TAG).json
 
 clean:
 	rm -rf pipelines bccd .pytest_cache

@@ -136,7 +136,7 @@ class FlatAdam:
     def __init__(self, flat: FlatParameters, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
         self.flat, self.betas, self.eps, self.steps = flat, betas, eps, 0
         self.exp_avg, self.exp_avg_sq = torch.zeros_like(flat.data), torch.zeros_like(flat.data)
-        self.param_groups = [{"params": flat.params, "lr": lr}]  # where schedulers and GradScaler look
+        self.param_groups = [{"params": flat.params, "lr": lr}]  # torch's layout: `step` reads the lr here
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.flat.grad.zero_()
