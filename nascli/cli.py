@@ -249,7 +249,10 @@ def eval_cmd(
     image_dir: ImageDirOpt = None,
     exit_after: ExitAfterOpt = None,
     all_exits: Annotated[bool, typer.Option("--all-exits", help="Evaluate every early exit K = 1..stages.")] = False,
+    runtime: Annotated[str, typer.Option(help="torch | onnxruntime: what the latency is timed under (AP is torch's; pip install 'nascli[deploy]' for onnxruntime).")] = "torch",
+    latency_images: Annotated[int, typer.Option(min=1, help="Single images the latency is the median of (after 3 warm-up).")] = 30,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ):
     """COCO evaluation (pycocotools): AP, AP50, AP75, APs/m/l, params, FLOPs, latency per image.
@@ -259,12 +262,13 @@ def eval_cmd(
     """
     from .evaluate import METRICS, evaluate, stages_of
 
+    _use_threads(threads)
     exits = list(range(1, stages_of(checkpoint) + 1)) if all_exits else [exit_after]
     results = []
     with _progress("eval", not as_json) as on_progress:
         for k in exits:
             results.append(evaluate(checkpoint, data, image_dir=image_dir, device=device, on_progress=on_progress,
-                                    exit_after=k))
+                                    exit_after=k, runtime=runtime, latency_images=latency_images))
     if as_json:
         return _emit_json(results if all_exits else results[0])
     if all_exits:
@@ -275,7 +279,9 @@ def eval_cmd(
     rows = [(m, "n/a" if r[m] < 0 else f"{100 * r[m]:.1f}") for m in METRICS]
     rows += [("params", f"{r['params'] / 1e6:.2f} M"),
              ("FLOPs", f"{r['flops'] / 1e9:.2f} G at {r['flops_input'][0]}x{r['flops_input'][1]}"),
-             ("latency", f"{r['latency_ms']:.1f} ms/image on {r['device']}")]
+             ("latency", f"{r['latency_ms']:.1f} ms/image (median of {r['latency_images']}, quartiles "
+                         f"{r['latency_p25_ms']:.1f}-{r['latency_p75_ms']:.1f}) on {r['device']}, {r['threads']} "
+                         f"thread(s), {r['runtime']}")]
     _table(f"{checkpoint} on {data} ({r['images']} images)", ["metric", "value"], rows)
 
 
@@ -389,6 +395,44 @@ def proxies_cmd(as_json: JsonOpt = False):
            [(r["name"], r["space"], r["from"], r["path"]) for r in rows])
 
 
+@app.command("profile")
+def profile_cmd(
+    cache: Annotated[Path, typer.Option(help="Feature cache of the search (its baseline gives the promoted shape; the table lives beside it).")],
+    method: Annotated[str, typer.Option(help="Whose space's random decoders calibrate the table (with the control).")] = "nas-fcos",
+    proxy: Annotated[str | None, typer.Option(help="Proxy spec of that space (default: the method's).")] = None,
+    decoders: Annotated[int, typer.Option(min=0, help="Random decoders timed end to end beside the control.")] = 3,
+    images: Annotated[int, typer.Option(min=5, help="Timed images per detector (median).")] = 30,
+    threads: ThreadsOpt = None,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+):
+    """Time every op a promoted detector runs on this machine, at this thread count: the table
+    `search --latency-target` predicts candidates with (a search calibrates it itself the first time).
+
+    Example: [cyan]nascli profile --cache cache/<key>.h5 --threads 2[/]
+    """
+    from .config import ProxySpec, load_spec, resolve_proxy
+    from .latency_table import profile
+    from .methods import default_proxy, lookup
+    from .search import baseline_of
+    from .spaces import space_for
+
+    _use_threads(threads)
+    spec = load_spec(ProxySpec, resolve_proxy(proxy or default_proxy(method)))
+    entry = lookup(method, spec.space)
+    r = profile(baseline_of(cache), cache.parent, entry.control(spec, cache), space_for(spec), decoders=decoders,
+                images=images, seed=seed)
+    if as_json:
+        return _emit_json(r)
+    _table(f"latency on {r['environment']['processor']}, {r['environment']['threads']} thread(s), "
+           f"{r['input_size'][0]}x{r['input_size'][1]} images",
+           ["detector", "ops", "sum of ops ms", "predicted ms", "measured ms"],
+           [("control" if row["control"] else _one_line(row["genotype"])[:60], row["ops"], f"{row['sum_ms']:.1f}",
+             f"{row['predicted_ms']:.1f}", f"{row['measured_ms']:.1f}") for row in r["rows"]])
+    console.print(f"table: {r['table']} ({r['keys']} op shapes); fit: {r['fit']['per_op'] * 1000:.1f} µs an op + "
+                  f"{r['fit']['fixed']:.1f} ms")
+
+
 @app.command("check")
 def check_cmd(path: Annotated[Path, typer.Argument(help="Any file nascli reads, or a run folder.")],
               kind: Annotated[str | None, typer.Option(help="coco | voc | train-spec | proxy-spec | genotype | "
@@ -436,6 +480,10 @@ def search_cmd(
                                                             "as many as the cluster fits).")] = None,
     supernet: Annotated[Path | None, typer.Option(help="detnas, or random over its space: score paths of this "
                                                        "run's finished supernet instead of training one.")] = None,
+    latency_target: Annotated[str | None, typer.Option(help="Skip, untrained, every candidate whose predicted latency once "
+                                                           "promoted (this machine's per-op table, at --threads) is over "
+                                                           "this: 1.0x (the control's) or 80ms. The strategy is told they "
+                                                           "failed; they do not count as trials.")] = None,
     threads: ThreadsOpt = None,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
@@ -447,6 +495,7 @@ def search_cmd(
     Example: [cyan]nascli search --method sp-nas --cache cache/<images key>.h5 --trials 12 --run runs/g1[/]
     Example: [cyan]nascli search --method detnas --cache cache/<images key>.h5 --trials 40 --run runs/d1[/]
     Example: [cyan]nascli search --method random --proxy detnas --supernet runs/d1 --cache cache/<images key>.h5 --trials 40 --run runs/d1-random[/]
+    Example: [cyan]nascli search --method nas-fcos --cache cache/<key>.h5 --trials 50 --latency-target 1.0x --run runs/s2[/]
     Example: [cyan]nascli search --resume runs/s1[/]
     Example: [cyan]nascli search --resume runs/s1 --executor ray --ray-address auto[/]
     """
@@ -460,7 +509,7 @@ def search_cmd(
         r = run_search(method, proxy or default_proxy(method), cache, trials, resume or run, seed=seed,
                        resume=resume is not None, on_progress=on_progress, lam=lam, device=device,
                        executor=executor, ray_address=ray_address, workers=workers, supernet=supernet,
-                       minutes=minutes)
+                       minutes=minutes, latency_target=latency_target)
     if as_json:
         return _emit_json(r)
     _print_top(r, top)
@@ -492,15 +541,26 @@ def _print_top(r: dict, top: int) -> None:
     def arch(x):
         return [_one_line(x["genotype"])] if backbone else []
 
+    timed = r.get("latency_target") is not None
+
+    def latency(x):  # predicted once promoted, at the search's latency target
+        return [f"{x['latency_ms']:.1f}" if x.get("latency_ms") is not None else ""] if timed else []
+
     rows = []
     if r.get("control"):
         c = r["control"]
-        rows.append(("control", *arch(c), "", spread(c) if c["mean"] is not None else c["status"], *cost(c), ""))
-    rows += [(t["trial"], *arch(t), f"{t['reward']:.4f}", spread(t), *cost(t), f"{t['seconds'] or 0:.1f}")
+        rows.append(("control", *arch(c), "", spread(c) if c["mean"] is not None else c["status"], *cost(c),
+                     *latency(c), ""))
+    rows += [(t["trial"], *arch(t), f"{t['reward']:.4f}", spread(t), *cost(t), *latency(t), f"{t['seconds'] or 0:.1f}")
              for t in r["top"][:top]]
-    _table(f"{r['run']}: {r.get('method') or 'no search started'}, {r['finished']} trials ({r['failed']} failed) + the control",
+    skipped = f", {r['skipped']} skipped untrained over the latency target" if r.get("skipped") else ""
+    _table(f"{r['run']}: {r.get('method') or 'no search started'}, {r['finished'] - r.get('skipped', 0)} trials "
+           f"({r['failed']} failed{skipped}) + the control",
            ["trial", *(["architecture"] if backbone else []), "search reward",
-            "mean ± std (seeds)", "params", "FLOPs", "seconds"], rows)
+            "mean ± std (seeds)", "params", "FLOPs", *(["pred. ms"] if timed else []), "seconds"], rows)
+    if timed:
+        console.print(f"latency target {r['latency_target']}: {r['latency_limit_ms']:.1f} ms/image predicted once "
+                      f"promoted (the control {r['latency_control_ms']:.1f}); table {r.get('latency_table')}")
     if r.get("noise") is not None:
         console.print(f"proxy seed noise (pooled std over re-scored genotypes): {r['noise']:.4f}")
     if r.get("verdict"):
@@ -584,11 +644,27 @@ def _show_arch(store, trial_id: int, as_json: bool) -> None:
 @app.command("export")
 def export_cmd(run: RunArg, top: Annotated[int, typer.Option(help="How many of the best to export.")] = 1,
                out: Annotated[Path | None, typer.Option(help="Folder (default RUN/export).")] = None,
+               arch: Annotated[str | None, typer.Option(help="A retrained architecture of the run (baseline, trial-18) to export as a detector.")] = None,
+               onnx: Annotated[Path | None, typer.Option(help="With --arch: write its network as this ONNX file, checked against torch with ONNX Runtime.")] = None,
                as_json: JsonOpt = False):
-    """Write the best genotypes of a run as JSON files (what retrain reads).
+    """Write the best genotypes of a run as JSON files (what retrain reads), or a retrained detector as ONNX.
 
+    The ONNX file is the network (image -> raw outputs at the promoted input size); post-processing
+    (scores, top-k, NMS) stays in nascli.deploy.OnnxDetector, as docs/latency.md says.
     Example: [cyan]nascli export runs/s1 --top 3[/]
+    Example: [cyan]nascli export runs/s1 --arch trial-18 --onnx det.onnx[/]
     """
+    if (arch is None) != (onnx is None):
+        raise SpecError("export: give --arch and --onnx together (or neither, for genotype json files)")
+    if onnx is not None:
+        from .deploy import export_onnx
+        from .report import promoted_checkpoint
+
+        r = export_onnx(promoted_checkpoint(run, arch), onnx)
+        return _emit_json(r) if as_json else console.print(
+            f"wrote {r['onnx']} ({r['bytes'] / 1e6:.1f} MB, input 1x3x{r['input_size'][0]}x{r['input_size'][1]}, "
+            f"outputs {', '.join(r['outputs'])}); ONNX Runtime matches torch within {r['max_relative_difference']:.1e}",
+            soft_wrap=True)
     from .report import export_best
 
     paths = export_best(run, top=top, out=out or run / "export")
@@ -686,15 +762,24 @@ def compare_cmd(
     runs: Annotated[list[Path], typer.Argument(help="Run folders whose retrained architectures to compare.")],
     figure: Annotated[Path | None, typer.Option("--figure", help="PNG to write (default FIRST_RUN/compare.png).")] = None,
     min_gain: Annotated[float, typer.Option(min=0, help="Test-AP points an architecture must gain over the control, beyond seed noise, to count as a win.")] = 1.0,
+    latency_images: Annotated[int, typer.Option(min=0, help="Re-time each architecture's first seed and the control on this many test images, interleaved in this process (median; 0: use the last timing kept in the run).")] = 30,
+    latency_target: Annotated[str | None, typer.Option(help="A win must also run within this latency: 1.0x (the control's) or 80ms (default: the search's --latency-target).")] = None,
+    device: DeviceOpt = "cpu",
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ):
-    """Retrained architectures side by side: proxy reward, AP, cost; Pareto front; proxy fidelity.
+    """Retrained architectures side by side: proxy reward, AP, cost, latency; Pareto fronts; proxy fidelity.
 
+    Latency is what a user deploys: every architecture and the control are timed in one process,
+    interleaved image by image at the thread count shown, and each gets its ratio to the control
+    with a 95 % interval.
     Example: [cyan]nascli compare runs/s1 runs/s2[/]
+    Example: [cyan]nascli compare runs/s1 --latency-target 1.0x --threads 1[/]
     """
     from .report import compare, compare_figure
 
-    r = compare(runs, min_gain=min_gain)
+    _use_threads(threads)
+    r = compare(runs, min_gain=min_gain, latency_images=latency_images, latency_target=latency_target, device=device)
     r["figure"] = str(compare_figure(r, figure or runs[0] / "compare.png"))
     if as_json:
         return _emit_json(r)
@@ -738,19 +823,26 @@ def _print_compare(r: dict) -> None:
         ap = "" if not done else pct(a["AP"]) + ("" if a["AP_std"] is None else f" ± {100 * a['AP_std']:.1f}")
         grid = " ".join(f"{label}:{pct(v) or 'x'}" for label, v in sorted(a["grid"].items()))
         rows.append(([Path(a["run"]).name] if several else []) + [
-            a["arch"] + (" *" if a["pareto"] else ""), "" if a["reward"] is None else f"{a['reward']:.4f}",
+            a["arch"] + (" *" if a["pareto"] else "") + (" †" if a.get("pareto_latency") else ""),
+            "" if a["reward"] is None else f"{a['reward']:.4f}",
             grid, "" if a["lr"] is None else point_label(a["optimizer"], a["lr"]), str(a["seeds"]), ap,
             *(pct(a.get(m)) for m in ("AP50", "APs", "APm")),
             f"{a['params'] / 1e6:.2f}" if done else "", f"{a['flops'] / 1e9:.2f}" if done else "",
-            f"{a['latency_ms']:.0f}" if done else "", f"{a['minutes']:.1f}",
+            _latency_cell(a), f"{a['minutes']:.1f}",
             a["status"] if not a["reason"] else f"{a['status']}: {a['reason'][:40]}"])
     columns = (["run"] if several else []) + ["arch", "proxy reward", "grid: lr:meta-val AP", "lr", "seeds",
-                                              "test AP", "AP50", "APs", "APm", "params M", "GFLOPs", "ms/img",
+                                              "test AP", "AP50", "APs", "APm", "params M", "GFLOPs", "ms/img (× control)",
                                               "train min", "status"]
-    _table("promoted architectures (test AP mean ± std over seeds; * = on the AP-vs-FLOPs Pareto front)",
+    _table("promoted architectures (test AP mean ± std over seeds; * / † = on the AP-vs-FLOPs / AP-vs-latency "
+           "Pareto front)",
            columns, rows)
     if not r["rows"]:
         console.print("no retrained architectures yet: run [cyan]nascli retrain RUN[/]")
+    timed = [a["latency"] for a in r["architectures"] if a.get("latency", {}).get("interleaved")]
+    if timed:
+        console.print(f"latency: median of {timed[0]['latency_images']} test images each, batch 1, forward + "
+                      f"post-processing, interleaved with the control in one process, {timed[0]['threads']} "
+                      f"thread(s) on {timed[0]['processor']}")
     for run, f in r["fidelity"].items():
         if r["rows"]:
             console.print(f"test verdict {run}: {r['test_verdict'][run]['text']}")
@@ -764,6 +856,16 @@ def _print_compare(r: dict) -> None:
                 if f.get("tau_interval") else ""
             console.print(f"proxy fidelity {run}: Kendall tau {f['kendall_tau']:.3f}{interval}, "
                           f"Spearman rho {f['spearman_rho']:.3f} over {f['n']} architectures")
+
+
+def _latency_cell(a: dict) -> str:
+    """'254 (2.86×, 2.70-3.01)': median ms/image, ratio to the control and its interval."""
+    lat = a.get("latency")
+    if not lat:
+        return f"{a['latency_ms']:.0f}" if a["status"] == "done" and a.get("latency_ms") else ""
+    interval = lat.get("ratio_interval")
+    ratio = f"{lat['ratio']:.2f}×" + (f", {interval[0]:.2f}-{interval[1]:.2f}" if interval else ", apart")
+    return f"{lat['latency_ms']:.1f} ({ratio})"
 
 
 def main() -> None:

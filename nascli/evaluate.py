@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 
 from .data.coco import CocoDetection, Transform, to_chw, write_json
 from .errors import CheckpointError, DataError, SpecError
+from .latency import MIN_IMAGES, measure
 from .runtime import load_checkpoint, resolve_device
 from .train import build_detector, collate
 
@@ -99,9 +99,15 @@ def stages_of(checkpoint) -> int:
 
 
 def evaluate(checkpoint, data, *, image_dir=None, device="auto", batch_size: int = 4,
-             latency_images: int = 20, on_progress=None, exit_after: int | None = None) -> dict:
+             latency_images: int = MIN_IMAGES, on_progress=None, exit_after: int | None = None,
+             runtime: str = "torch") -> dict:
     """Runs the detector over a COCO json and returns AP metrics, params, FLOPs and latency/image
-    (with `exit_after`, of the detector stopped after that many stacked pyramids)."""
+    (median of `latency_images` single images after warm-up, with quartiles and the thread count:
+    latency.measure; with `exit_after`, of the detector stopped after that many stacked pyramids).
+    `runtime` onnxruntime: the latency is the network exported to ONNX (deploy.py) under ONNX
+    Runtime plus the same post-processing; AP stays torch's (the export is checked equal to it)."""
+    if runtime not in RUNTIMES:
+        raise SpecError(f"--runtime {runtime}: choose {' or '.join(RUNTIMES)}")
     device = resolve_device(device)
     model, ckpt = load_detector(checkpoint, device, exit_after)
     dataset = CocoDetection(data, image_dir, eval_transform(ckpt))
@@ -111,36 +117,52 @@ def evaluate(checkpoint, data, *, image_dir=None, device="auto", batch_size: int
                         f"checkpoint's classes {names}")
     loader = torch.utils.data.DataLoader(dataset, batch_size, collate_fn=collate)
     detections = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for i, (images, targets) in enumerate(loader):
             detections += coco_results(detect(model, images, targets, device), targets, dataset.class_ids)
             if on_progress:
                 on_progress({"step": i + 1, "steps": len(loader)})
-        latency = _latency(model, dataset, device, latency_images)
-        h, w = dataset[0][0].shape[1:]
+    runner = image_runner(model, device) if runtime == "torch" else onnx_runner(checkpoint, model, dataset)
+    latency = {**measure(runner, single_images(dataset, latency_images), device, images=latency_images),
+               "runtime": runtime}
+    h, w = dataset[0][0].shape[1:]
+    with torch.no_grad():
         flops = count_flops(model, h, w, device)
     metrics = coco_ap(dataset.coco, detections)
     return {**metrics, "images": len(dataset), "detections": len(detections),
             "params": sum(p.numel() for p in model.parameters()), "flops": flops,
-            "flops_input": [int(h), int(w)], "latency_ms": latency * 1000, "device": str(device),
+            "flops_input": [int(h), int(w)], **latency, "device": str(device),
             "checkpoint": str(checkpoint), "data": str(data), "exit_after": exit_after}
 
 
-def _latency(model, dataset, device, n: int) -> float:
-    """Mean seconds per image, batch 1, forward + post-processing, after one warm-up image."""
-    n = min(n, len(dataset))
-    times = []
-    for i in range(n + 1):
-        images, targets = collate([dataset[i % len(dataset)]])
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        detect(model, images, targets, device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i:
-            times.append(time.perf_counter() - start)
-    return float(np.mean(times))
+def single_images(dataset, count: int) -> list:
+    """Up to `count` of the dataset's images as batches of one (what latency is timed on)."""
+    return [collate([dataset[i]]) for i in range(min(count, len(dataset)))]
+
+
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def onnx_runner(checkpoint, model, dataset):
+    """`run((images, targets))` under ONNX Runtime: the network exported (to a temporary file) at
+    the largest padded image of `dataset`, then the detector's post-processing."""
+    import tempfile
+
+    from .deploy import OnnxDetector, export_onnx
+
+    size = [0, 0]
+    for i in range(len(dataset)):
+        h, w = collate([dataset[i]])[0].shape[-2:]
+        size = [max(size[0], h), max(size[1], w)]
+    with tempfile.TemporaryDirectory() as folder:
+        path = export_onnx(checkpoint, Path(folder) / "detector.onnx", size=size)["onnx"]
+        detector = OnnxDetector(path, model.postprocess)
+    return lambda batch: detector(batch[0], [t["size"] for t in batch[1]])
+
+
+def image_runner(model, device):
+    """`run((images, targets))`: one image through the network and its post-processing."""
+    return lambda batch: detect(model, batch[0], batch[1], device)
 
 
 def predict(checkpoint, images, out_dir, *, device="auto", score_thresh: float = 0.3,

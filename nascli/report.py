@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .latency import within_target
 from .stats import mean_std, paired_difference
 from .store import RunStore
 
@@ -259,7 +260,8 @@ def pareto_front(costs, scores) -> list[int]:
 MIN_GAIN = 1.0
 
 
-def compare(runs, *, min_gain: float = MIN_GAIN) -> dict:
+def compare(runs, *, min_gain: float = MIN_GAIN, latency_images: int = 0, latency_target=None,
+            device: str = "cpu") -> dict:
     """Every promoted architecture of the given runs: its rows (grid on meta-val, final seeds on
     test), and per architecture the chosen rate, test AP mean ± std over seeds, cost, proxy
     reward; the Pareto front (mean AP vs FLOPs); per run the test verdict (each architecture
@@ -270,6 +272,12 @@ def compare(runs, *, min_gain: float = MIN_GAIN) -> dict:
     Fidelity (Kendall tau, Spearman rho between proxy reward and mean test AP) uses the
     architectures with a proxy reward and a finished final row, the control included; it needs 3,
     and 5 for tau's bootstrap 90 % interval.
+
+    `latency_images` > 0 re-times every architecture's first finished seed and the control in this
+    process, interleaved (latency.interleaved), and gives each its latency ratio to the control with
+    an interval; the run keeps that timing (meta 'latency'), so a later compare or report shows it.
+    `latency_target` ("1.0x" of the control, or "80ms"; default the search's): a win must also run
+    within it.
     """
     rows, archs, fidelity, verdicts = [], [], {}, {}
     for run in runs:
@@ -279,6 +287,9 @@ def compare(runs, *, min_gain: float = MIN_GAIN) -> dict:
         run_rows = [_row(run, meta, r) for r in promoted]
         rows += run_rows
         run_archs = architectures(run_rows)
+        timing = time_architectures(run, run_rows, run_archs, latency_images, device) if latency_images \
+            else meta.get("latency")
+        with_latency(run_archs, timing)
         archs += run_archs
         scored = [a for a in run_archs if a["status"] == "done" and a["reward"] is not None]
         pairs = ([a["reward"] for a in scored], [a["AP"] for a in scored])
@@ -287,12 +298,105 @@ def compare(runs, *, min_gain: float = MIN_GAIN) -> dict:
                               "spearman_rho": spearman_rho(*pairs) if enough else None,
                               "tau_interval": bootstrap_tau(*pairs) if len(scored) >= MIN_INTERVAL_ROWS else None,
                               "architectures": [a["arch"] for a in scored], "verdict": _verdict(run)}
-        verdicts[str(run)] = verdict_on_test(run_rows, min_gain)
+        target = latency_target if latency_target is not None else meta.get("latency_target")
+        verdicts[str(run)] = verdict_on_test(run_rows, min_gain, run_archs, target)
     done = [k for k, a in enumerate(archs) if a["status"] == "done"]
     front = pareto_front([archs[k]["flops"] for k in done], [archs[k]["AP"] for k in done])
     for k, a in enumerate(archs):
         a["pareto"] = k in {done[f] for f in front}
+    # AP against latency: one run's ratios only compare within it, so the front is per run
+    for run in runs:
+        timed = [k for k in done if archs[k]["run"] == str(run) and archs[k].get("latency")]
+        front = pareto_front([archs[k]["latency"]["ratio"] for k in timed], [archs[k]["AP"] for k in timed])
+        for k in timed:
+            archs[k]["pareto_latency"] = k in {timed[f] for f in front}
     return {"rows": rows, "architectures": archs, "fidelity": fidelity, "test_verdict": verdicts}
+
+
+def time_architectures(run, rows: list[dict], archs: list[dict], images: int, device: str) -> dict | None:
+    """Times each finished architecture's first final seed and the control interleaved on the test
+    split they were evaluated on, and keeps the result in the run's meta ('latency')."""
+    from .data.coco import CocoDetection
+    from .evaluate import eval_transform, image_runner, load_detector, single_images
+    from .latency import interleaved
+    from .runtime import resolve_device
+
+    first = first_final_rows(rows, archs)
+    if "baseline" not in first or len(first) < 2:
+        return None
+    device = resolve_device(device)
+    runners, checkpoints = {}, {}
+    for arch, r in first.items():
+        model, ckpt = load_detector(r["checkpoint"], device)
+        runners[arch], checkpoints[arch] = image_runner(model, device), r["checkpoint"]
+        if arch == "baseline":  # the test split it was evaluated on (rows before 'data' was kept: its config's)
+            data, config = r.get("data") or ckpt["config"].get("val"), ckpt
+    if not data:
+        return None
+    dataset = CocoDetection(data, None, eval_transform(config))
+    timing = interleaved(runners, single_images(dataset, images), device, reference="baseline", images=images)
+    timing.update(checkpoints=checkpoints, data=str(data))
+    store = RunStore(run, create=False)
+    try:
+        store.set_meta(latency=timing)
+    finally:
+        store.close()
+    return timing
+
+
+def first_final_rows(rows: list[dict], archs: list[dict]) -> dict:
+    """Per finished architecture, the final row of its first seed in the reported recipe: the model
+    that is timed and exported."""
+    chosen = {a["arch"]: a for a in archs if a["status"] == "done"}
+    first = {}
+    for r in rows:
+        if (r["arch"] in chosen and r["stage"] == "final" and r["status"] == "done" and r["arch"] not in first
+                and r["seed"] in chosen[r["arch"]]["ap_by_seed"]):
+            first[r["arch"]] = r
+    return first
+
+
+def promoted_checkpoint(run, arch: str) -> Path:
+    """The checkpoint of `arch`'s first finished seed in the run (export, latency)."""
+    from .errors import SpecError
+
+    store = RunStore(run, create=False)
+    try:
+        meta, promoted = store.meta(), store.retrained()
+    finally:
+        store.close()
+    rows = [_row(run, meta, r) for r in promoted]
+    first = first_final_rows(rows, architectures(rows))
+    if arch not in first:
+        raise SpecError(f"--arch {arch}: {run} has no finished final row of it (finished: "
+                        f"{', '.join(sorted(first)) or 'none'}; run retrain first)")
+    return Path(first[arch]["checkpoint"])
+
+
+def with_latency(archs: list[dict], timing: dict | None) -> None:
+    """Each architecture's latency against the control: the interleaved timing where there is one,
+    else the ratio of the per-row evaluations' medians (timed apart: drift included)."""
+    control = next((a for a in archs if a["arch"] == "baseline" and a["status"] == "done"), None)
+    for a in archs:
+        timed = (timing or {}).get("models", {}).get(a["arch"])
+        if timed:
+            a["latency"] = {**timed, "interleaved": True, "threads": timing.get("threads"),
+                            "processor": timing.get("processor")}
+        elif a["status"] == "done" and control and a.get("latency_ms") and control.get("latency_ms"):
+            a["latency"] = {"latency_ms": a["latency_ms"], "ratio": a["latency_ms"] / control["latency_ms"],
+                            "ratio_interval": None, "interleaved": False}
+
+
+def cost_words(a: dict, control: dict) -> str:
+    """'at 0.88× its FLOPs and 2.9× its latency (95 % 2.7-3.1, interleaved)'."""
+    words = f"at {a['flops'] / control['flops']:.2f}× its FLOPs" if a.get("flops") and control.get("flops") else ""
+    lat = a.get("latency")
+    if lat:
+        interval = lat.get("ratio_interval")
+        how = (f"95 % {interval[0]:.2f}-{interval[1]:.2f}, interleaved" if interval
+               else "timed apart, not interleaved")
+        words += f" and {lat['ratio']:.2f}× its latency ({lat['latency_ms']:.1f} ms/image, {how})"
+    return words
 
 
 def _row(run, meta: dict, r: dict) -> dict:
@@ -350,13 +454,15 @@ def _worst(rows: list[dict]) -> str:
     return next((s for s in ("failed", "missing", "training") if s in states), "done")
 
 
-def verdict_on_test(rows: list[dict], min_gain: float = MIN_GAIN) -> dict:
+def verdict_on_test(rows: list[dict], min_gain: float = MIN_GAIN, archs: list[dict] | None = None,
+                    latency_target=None) -> dict:
     """The product's answer for one run: does a promoted architecture beat the control on test
     beyond seed noise? Each architecture's final test AP against the control's, paired by seed
     (`stats.paired_difference`: mean difference above t(0.975, n-1)·s.e.) and by at least
-    `min_gain` AP points; the headline names the best architecture that beats it, else says none
-    does."""
-    archs = {a["arch"]: a for a in architectures(rows)}
+    `min_gain` AP points, and - with a `latency_target` - measured within it; the headline names
+    the best architecture that beats it, else says none does, and names what it costs: its FLOPs
+    and latency against the control's (`archs` with latency: `with_latency`)."""
+    archs = {a["arch"]: a for a in (archs if archs is not None else architectures(rows))}
     control = archs.get("baseline")
     if control is None or not control["ap_by_seed"]:
         return {"beats_control": None, "per_arch": {}, "text": "no test verdict: the control has no finished seed"}
@@ -366,8 +472,10 @@ def verdict_on_test(rows: list[dict], min_gain: float = MIN_GAIN) -> dict:
             continue
         d = paired_difference(a["ap_by_seed"], control["ap_by_seed"])
         d = {**d, **({k: 100 * d[k] for k in ("difference", "se", "threshold") if d[k] is not None})}
+        d["within_latency_target"] = within_target(a.get("latency"), latency_target)
         if d["beats"] is not None:
-            d["beyond_noise"], d["beats"] = d["beats"], d["beats"] and d["difference"] >= min_gain
+            d["beyond_noise"] = d["beats"]
+            d["beats"] = d["beats"] and d["difference"] >= min_gain and d["within_latency_target"] is not False
         per_arch[name] = d
     if not per_arch:
         return {"beats_control": None, "per_arch": {}, "text": "no test verdict: no promoted architecture finished"}
@@ -378,17 +486,24 @@ def verdict_on_test(rows: list[dict], min_gain: float = MIN_GAIN) -> dict:
                 "text": f"no test verdict: {best} and the control share {d['n']} finished seed(s); "
                         f"it needs 2 (retrain --seeds 2 or more)"}
     where = f"threshold {d['threshold']:.1f} AP = t·s.e., {d['n']} seeds paired"
+    target = f", latency target {latency_target}" if latency_target else ""
     winners = [k for k, v in per_arch.items() if v["beats"]]
     if winners:
         best = max(winners, key=lambda k: per_arch[k]["difference"])
         d = per_arch[best]
-        text = f"on test, {best} beats the control by {d['difference']:+.1f} AP ({where})"
+        text = f"on test, {best} beats the control by {d['difference']:+.1f} AP ({where}{target})"
+    elif d["beyond_noise"] and d["difference"] >= min_gain:
+        text = (f"on test, no architecture beats the control within the latency target {latency_target} "
+                f"(best: {best}, {d['difference']:+.1f} AP beyond seed noise, but over the target: {where})")
     elif d["beyond_noise"]:
         text = (f"on test, no architecture beats the control by the {min_gain:g} AP that counts as a win "
                 f"(best: {best}, {d['difference']:+.1f} AP, beyond seed noise: {where})")
     else:
         text = (f"on test, no architecture beats the control beyond seed noise (best: {best}, "
                 f"{d['difference']:+.1f} AP, {where})")
+    cost = cost_words(archs[best], control)
+    if cost:
+        text += f"; {best} runs {cost}"
     return {"beats_control": bool(winners), "per_arch": per_arch, "best": best, "text": text}
 
 
@@ -404,7 +519,7 @@ def _verdict(run) -> str | None:
 
 
 _COMPARED = ("AP", "AP50", "AP75", "APs", "APm", "APl", "params", "flops", "flops_input", "latency_ms",
-             "train_seconds", "eval_seconds", "device")
+             "train_seconds", "eval_seconds", "device", "data")
 
 
 def compare_figure(result: dict, out) -> Path:
@@ -415,7 +530,27 @@ def compare_figure(result: dict, out) -> Path:
     import matplotlib.pyplot as plt
 
     done = [a for a in result["architectures"] if a["status"] == "done"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.5))
+    timed = [a for a in done if a.get("latency")]
+    for a in timed:  # AP against latency, as the control's multiple (runs measured apart share that scale)
+        x, y = a["latency"]["ratio"], 100 * a["AP"]
+        interval = a["latency"].get("ratio_interval") or [x, x]
+        middle.errorbar(x, y, xerr=[[x - interval[0]], [interval[1] - x]], yerr=100 * (a["AP_std"] or 0), fmt="o",
+                        color="C3" if a["arch"] == "baseline" else "C0", ms=5, zorder=3)
+        middle.annotate(a["arch"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    for run in dict.fromkeys(a["run"] for a in timed):
+        front = sorted((a for a in timed if a["run"] == run and a.get("pareto_latency")),
+                       key=lambda a: a["latency"]["ratio"])
+        if front:
+            middle.step([a["latency"]["ratio"] for a in front], [100 * a["AP"] for a in front], where="post",
+                        color="C2", label="Pareto front")
+    if timed:
+        middle.legend(fontsize=8)
+        middle.axvline(1.0, color="k", lw=0.8, ls=":")
+    middle.set_xlabel("latency / the control's (batch 1, this machine; bars: 95 %)")
+    middle.set_ylabel("test AP, mean ± std over seeds (%)")
+    middle.set_title("retrained: AP vs latency" + ("" if timed else " (not timed yet: compare --latency-images)"),
+                     fontsize=10)
     for a in done:
         x, y, err = a["flops"] / 1e9, 100 * a["AP"], 100 * (a["AP_std"] or 0)
         left.errorbar(x, y, yerr=err, fmt="o", color="C3" if a["arch"] == "baseline" else "C0", ms=5, zorder=3)

@@ -1,0 +1,268 @@
+"""Latency: the median of many images, interleaved timing of several models, verdicts that name it."""
+
+import time
+from pathlib import Path
+
+import pytest
+
+from nascli.errors import SpecError
+from nascli.latency import interleaved, measure, spread
+from nascli.latency import parse_latency_target, within_target
+from nascli.report import compare
+from nascli.retrain import retrain
+from nascli.store import RunStore
+
+from test_retrain import add_final, run, searched_run  # noqa: F401  (fixtures)
+
+
+def sleeper(ms):
+    return lambda x: time.sleep(ms / 1000)
+
+
+def test_spread_is_the_median_and_quartiles_in_milliseconds():
+    s = spread([0.001, 0.002, 0.003, 0.004, 0.100])  # one outlier: the median does not move
+    assert s["latency_ms"] == pytest.approx(3.0) and s["latency_images"] == 5
+    assert s["latency_p25_ms"] == pytest.approx(2.0) and s["latency_p75_ms"] == pytest.approx(4.0)
+
+
+def test_measure_times_each_image_after_warm_up_and_records_threads():
+    seen = []
+    r = measure(lambda x: seen.append(x), [1, 2, 3], "cpu", images=7, warmup=2)
+    assert seen == [1, 2, 3, 1, 2, 3, 1, 2, 3]  # 2 warm-up + 7 timed, cycling through the inputs
+    assert r["latency_images"] == 7 and r["threads"] >= 1 and r["runtime"] == "torch" and r["processor"]
+
+
+def test_interleaved_ratio_of_a_model_against_itself_is_one_and_of_a_slower_one_is_its_factor():
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3))
+    x = [torch.randn(1, 3, 48, 48)]
+    r = interleaved({"baseline": net, "same": net, "slow": sleeper(6), "fast": sleeper(2)}, x, "cpu",
+                    reference="baseline", images=30)
+    same = r["models"]["same"]
+    assert 0.8 < same["ratio"] < 1.25 and r["models"]["baseline"]["ratio"] == 1.0
+    lo, hi = same["ratio_interval"]
+    assert lo <= same["ratio"] <= hi
+    # two arms against each other through the same reference: their medians' ratio is ~3
+    slow, fast = r["models"]["slow"], r["models"]["fast"]
+    assert 2.4 < slow["latency_ms"] / fast["latency_ms"] < 3.6
+
+
+def test_interleaved_needs_its_reference():
+    with pytest.raises(ValueError, match="reference"):
+        interleaved({"a": sleeper(1)}, [0], "cpu", reference="baseline", images=2)
+
+
+@pytest.mark.parametrize("text, parsed", [("1.0x", (1.0, "x")), ("0.8X", (0.8, "x")), ("80ms", (80.0, "ms")),
+                                          ("80", (80.0, "ms")), (None, None)])
+def test_latency_target_parses(text, parsed):
+    assert parse_latency_target(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["fast", "-1x", "0ms", "1.0xx"])
+def test_a_bad_latency_target_is_one_line_naming_the_option(text):
+    with pytest.raises(SpecError, match="--latency-target"):
+        parse_latency_target(text)
+
+
+def test_within_target_by_ratio_or_milliseconds():
+    lat = {"ratio": 1.3, "latency_ms": 90.0}
+    assert within_target(lat, "1.5x") is True and within_target(lat, "1.0x") is False
+    assert within_target(lat, "100ms") is True and within_target(lat, "80ms") is False
+    assert within_target(None, "1.0x") is None and within_target(lat, None) is None
+
+
+def faked_promotion(run, tiny_test):
+    """The control and trial-1 with three paired seeds (+1.5 AP, beyond noise), real checkpoints."""
+    retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")
+    ckpt = RunStore(run).retrained()[0]["checkpoint"]
+    store = RunStore(run, create=False)
+    store.db.execute("DELETE FROM retrained")
+    store.db.commit()
+    for seed, ap in {0: 0.20, 1: 0.22, 2: 0.21}.items():
+        add_final(store, "baseline", seed, ap, ckpt, flops=2e9)
+        add_final(store, "trial-1", seed, ap + {0: 0.015, 1: 0.010, 2: 0.020}[seed], ckpt, trial=1, flops=1e9)
+    store.close()
+    return ckpt
+
+
+def test_a_win_over_the_latency_target_is_no_win_and_the_verdict_names_the_cost(run, tiny_test):
+    faked_promotion(run, tiny_test)
+    store = RunStore(run, create=False)
+    store.set_meta(latency={"threads": 1, "processor": "cpu", "models": {
+        "baseline": {"latency_ms": 50.0, "ratio": 1.0, "ratio_interval": [1.0, 1.0], "latency_images": 30},
+        "trial-1": {"latency_ms": 100.0, "ratio": 2.0, "ratio_interval": [1.9, 2.1], "latency_images": 30}}})
+    store.close()
+    free = compare([run])["test_verdict"][str(run)]
+    assert free["beats_control"] is True
+    assert "at 0.50× its FLOPs and 2.00× its latency (100.0 ms/image, 95 % 1.90-2.10, interleaved)" in free["text"]
+    slow = compare([run], latency_target="1.0x")["test_verdict"][str(run)]
+    assert slow["beats_control"] is False and "over the target" in slow["text"]
+    assert slow["per_arch"]["trial-1"]["within_latency_target"] is False
+    assert compare([run], latency_target="2.5x")["test_verdict"][str(run)]["beats_control"] is True
+    store = RunStore(run, create=False)
+    store.set_meta(latency_target="1.0x")  # what a search under a target records: the default for compare
+    store.close()
+    assert compare([run])["test_verdict"][str(run)]["beats_control"] is False
+
+
+def test_compare_retimes_every_architecture_interleaved_and_keeps_it(run, tiny_test, run_cli):
+    faked_promotion(run, tiny_test)
+    c = compare([run], latency_images=4)
+    lat = {a["arch"]: a["latency"] for a in c["architectures"]}
+    assert lat["baseline"]["ratio"] == 1.0 and lat["trial-1"]["interleaved"] is True
+    assert lat["trial-1"]["latency_images"] == 4 and lat["trial-1"]["threads"] >= 1
+    kept = RunStore(run, create=False).meta()["latency"]
+    assert set(kept["models"]) == {"baseline", "trial-1"} and kept["data"] == str(tiny_test)
+    again = {a["arch"]: a["latency"] for a in compare([run])["architectures"]}  # no re-timing: the kept one
+    assert again["trial-1"]["latency_ms"] == lat["trial-1"]["latency_ms"]
+    code, out, _ = run_cli("compare", run, "--latency-images", "3")
+    assert code == 0 and "× control" in out and "interleaved with the control" in out
+    assert RunStore(run, create=False).meta()["latency"]["models"]["trial-1"]["latency_images"] == 3
+
+
+
+# ---------------------------------------------------------------- the per-op table
+
+
+def test_table_sum_of_a_tiny_decoder_is_near_its_measured_latency(tiny_checkpoint, tmp_path):
+    """Loose bound, tiny shapes: the ops' sum (no correction) within a factor of 2 of the forward
+    timed end to end, and a second trace times nothing new and sums the same keys."""
+    import torch
+
+    from nascli.latency_table import CandidateLatency
+
+    cand = CandidateLatency.for_checkpoint(tiny_checkpoint, tmp_path)
+    model = cand.detector(None)
+    first = cand.table.trace(model, cand.example)
+    assert first["new"] > 10 and first["ops"] >= first["new"]
+    again = cand.table.trace(model, cand.example)
+    assert again["new"] == 0 and again["sum_ms"] == first["sum_ms"] and again["ops"] == first["ops"]
+    measured = measure(model, [cand.example], "cpu", images=30)["latency_ms"]
+    assert measured / 2 < first["sum_ms"] < 2 * measured
+    assert cand.size == (64, 64) and cand.example.shape == torch.Size([1, 3, 64, 64])
+
+
+def test_an_in_place_op_is_timed_on_copies_so_the_traced_pass_is_unchanged(tmp_path):
+    import torch
+
+    from nascli.latency_table import LatencyTable
+
+    class AddInPlace(torch.nn.Module):
+        def forward(self, x):
+            y = x.clone()
+            y.add_(1.0)
+            return y
+
+    table = LatencyTable({"device": "cpu", "processor": "x", "threads": 1, "torch": "t", "runtime": "torch"})
+    x = torch.zeros(1, 3, 4, 4)
+    with torch.inference_mode():
+        traced = table.trace(AddInPlace(), x)
+        out = AddInPlace()(x)
+    assert torch.equal(out, torch.ones_like(x)) and any("add_" in k for k in table.ops) and traced["ops"] >= 2
+
+
+def test_the_table_file_is_per_machine_and_reloads(tiny_checkpoint, tmp_path):
+    from nascli.latency_table import CandidateLatency, LatencyTable
+
+    cand = CandidateLatency.for_checkpoint(tiny_checkpoint, tmp_path)
+    cand.predict(None)
+    path = cand.table.save()
+    assert path.parent == tmp_path / "latency" and path.name == f"{LatencyTable.key(cand.table.env)}.json"
+    again = LatencyTable.for_machine(tmp_path)
+    assert again.ops == cand.table.ops
+    other = LatencyTable.key({**cand.table.env, "threads": cand.table.env["threads"] + 1})
+    assert other != LatencyTable.key(cand.table.env)  # another thread count never reads this table
+
+
+def test_calibration_fits_the_per_op_and_fixed_parts():
+    from nascli.latency_table import LatencyTable
+
+    traced = [{"sum_ms": 10.0, "ops": 100}, {"sum_ms": 20.0, "ops": 300}, {"sum_ms": 15.0, "ops": 200}]
+    measured = [t["sum_ms"] + 0.01 * t["ops"] + 3.0 for t in traced]  # 10 µs an op, 3 ms fixed
+    fit = LatencyTable.calibrate(traced, measured)
+    assert fit["per_op"] == pytest.approx(0.01) and fit["fixed"] == pytest.approx(3.0) and fit["detectors"] == 3
+    one = LatencyTable.calibrate(traced[:1], measured[:1])
+    assert one["per_op"] == 0.0 and one["fixed"] == pytest.approx(4.0)
+
+
+# ---------------------------------------------------------------- searching under a target
+
+
+@pytest.fixture
+def quick_calibration(monkeypatch):
+    """A search's first calibration on 5 images a detector and 2 warm-up decoders (tests time nothing)."""
+    import nascli.latency_table as lt
+
+    monkeypatch.setattr(lt, "CALIBRATION_IMAGES", 5)
+    monkeypatch.setattr(lt, "WARM_DECODERS", 2)
+
+
+def test_a_search_under_a_latency_target_never_trains_a_candidate_over_it(tiny_cache, tiny_proxy, tmp_path,
+                                                                           quick_calibration):
+    from nascli.search import run_search
+    from nascli.spaces import load_genotype
+    from nascli.trial import TrialResult
+
+    trained = []
+
+    def fake(genotype, spec, cache, seed, data_seed=0):
+        trained.append(genotype.to_json())
+        return TrialResult("done", reward=-float(seed % 97), losses={"cls": 1.0})
+
+    # a target in ms that about half the space's decoders meet: the median of 12 random ones, predicted
+    # from the table the search will read (beside the cache)
+    from nascli.config import ProxySpec, load_spec
+    from nascli.latency_table import random_genotypes
+    from nascli.search import control_genotype, latency_budget
+    from nascli.spaces import space_for
+
+    spec = load_spec(ProxySpec, tiny_proxy)
+    space = space_for(spec)
+    budget = latency_budget("1.0x", tiny_cache, control_genotype(spec, tiny_cache, tiny_proxy), space, 0)
+    limit = sorted(budget.predict(g) for g in random_genotypes(space, 12, seed=5))[6]
+    budget.candidates.table.save()
+    target = f"{limit:.4f}ms"
+    run = tmp_path / "run"
+    r = run_search("nas-fcos", tiny_proxy, tiny_cache, 4, run, evaluate_fn=fake, latency_target=target, seed=1)
+    store = RunStore(run, create=False)
+    meta, rows = store.meta(), store.trials("id > 0")
+    assert meta["latency_target"] == target and meta["latency_limit_ms"] == pytest.approx(limit, abs=1e-4)
+    skipped = [t for t in rows if t.metrics.get("skipped") == "latency"]
+    done = [t for t in rows if t.status == "done"]
+    assert len(done) == 4 and store.count() == 4  # skipped candidates are outside the budget
+    assert skipped, "no random decoder of the tiny space was predicted slower than the control"
+    for t in skipped:
+        assert t.status == "failed" and t.told and t.metrics["predicted_latency_ms"] > meta["latency_limit_ms"]
+        assert t.genotype not in trained and f"over the latency target {target}" in t.metrics["reason"]
+    for t in done:
+        assert t.metrics["predicted_latency_ms"] <= meta["latency_limit_ms"]
+    control = load_genotype(store.control().genotype)
+    assert all(load_genotype(g) == control or g in {t.genotype for t in done} for g in trained)
+    assert r["skipped"] == len(skipped) and r["failed"] == 0
+    assert Path(meta["latency_table"]).is_file() and Path(meta["latency_table"]).parent.parent == Path(tiny_cache).parent
+    # resumed without the option it keeps its target; with another one it refuses
+    with pytest.raises(SpecError, match=f"searched with {target}"):
+        run_search("nas-fcos", tiny_proxy, tiny_cache, None, run, resume=True, evaluate_fn=fake, latency_target="2x")
+    again = run_search("nas-fcos", tiny_proxy, tiny_cache, 5, run, resume=True, evaluate_fn=fake)
+    assert again["latency_target"] == target and RunStore(run, create=False).count() == 5
+
+
+def test_a_strategy_that_finds_nothing_within_the_target_stops_and_says_so(tiny_cache, tiny_proxy, tmp_path,
+                                                                        monkeypatch, quick_calibration):
+    import nascli.search as search
+    from nascli.trial import TrialResult
+
+    monkeypatch.setattr(search, "MAX_SKIPS_IN_A_ROW", 5)
+    trained = []
+    r = search.run_search("random", tiny_proxy, tiny_cache, 3, tmp_path / "run", latency_target="0.01x",
+                          evaluate_fn=lambda g, *a, **k: trained.append(g) or TrialResult("done", reward=-1.0))
+    assert r["skipped"] == 5 and "5 candidates in a row were over the latency target 0.01x" in r["stopped"]
+    assert trained and {g.space for g in trained} == {"fpn-fcos"}  # the control's seeds only: no candidate trained
+
+
+def test_auto_fpn_refuses_a_latency_target_until_it_has_a_latency_term(tiny_cache, tmp_path):
+    from nascli.search import run_search
+
+    with pytest.raises(SpecError, match="--latency-target: not implemented for --method auto-fpn"):
+        run_search("auto-fpn", "auto-fpn", tiny_cache, 1, tmp_path / "run", latency_target="1.0x")
