@@ -74,7 +74,8 @@ def ranked(store: RunStore) -> list[dict]:
         stats = seed_stats(list(scores[t.id].values())) if t.id in scores else \
             {"mean": None, "std": None, "seeds": 0, "failed_seeds": 0}
         rows.append({"trial": t.id, "reward": t.reward, **stats, "params": t.metrics.get("params"),
-                     "flops": t.metrics.get("flops"), "seconds": t.metrics.get("seconds"),
+                     "flops": t.metrics.get("flops"), "latency_ms": t.metrics.get("predicted_latency_ms"),
+                     "seconds": t.metrics.get("seconds"),
                      "losses": t.metrics.get("losses"), "genotype": t.genotype})
     rescored = sorted((r for r in rows if r["mean"] is not None), key=lambda r: (-r["mean"], r["trial"]))
     return rescored + [r for r in rows if r["mean"] is None]
@@ -90,13 +91,15 @@ def summarize(store: RunStore, top: int = 5) -> dict:
     if control is not None:
         control_row = {"trial": 0, "status": control.status, "genotype": control.genotype,
                        "params": control.metrics.get("params"), "flops": control.metrics.get("flops"),
+                       "latency_ms": store.meta().get("latency_control_ms"),
                        **seed_stats(list(scores.get(0, {}).values()))}
     stats = ([control_row] if control_row else []) + [r for r in best if r["mean"] is not None]
     noise = seed_noise(stats)
     rescored = best[0] if best and best[0]["mean"] is not None else None
     return {"run": str(store.run_dir), **store.meta(),
             "finished": sum(t.status != "pending" for t in rows),
-            "failed": sum(t.status == "failed" for t in rows),
+            "failed": sum(t.status == "failed" and not t.metrics.get("skipped") for t in rows),
+            "skipped": sum(bool(t.metrics.get("skipped")) for t in rows),
             "control": control_row, "noise": noise, "verdict": verdict(rescored, control_row, noise, noise_dof(stats)),
             "top": best[:top],
             "curve": [[t.id, t.reward] for t in rows if t.status == "done"]}

@@ -53,7 +53,8 @@ def _check_cache(entry, spec: ProxySpec, cache, proxy_path) -> None:
 
 def run_search(method: str, proxy, cache, trials: int, run_dir, *, seed: int = 0, resume: bool = False,
                on_progress=None, evaluate_fn=None, lam=None, device="cpu", executor="local",
-               ray_address="auto", workers=None, supernet=None, minutes: float | None = None) -> dict:
+               ray_address="auto", workers=None, supernet=None, minutes: float | None = None,
+               latency_target: str | None = None) -> dict:
     """Runs (or resumes) a search until `trials` trials are finished; returns the summary.
     `method`: a name of the registry (nascli/methods) or random; `evaluate_fn` replaces the
     method's trial (tests). `lam` (auto-fpn): the resource weight λ, a number or small|middle|big,
@@ -61,8 +62,14 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, *, seed: int = 0
     the CPU). `executor` (local|ray, see executors.py): where trials run; `ray_address` and
     `workers` for ray. `supernet` (detnas, random over its space): another run folder whose
     trained supernet this run scores paths of. `minutes`: a wall-clock budget (the control and
-    the re-scoring still run after it). A run resumes on any device and any executor."""
+    the re-scoring still run after it). `latency_target` ('1.0x' of the control, or '80ms'): a
+    candidate whose predicted latency once promoted (latency_table.py) is over it is recorded as
+    a failed trial without training, outside the budget, and the strategy is told it failed.
+    A run resumes on any device and any executor."""
+    from .latency import parse_latency_target
+
     lookup(method)  # an unknown name is an error before anything else
+    parse_latency_target(latency_target)
     check_executor(executor, workers)
     if executor == "local":
         trial_device(device, executor, None)  # a missing GPU is an error before anything is written
@@ -83,6 +90,10 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, *, seed: int = 0
                 raise SpecError(f"--lambda {lam}: {run_dir} was searched with lambda {meta['lambda']}; "
                                 f"resume it without --lambda, or start a new --run")
             lam = meta.get("lambda")
+            if latency_target is not None and latency_target != meta.get("latency_target"):
+                raise SpecError(f"--latency-target {latency_target}: {run_dir} was searched with "
+                                f"{meta.get('latency_target') or 'no target'}; resume it without --latency-target")
+            latency_target = meta.get("latency_target")
             minutes = minutes if minutes is not None else meta.get("minutes")
             spec, entry = _checked_spec(method, proxy_path, cache)
             trials = meta["trials"] if not trials or entry.budget_fixed else max(trials, meta["trials"])
@@ -90,6 +101,9 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, *, seed: int = 0
             raise NascliError(f"{run_dir}: run already has {store.count()} trials; pass --resume or a new --run")
         if lam is not None and not entry.resource_weight:
             raise SpecError(f"--lambda: only auto-fpn has a resource weight, not --method {method}")
+        if latency_target and entry.resource_weight:
+            raise SpecError(f"--latency-target: not implemented for --method {method} yet (its trials are supernet "
+                            f"epochs, not candidates to skip; its resource term is --lambda)")
         device = trial_device(device, executor, spec)
         pool = make_executor(executor, spec, ray_address, workers)
         try:
@@ -98,7 +112,7 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, *, seed: int = 0
             clock = SearchClock(store)  # a supernet trained before the trials (DetNAS) counts too
             score = _trial(entry, spec, cache, run_dir, seed, device, evaluate_fn, on_progress, pool, supernet)
             return _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, score, pool,
-                           on_progress, minutes, clock)
+                           on_progress, minutes, clock, latency_target)
         finally:
             pool.close()
     finally:
@@ -159,13 +173,18 @@ class _Trial:
 
 
 def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, score, pool, on_progress,
-            minutes, clock):
+            minutes, clock, latency_target=None):
     """The protocol of the module docstring, with the trials run by `pool` (`slots` at a time)."""
     options = entry.options(spec, cache, trials, lam)
     store.set_meta(method=entry.name, cache=str(cache), seed=seed, trials=trials, space=spec.space,
                    proxy=str(proxy_path), **({"lambda": options["lambda"]} if "lambda" in options else {}),
                    **({"minutes": minutes} if minutes is not None else {}), **score.meta)
     space = space_for(spec)
+    control = control_genotype(spec, cache, proxy_path)
+    gate = latency_budget(latency_target, cache, control, space, seed) if latency_target else None
+    if gate is not None:
+        store.set_meta(latency_target=latency_target, latency_limit_ms=gate.limit_ms,
+                       latency_control_ms=gate.control_ms, latency_table=str(gate.candidates.table.path))
     strategy = entry.strategy(space, seed=seed, **options)
     blob = store.load_state()
     if blob is not None:
@@ -176,7 +195,7 @@ def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, s
 
     started, evaluated, rescored = time.perf_counter(), 0, 0
     run = lambda key, g, s, d=None: pool.submit(key, score, g, s, d)  # noqa: E731
-    store.add_control(control_genotype(spec, cache, proxy_path).to_json())
+    store.add_control(control.to_json())
     rescored += _rescore(store, [0], spec.rescore_seeds, seed, run, pool, on_progress)
     in_flight: set[int] = set()
     while True:
@@ -186,6 +205,10 @@ def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, s
                 over = minutes is not None and clock.seconds() >= 60 * minutes
                 room = 0 if over else min(trials - store.count(), pool.slots - pool.busy())
                 asked = strategy.ask(room) if room > 0 else []
+                if gate is not None and asked:  # over the target: recorded and told, never trained
+                    asked = _within_target(store, strategy, gate, asked, seed)
+                    if not asked and not gate.exhausted:
+                        continue
                 if not asked:  # the budget is spent, the strategy waits for results, or it stops
                     if room > 0 and not pool.busy():  # it stops: kept as it is now (e.g. Auto-FPN's guard's
                         store.save_state(pack_state(strategy.state_dict()))  # reason); waiting: saved when told
@@ -202,7 +225,8 @@ def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, s
         trial_id, result = pool.next_done()
         in_flight.discard(trial_id)
         genotype = space.genotype_class.from_json(store.trials(f"id = {int(trial_id)}")[0].genotype)
-        store.finish(trial_id, result.status, result.reward, result.to_dict())
+        predicted = {"predicted_latency_ms": gate.predict(genotype)} if gate is not None else {}
+        store.finish(trial_id, result.status, result.reward, {**result.to_dict(), **predicted})
         clock.save()
         strategy.tell(genotype, result.reward if result.status == "done" else None)
         store.mark_told([trial_id], pack_state(strategy.state_dict()))
@@ -223,6 +247,54 @@ def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, s
     if summary["top"]:
         (run_dir / "best.json").write_text(json.dumps(json.loads(summary["top"][0]["genotype"]), indent=2))
     return summary
+
+
+#: Candidates over the latency target asked in a row after which the search stops asking (the
+#: strategy cannot find the target's region of the space; each costs one forward pass).
+MAX_SKIPS_IN_A_ROW = 200
+
+
+def latency_budget(target: str, cache, control, space, seed: int):
+    """The search's latency limit, predicted for the detector `retrain` will build from each
+    candidate: the baseline the cache was built from gives backbone, widths and input size; the
+    machine's latency table lives beside the cache (latency/<machine>.json)."""
+    from .latency_table import CandidateLatency, LatencyBudget
+
+    budget = LatencyBudget(target, CandidateLatency.for_checkpoint(baseline_of(cache), Path(cache).parent), control,
+                           space, seed)
+    budget.skipped_in_a_row, budget.exhausted = 0, False
+    return budget
+
+
+def baseline_of(cache) -> Path:
+    """The baseline checkpoint a cache was built from: what a promoted candidate is built on."""
+    checkpoint = describe(cache).get("sources", {}).get("checkpoint")
+    if not checkpoint or not Path(checkpoint).is_file():
+        raise SpecError(f"{cache}: field 'sources.checkpoint' names no baseline checkpoint that exists here "
+                        f"({checkpoint or 'none'}); a promoted candidate's latency is predicted on it")
+    return Path(checkpoint)
+
+
+def _within_target(store, strategy, gate, asked: list, seed: int) -> list:
+    """The asked candidates the latency target admits; each other one becomes a failed trial
+    ('skipped': 'latency', outside the budget) that the strategy is told about at once."""
+    kept = []
+    for g in asked:
+        if gate.admits(g):
+            kept.append(g)
+            gate.skipped_in_a_row = 0
+            continue
+        [trial_id] = store.add_pending([g.to_json()], [seed], pack_state(strategy.state_dict()))
+        store.finish(trial_id, "failed", None, {"reason": gate.reason(g), "skipped": "latency",
+                                                "predicted_latency_ms": gate.predict(g)})
+        strategy.tell(g, None)
+        store.mark_told([trial_id], pack_state(strategy.state_dict()))
+        gate.skipped_in_a_row += 1
+    if gate.skipped_in_a_row >= MAX_SKIPS_IN_A_ROW:
+        gate.exhausted = True
+        store.set_meta(stopped=f"{MAX_SKIPS_IN_A_ROW} candidates in a row were over the latency target "
+                               f"{gate.target} ({gate.limit_ms:.1f} ms): the strategy finds nothing within it")
+    return kept
 
 
 class SearchClock:

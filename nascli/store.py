@@ -202,8 +202,10 @@ class RunStore:
         return self.trials("status = 'done' AND id > 0", "reward DESC, id")[:k]
 
     def count(self) -> int:
-        """Search trials asked so far (the budget; the control is outside it)."""
-        return self.db.execute("SELECT COUNT(*) FROM trials WHERE id > 0").fetchone()[0]
+        """Search trials asked so far (the budget; the control and candidates skipped untrained for
+        being over the latency target are outside it)."""
+        return self.db.execute("SELECT COUNT(*) FROM trials WHERE id > 0 "
+                               "AND json_extract(metrics, '$.skipped') IS NULL").fetchone()[0]
 
     # -- re-scoring seeds
 
