@@ -28,6 +28,24 @@ from pathlib import Path
 import numpy as np
 
 
+def onnx_ratios(cand, models, images: int) -> dict:
+    """Every detector exported to ONNX and timed under ONNX Runtime (network + the same
+    post-processing), interleaved: ms and ratio to the first (the control)."""
+    import tempfile
+
+    from nascli.deploy import OnnxDetector, export_model
+    from nascli.latency import interleaved
+
+    runners = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for k, m in enumerate(models):
+            path = export_model(m, Path(folder) / f"{k}.onnx", cand.size)["onnx"]
+            runners[str(k)] = (lambda det: lambda x: det(x, [cand.size]))(OnnxDetector(path, m.postprocess))
+        timed = interleaved(runners, [cand.example], "cpu", reference="0", images=images, seed=3)["models"]
+    ms = [timed[str(k)]["latency_ms"] for k in range(len(models))]
+    return {"ms": ms, "ratios": [v / ms[0] for v in ms[1:]]}
+
+
 def main():
     import torch
 
@@ -54,6 +72,9 @@ def main():
     p.add_argument("--classes", type=int, default=3)
     p.add_argument("--size", default="256x352", help="HxW of the promoted input")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--onnx-decoders", type=int, default=8,
+                   help="held-out decoders also exported and timed under ONNX Runtime with the control "
+                        "(an export takes ~10 s; 0: none; needs nascli[deploy])")
     p.add_argument("--out", type=Path, default=Path("benchmarks/latency.json"))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -89,6 +110,7 @@ def main():
         first, second = ([r[str(k)]["latency_ms"] for k in range(len(models))] for r in runs)
         measured = [(x + y) / 2 for x, y in zip(first, second)]
         err = [abs(pr - m) / m for pr, m in zip(predicted, measured)]
+        onnx = onnx_ratios(cand, models[:1 + a.onnx_decoders], a.images) if a.onnx_decoders else None
         # drift-free: each detector's ratio to the control, predicted against measured
         ratio_err = [abs(pr / predicted[0] - m / measured[0]) / (m / measured[0])
                      for pr, m in zip(predicted[1:], measured[1:])]
@@ -102,15 +124,26 @@ def main():
                "ratio_to_control": {"min": float(min(measured[1:]) / measured[0]),
                                     "median": float(np.median(measured[1:]) / measured[0]),
                                     "max": float(max(measured[1:]) / measured[0])},
-               "detectors": [{"genotype": g.to_json(), "predicted_ms": pr, "measured_ms": [x, y]}
-                             for g, pr, x, y in zip([control, *held_out], predicted, first, second)]}
+               "detectors": [{"genotype": g.to_json(), "predicted_ms": pr, "measured_ms": [x, y],
+                              **({"onnxruntime_ms": onnx["ms"][k]} if onnx and k < len(onnx["ms"]) else {})}
+                             for k, (g, pr, x, y) in enumerate(zip([control, *held_out], predicted, first, second))]}
+        if onnx:  # does the searched ops' penalty hold under ONNX Runtime too?
+            torch_ratios = [m / measured[0] for m in measured[1:len(onnx["ms"])]]
+            row["onnxruntime"] = {"control_ms": onnx["ms"][0], "ratio_to_control": {
+                "min": min(onnx["ratios"]), "median": float(np.median(onnx["ratios"])), "max": max(onnx["ratios"])},
+                "decoders": len(onnx["ratios"]), "kendall_tau_vs_torch": kendall_tau(onnx["ms"], measured[:len(onnx["ms"])]),
+                "median_ratio_torch_over_onnxruntime": float(np.median(
+                    [t / o for t, o in zip(torch_ratios, onnx["ratios"])]))}
         result["spaces"][name] = row
         print(f"{name:<14} tau {row['kendall_tau']:.2f} [{row['tau_interval'][0]:.2f}, {row['tau_interval'][1]:.2f}] "
               f"median error {100 * row['median_error']:.1f} % (max {100 * row['max_error']:.1f}, of the ratio to the "
               f"control {100 * row['median_ratio_error']:.1f}); "
               f"repeat tau {row['repeat_tau']:.2f}, repeat difference {100 * row['repeat_median_difference']:.1f} %; "
               f"control {measured[0]:.1f} ms, decoders {row['ratio_to_control']['min']:.2f}-"
-              f"{row['ratio_to_control']['max']:.2f}x", flush=True)
+              f"{row['ratio_to_control']['max']:.2f}x" + (
+                  f"; under ONNX Runtime control {row['onnxruntime']['control_ms']:.1f} ms, decoders "
+                  f"{row['onnxruntime']['ratio_to_control']['min']:.2f}-{row['onnxruntime']['ratio_to_control']['max']:.2f}x"
+                  if onnx else ""), flush=True)
         row["minutes"] = (time.perf_counter() - started) / 60
         started = time.perf_counter()
         a.out.write_text(json.dumps(result, indent=2))  # after every space: a kill keeps what is done

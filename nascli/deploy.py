@@ -8,9 +8,12 @@ numba kernels here - `OnnxDetector` runs the file through ONNX Runtime and then 
 detector's own `postprocess`, so its detections are torch's. The file's metadata carries what that
 needs: the pyramid's feature sizes, the classes and the thresholds.
 
-Ops are exported as this CPU runs them in torch (taps that only read padding trimmed, the
-deformable convolution as `grid_sample` and a matmul: torchvision's own kernel has no ONNX export),
-all standard ONNX ops; its outputs equal torch's within float order (tested).
+The export is torch.export's (`dynamo=True`) at that one size, so every shape is a constant and
+the ops are exported as this CPU runs them in torch (taps that only read padding trimmed, small
+maps as matmuls, the deformable convolution as `grid_sample` and a matmul: torchvision's own kernel
+has no ONNX export), all standard ONNX ops; its outputs equal torch's within float order (tested).
+The older TorchScript exporter cannot: it traces shape arithmetic as graph values and then meets a
+convolution whose kernel (trimmed by the map's size) has no static shape. An export takes ~10-30 s.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def _require_onnx():
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        raise NascliError("ONNX export and --runtime onnxruntime need onnx and onnxruntime: "
+        raise NascliError("ONNX export and --runtime onnxruntime need onnx, onnxscript and onnxruntime: "
                           "pip install 'nascli[deploy]'") from None
 
 
@@ -52,35 +55,41 @@ def output_names(outputs: dict) -> list[str]:
     return [k for k, v in outputs.items() if isinstance(v, torch.Tensor)]
 
 
-def export_onnx(checkpoint, out, *, size=None, opset: int = 17) -> dict:
+def export_onnx(checkpoint, out, *, size=None, opset: int = 18) -> dict:
     """Writes the checkpoint's network as ONNX at `size` (H, W; default the promoted input size) and
     checks it against torch with ONNX Runtime. Returns the path, size, outputs and the largest
     difference found."""
     from .evaluate import load_detector
     from .latency_table import promoted_input
 
+    model, ckpt = load_detector(checkpoint, "cpu")
+    size = tuple(size) if size else promoted_input(ckpt["config"])
+    return export_model(model, out, size, {"classes": json.dumps(ckpt["classes"]), "checkpoint": str(checkpoint)},
+                        opset)
+
+
+def export_model(model, out, size, metadata: dict | None = None, opset: int = 18) -> dict:
+    """`export_onnx` for a detector in memory (eval mode): the file, its metadata, the check."""
     _require_onnx()
     import onnx
 
-    model, ckpt = load_detector(checkpoint, "cpu")
-    size = tuple(size) if size else promoted_input(ckpt["config"])
     example = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), warnings.catch_warnings():
-        # the tracer's notes on shape arithmetic (fixed at this input size, as meant) and the
-        # TorchScript exporter's deprecation are not the user's to act on
+        # torch.export at this one input size: every shape is a constant, so the CPU paths that
+        # depend on a map's size (trimmed taps, small-map matmuls) export as the ops they run
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
         outputs = model(example)
         names = output_names(outputs)
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         torch.onnx.export(_Network(model, names), (example,), str(out), input_names=["images"],
-                          output_names=names, opset_version=opset, dynamo=False)
+                          output_names=names, opset_version=opset, dynamo=True, verbose=False, optimize=False)
     decoder = model.decoder
     meta = {"feature_sizes": json.dumps([list(s) for s in outputs["feature_sizes"]]), "input_size": json.dumps(list(size)),
-            "classes": json.dumps(ckpt["classes"]), "outputs": json.dumps(names),
-            "score_thresh": str(getattr(decoder, "score_thresh", "")), "nms_thresh": str(getattr(decoder, "nms_thresh", "")),
-            "producer": "nascli", "checkpoint": str(checkpoint)}
+            "outputs": json.dumps(names), "score_thresh": str(getattr(decoder, "score_thresh", "")),
+            "nms_thresh": str(getattr(decoder, "nms_thresh", "")), "producer": "nascli", **(metadata or {})}
     proto = onnx.load(str(out))
     for k, v in meta.items():
         entry = proto.metadata_props.add()

@@ -142,7 +142,7 @@ def tiny_image_cache(tiny_coco, tiny_checkpoint, tmp_path_factory):
 #: Test files that take longest, started first: `make test` hands whole files to two workers in
 #: collection order, so a slow file collected last would run alone at the end.
 SLOW_FIRST = ("test_bench_methods.py", "test_executors.py", "test_device.py", "test_search_spnas.py", "test_space_auto_fpn.py",
-              "test_search.py", "test_retrain.py", "test_strategies.py")
+              "test_search.py", "test_retrain.py", "test_strategies.py", "test_deploy.py", "test_latency.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -9,7 +9,6 @@ import torch
 from nascli.deploy import OnnxDetector, export_onnx
 from nascli.evaluate import detect, evaluate, load_detector
 from nascli.runtime import load_checkpoint, save_checkpoint
-from nascli.spaces import zoo
 
 from test_latency import faked_promotion
 from test_retrain import run, searched_run  # noqa: F401  (fixtures)
@@ -17,15 +16,36 @@ from test_retrain import run, searched_run  # noqa: F401  (fixtures)
 pytest.importorskip("onnxruntime")
 
 
+SMALL_SPACE = """
+space: nas-fcos
+inputs: [c3, c4, c5]
+width: 8
+fpn_blocks: 4
+head_blocks: 2
+fpn_ops: [sep3x3_d3, deform3x3]
+head_ops: [sep5x5_d6, deform3x3]
+"""
+
+
 def searched_checkpoint(tiny_checkpoint, tmp_path):
-    """The tiny baseline with a searched NAS-FCOS decoder (separable, dilated, concat) instead of
-    its FPN + head, random decoder weights: the ops the CPU shortcuts rewrite."""
+    """The tiny baseline with a small searched NAS-FCOS decoder (dilated separable and deformable
+    ops, sums and concatenations) instead of its FPN + head, random decoder weights: the ops the CPU
+    paths rewrite (a decoder of the published size takes ~40 s to export)."""
+    from nascli.config import ProxySpec, load_spec
+    from nascli.spaces import space_for
+    from nascli.strategies.random import RandomStrategy
     from nascli.train import build_detector
 
+    (tmp_path / "small.yaml").write_text(SMALL_SPACE)
+    [genotype] = RandomStrategy(space_for(load_spec(ProxySpec, tmp_path / "small.yaml")), seed=2).ask(1)
     ckpt = load_checkpoint(tiny_checkpoint)
-    args = {**ckpt["model_args"], "genotype": json.loads(zoo.NAS_FCOS.to_json())}
+    args = {**ckpt["model_args"], "genotype": json.loads(genotype.to_json())}
     torch.manual_seed(0)
     model = build_detector(args)
+    from nascli.spaces.ops import DeformConv, ReachConv2d
+
+    kinds = {type(m) for m in model.decoder.modules()}
+    assert DeformConv in kinds and any(isinstance(m, ReachConv2d) and m.dilation != (1, 1) for m in model.modules())
     for m in model.modules():  # trained-like statistics, so BatchNorm is not an identity
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
@@ -39,18 +59,19 @@ def searched_checkpoint(tiny_checkpoint, tmp_path):
 @pytest.mark.parametrize("kind", ["baseline", "searched"])
 def test_onnx_runtime_outputs_and_detections_equal_torch(kind, tiny_checkpoint, tiny_test, tmp_path):
     checkpoint = tiny_checkpoint if kind == "baseline" else searched_checkpoint(tiny_checkpoint, tmp_path)
-    r = export_onnx(checkpoint, tmp_path / "det.onnx")
-    assert r["max_relative_difference"] < 1e-4 and r["input_size"] == [64, 64]
+    size = (64, 64) if kind == "baseline" else (64, 96)  # the promoted size, or one given (not square)
+    r = export_onnx(checkpoint, tmp_path / "det.onnx", size=None if kind == "baseline" else size)
+    assert r["max_relative_difference"] < 1e-4 and r["input_size"] == list(size)
     assert r["outputs"] == ["cls_logits", "box_ltrb", "ctr_logits"]
     model, _ = load_detector(checkpoint)
     onnx = OnnxDetector(r["onnx"], model.postprocess)
-    x = torch.rand(1, 3, 64, 64)
+    x = torch.rand(1, 3, *size)
     with torch.no_grad():
         expected = model(x)
     got = onnx.network(x.numpy())
     for name in r["outputs"]:
         np.testing.assert_allclose(got[name], expected[name].numpy(), rtol=1e-4, atol=1e-4)
-    target = {"size": (64, 64), "scale": 1.0}
+    target = {"size": size, "scale": 1.0}
     mine = onnx(x, [target["size"]])[0]
     with torch.no_grad():
         theirs = detect(model, x, [target], "cpu")[0]

@@ -126,11 +126,19 @@ def depthwise_as_matmul(x, weight, mh: int, mw: int, dh: int, dw: int) -> torch.
     return y.transpose(0, 1).reshape(n, c, h, w)
 
 
-@lru_cache(maxsize=64)
 def shift_matrices(h: int, w: int, mh: int, mw: int, dh: int, dw: int) -> torch.Tensor:
     """(taps, (h·w)²): row t says which input pixel each output pixel reads through tap t, in
-    row-major tap order as a conv weight flattens; outputs whose tap reads padding read nothing."""
-    out = torch.zeros((2 * mh + 1) * (2 * mw + 1), h, w, h, w)
+    row-major tap order as a conv weight flattens; outputs whose tap reads padding read nothing.
+    The cache holds numpy, and each call wraps it anew (no copy): a tensor cached while torch.export
+    traces (a fake tensor) would be served to every later call."""
+    return torch.from_numpy(shift_array(h, w, mh, mw, dh, dw))
+
+
+@lru_cache(maxsize=64)
+def shift_array(h: int, w: int, mh: int, mw: int, dh: int, dw: int):
+    import numpy as np
+
+    out = np.zeros(((2 * mh + 1) * (2 * mw + 1), h, w, h, w), np.float32)
     t = 0
     for a in range(-mh, mh + 1):
         for b in range(-mw, mw + 1):
@@ -138,7 +146,7 @@ def shift_matrices(h: int, w: int, mh: int, mw: int, dh: int, dw: int) -> torch.
                 for j in range(max(0, -b * dw), min(w, w - b * dw)):
                     out[t, i, j, i + a * dh, j + b * dw] = 1.0
             t += 1
-    return out.view(t, -1)
+    return out.reshape(t, -1)  # shared by every call's tensor: read, never written
 
 
 class PairwiseMix(nn.Conv2d):
