@@ -116,6 +116,7 @@ class OnnxDetector:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: its constant-folding notes are not the user's to act on
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
         self.names = json.loads(meta["outputs"])
