@@ -210,28 +210,33 @@ def test_a_search_under_a_latency_target_never_trains_a_candidate_over_it(tiny_c
         trained.append(genotype.to_json())
         return TrialResult("done", reward=-float(seed % 97), losses={"cls": 1.0})
 
-    # a target in ms that about half the space's decoders meet: the median of 12 random ones, predicted
-    # from the table the search will read (beside the cache)
+    # random search asks RandomStrategy(space, seed).ask(1) over and over: its first 20 asks are known.
+    # The target is their median predicted latency (from the table the search will read, beside the
+    # cache), for a seed whose first ask is over it: so the search must skip, and half its asks pass.
     from nascli.config import ProxySpec, load_spec
-    from nascli.latency_table import random_genotypes
     from nascli.search import control_genotype, latency_budget
     from nascli.spaces import space_for
+    from nascli.strategies.random import RandomStrategy
 
     spec = load_spec(ProxySpec, tiny_proxy)
     space = space_for(spec)
     budget = latency_budget("1.0x", tiny_cache, control_genotype(spec, tiny_cache, tiny_proxy), space, 0)
-    limit = sorted(budget.predict(g) for g in random_genotypes(space, 12, seed=5))[6]
+    for seed in range(1, 30):
+        asks = [budget.predict(g) for g in RandomStrategy(space, seed=seed).ask(20)]
+        limit = sorted(asks)[10]
+        if asks[0] > limit:
+            break
     budget.candidates.table.save()
-    target = f"{limit:.4f}ms"
+    target = f"{limit:.6f}ms"
     run = tmp_path / "run"
-    r = run_search("nas-fcos", tiny_proxy, tiny_cache, 4, run, evaluate_fn=fake, latency_target=target, seed=1)
+    r = run_search("random", tiny_proxy, tiny_cache, 4, run, evaluate_fn=fake, latency_target=target, seed=seed)
     store = RunStore(run, create=False)
     meta, rows = store.meta(), store.trials("id > 0")
-    assert meta["latency_target"] == target and meta["latency_limit_ms"] == pytest.approx(limit, abs=1e-4)
+    assert meta["latency_target"] == target and meta["latency_limit_ms"] == pytest.approx(limit, abs=1e-5)
     skipped = [t for t in rows if t.metrics.get("skipped") == "latency"]
     done = [t for t in rows if t.status == "done"]
     assert len(done) == 4 and store.count() == 4  # skipped candidates are outside the budget
-    assert skipped, "no random decoder of the tiny space was predicted slower than the control"
+    assert skipped and rows[0].metrics.get("skipped") == "latency"  # the first ask was over the target
     for t in skipped:
         assert t.status == "failed" and t.told and t.metrics["predicted_latency_ms"] > meta["latency_limit_ms"]
         assert t.genotype not in trained and f"over the latency target {target}" in t.metrics["reason"]
@@ -243,8 +248,8 @@ def test_a_search_under_a_latency_target_never_trains_a_candidate_over_it(tiny_c
     assert Path(meta["latency_table"]).is_file() and Path(meta["latency_table"]).parent.parent == Path(tiny_cache).parent
     # resumed without the option it keeps its target; with another one it refuses
     with pytest.raises(SpecError, match=f"searched with {target}"):
-        run_search("nas-fcos", tiny_proxy, tiny_cache, None, run, resume=True, evaluate_fn=fake, latency_target="2x")
-    again = run_search("nas-fcos", tiny_proxy, tiny_cache, 5, run, resume=True, evaluate_fn=fake)
+        run_search("random", tiny_proxy, tiny_cache, None, run, resume=True, evaluate_fn=fake, latency_target="2x")
+    again = run_search("random", tiny_proxy, tiny_cache, 5, run, resume=True, evaluate_fn=fake)
     assert again["latency_target"] == target and RunStore(run, create=False).count() == 5
 
 
