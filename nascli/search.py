@@ -267,12 +267,18 @@ def latency_budget(target: str, cache, control, space, seed: int):
 
 
 def baseline_of(cache) -> Path:
-    """The baseline checkpoint a cache was built from: what a promoted candidate is built on."""
+    """The baseline checkpoint a cache was built from: what a promoted candidate is built on. A
+    relative path recorded where cache-features ran is also looked for from each folder above the
+    cache (the project folder of `cache-features --out pipelines/x/cache` is two levels up)."""
     checkpoint = describe(cache).get("sources", {}).get("checkpoint")
-    if not checkpoint or not Path(checkpoint).is_file():
-        raise SpecError(f"{cache}: field 'sources.checkpoint' names no baseline checkpoint that exists here "
-                        f"({checkpoint or 'none'}); a promoted candidate's latency is predicted on it")
-    return Path(checkpoint)
+    if checkpoint:
+        tried = [Path(checkpoint)] + ([] if Path(checkpoint).is_absolute() else
+                                      [folder / checkpoint for folder in Path(cache).resolve().parents])
+        found = next((p for p in tried if p.is_file()), None)
+        if found is not None:
+            return found
+    raise SpecError(f"{cache}: field 'sources.checkpoint' names no baseline checkpoint found here or above the "
+                    f"cache ({checkpoint or 'none'}); a promoted candidate's latency is predicted on it")
 
 
 def _within_target(store, strategy, gate, asked: list, seed: int) -> list:

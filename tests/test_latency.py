@@ -271,3 +271,20 @@ def test_auto_fpn_refuses_a_latency_target_until_it_has_a_latency_term(tiny_cach
 
     with pytest.raises(SpecError, match="--latency-target: not implemented for --method auto-fpn"):
         run_search("auto-fpn", "auto-fpn", tiny_cache, 1, tmp_path / "run", latency_target="1.0x")
+
+
+def test_the_baseline_of_a_cache_is_found_from_another_folder(tmp_path, monkeypatch):
+    """cache-features records the checkpoint as it was given (relative to where it ran): a search
+    started elsewhere finds it from the folders above the cache, and says so when it cannot."""
+    import nascli.search as search
+
+    checkpoint = tmp_path / "project" / "pipelines" / "x" / "baseline" / "last.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"")
+    cache = tmp_path / "project" / "pipelines" / "x" / "cache" / "k.h5"
+    monkeypatch.setattr(search, "describe", lambda c: {"sources": {"checkpoint": "pipelines/x/baseline/last.pt"}})
+    monkeypatch.chdir(tmp_path)
+    assert search.baseline_of(cache) == checkpoint
+    monkeypatch.setattr(search, "describe", lambda c: {"sources": {"checkpoint": "gone/last.pt"}})
+    with pytest.raises(SpecError, match="field 'sources.checkpoint'.*gone/last.pt"):
+        search.baseline_of(cache)
