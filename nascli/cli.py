@@ -764,6 +764,7 @@ def compare_cmd(
     min_gain: Annotated[float, typer.Option(min=0, help="Test-AP points an architecture must gain over the control, beyond seed noise, to count as a win.")] = 1.0,
     latency_images: Annotated[int, typer.Option(min=0, help="Re-time each architecture's first seed and the control on this many test images, interleaved in this process (median; 0: use the last timing kept in the run).")] = 30,
     latency_target: Annotated[str | None, typer.Option(help="A win must also run within this latency: 1.0x (the control's) or 80ms (default: the search's --latency-target).")] = None,
+    runtime: Annotated[str, typer.Option(help="torch | onnxruntime: what the re-timing runs under (onnxruntime exports each model first, ~10-30 s each; pip install 'nascli[deploy]').")] = "torch",
     device: DeviceOpt = "cpu",
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
@@ -779,7 +780,10 @@ def compare_cmd(
     from .report import compare, compare_figure
 
     _use_threads(threads)
-    r = compare(runs, min_gain=min_gain, latency_images=latency_images, latency_target=latency_target, device=device)
+    if runtime not in ("torch", "onnxruntime"):
+        raise SpecError(f"--runtime {runtime}: choose torch or onnxruntime")
+    r = compare(runs, min_gain=min_gain, latency_images=latency_images, latency_target=latency_target, device=device,
+                runtime=runtime)
     r["figure"] = str(compare_figure(r, figure or runs[0] / "compare.png"))
     if as_json:
         return _emit_json(r)
@@ -842,7 +846,7 @@ def _print_compare(r: dict) -> None:
     if timed:
         console.print(f"latency: median of {timed[0]['latency_images']} test images each, batch 1, forward + "
                       f"post-processing, interleaved with the control in one process, {timed[0]['threads']} "
-                      f"thread(s) on {timed[0]['processor']}")
+                      f"thread(s) on {timed[0]['processor']}, under {timed[0]['runtime']}")
     for run, f in r["fidelity"].items():
         if r["rows"]:
             console.print(f"test verdict {run}: {r['test_verdict'][run]['text']}")

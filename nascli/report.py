@@ -261,7 +261,7 @@ MIN_GAIN = 1.0
 
 
 def compare(runs, *, min_gain: float = MIN_GAIN, latency_images: int = 0, latency_target=None,
-            device: str = "cpu") -> dict:
+            device: str = "cpu", runtime: str = "torch") -> dict:
     """Every promoted architecture of the given runs: its rows (grid on meta-val, final seeds on
     test), and per architecture the chosen rate, test AP mean ± std over seeds, cost, proxy
     reward; the Pareto front (mean AP vs FLOPs); per run the test verdict (each architecture
@@ -277,7 +277,7 @@ def compare(runs, *, min_gain: float = MIN_GAIN, latency_images: int = 0, latenc
     process, interleaved (latency.interleaved), and gives each its latency ratio to the control with
     an interval; the run keeps that timing (meta 'latency'), so a later compare or report shows it.
     `latency_target` ("1.0x" of the control, or "80ms"; default the search's): a win must also run
-    within it.
+    within it. `runtime` onnxruntime: each model is exported (deploy.py) and timed under ONNX Runtime.
     """
     rows, archs, fidelity, verdicts = [], [], {}, {}
     for run in runs:
@@ -287,7 +287,7 @@ def compare(runs, *, min_gain: float = MIN_GAIN, latency_images: int = 0, latenc
         run_rows = [_row(run, meta, r) for r in promoted]
         rows += run_rows
         run_archs = architectures(run_rows)
-        timing = time_architectures(run, run_rows, run_archs, latency_images, device) if latency_images \
+        timing = time_architectures(run, run_rows, run_archs, latency_images, device, runtime) if latency_images \
             else meta.get("latency")
         with_latency(run_archs, timing)
         archs += run_archs
@@ -313,29 +313,33 @@ def compare(runs, *, min_gain: float = MIN_GAIN, latency_images: int = 0, latenc
     return {"rows": rows, "architectures": archs, "fidelity": fidelity, "test_verdict": verdicts}
 
 
-def time_architectures(run, rows: list[dict], archs: list[dict], images: int, device: str) -> dict | None:
+def time_architectures(run, rows: list[dict], archs: list[dict], images: int, device: str,
+                       runtime: str = "torch") -> dict | None:
     """Times each finished architecture's first final seed and the control interleaved on the test
-    split they were evaluated on, and keeps the result in the run's meta ('latency')."""
+    split they were evaluated on (under torch, or exported under ONNX Runtime), and keeps the result
+    in the run's meta ('latency')."""
     from .data.coco import CocoDetection
-    from .evaluate import eval_transform, image_runner, load_detector, single_images
+    from .evaluate import eval_transform, image_runner, load_detector, onnx_runner, single_images
     from .latency import interleaved
-    from .runtime import resolve_device
+    from .runtime import load_checkpoint, resolve_device
 
     first = first_final_rows(rows, archs)
     if "baseline" not in first or len(first) < 2:
         return None
     device = resolve_device(device)
-    runners, checkpoints = {}, {}
-    for arch, r in first.items():
-        model, ckpt = load_detector(r["checkpoint"], device)
-        runners[arch], checkpoints[arch] = image_runner(model, device), r["checkpoint"]
-        if arch == "baseline":  # the test split it was evaluated on (rows before 'data' was kept: its config's)
-            data, config = r.get("data") or ckpt["config"].get("val"), ckpt
+    control = load_checkpoint(first["baseline"]["checkpoint"])  # the test split it was evaluated on (rows
+    data = first["baseline"].get("data") or control["config"].get("val")  # before 'data' was kept: its config's)
     if not data:
         return None
-    dataset = CocoDetection(data, None, eval_transform(config))
+    dataset = CocoDetection(data, None, eval_transform(control))
+    runners, checkpoints = {}, {}
+    for arch, r in first.items():
+        model, _ = load_detector(r["checkpoint"], device)
+        runners[arch] = (image_runner(model, device) if runtime == "torch"
+                         else onnx_runner(r["checkpoint"], model, dataset))
+        checkpoints[arch] = r["checkpoint"]
     timing = interleaved(runners, single_images(dataset, images), device, reference="baseline", images=images)
-    timing.update(checkpoints=checkpoints, data=str(data))
+    timing.update(checkpoints=checkpoints, data=str(data), runtime=runtime)
     store = RunStore(run, create=False)
     try:
         store.set_meta(latency=timing)
@@ -381,7 +385,7 @@ def with_latency(archs: list[dict], timing: dict | None) -> None:
         timed = (timing or {}).get("models", {}).get(a["arch"])
         if timed:
             a["latency"] = {**timed, "interleaved": True, "threads": timing.get("threads"),
-                            "processor": timing.get("processor")}
+                            "processor": timing.get("processor"), "runtime": timing.get("runtime", "torch")}
         elif a["status"] == "done" and control and a.get("latency_ms") and control.get("latency_ms"):
             a["latency"] = {"latency_ms": a["latency_ms"], "ratio": a["latency_ms"] / control["latency_ms"],
                             "ratio_interval": None, "interleaved": False}
@@ -395,6 +399,8 @@ def cost_words(a: dict, control: dict) -> str:
         interval = lat.get("ratio_interval")
         how = (f"95 % {interval[0]:.2f}-{interval[1]:.2f}, interleaved" if interval
                else "timed apart, not interleaved")
+        if lat.get("runtime", "torch") != "torch":
+            how += f", under {lat['runtime']}"
         words += f" and {lat['ratio']:.2f}× its latency ({lat['latency_ms']:.1f} ms/image, {how})"
     return words
 

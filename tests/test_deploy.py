@@ -95,3 +95,13 @@ def test_export_cli_writes_a_promoted_architecture_and_refuses_an_unknown_one(ru
     assert not (tmp_path / "t9.onnx").exists()
     code, _, err = run_cli("export", run, "--onnx", tmp_path / "x.onnx")
     assert code == 2 and "--arch and --onnx together" in err
+
+
+def test_compare_times_under_onnx_runtime_and_says_so(run, tiny_test):
+    from nascli.report import compare
+
+    faked_promotion(run, tiny_test)
+    c = compare([run], latency_images=3, runtime="onnxruntime")
+    lat = {a["arch"]: a["latency"] for a in c["architectures"]}
+    assert lat["trial-1"]["runtime"] == "onnxruntime" and lat["baseline"]["ratio"] == 1.0
+    assert "under onnxruntime" in c["test_verdict"][str(run)]["text"]
