@@ -33,7 +33,9 @@ TOLERANCE = 1e-4
 
 def _require_onnx():
     try:
+        import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401  (torch.export's ONNX writer)
     except ImportError:
         raise NascliError("ONNX export and --runtime onnxruntime need onnx, onnxscript and onnxruntime: "
                           "pip install 'nascli[deploy]'") from None

@@ -13,7 +13,7 @@ from .data.coco import CocoDetection, Transform, to_chw, write_json
 from .errors import CheckpointError, DataError, SpecError
 from .latency import MIN_IMAGES, measure
 from .runtime import load_checkpoint, resolve_device
-from .train import build_detector, collate
+from .train import SIZE_DIVISOR, build_detector, collate
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -145,14 +145,16 @@ RUNTIMES = ("torch", "onnxruntime")
 
 def onnx_runner(checkpoint, model, dataset):
     """`run((images, targets))` under ONNX Runtime: the network exported (to a temporary file) at
-    the largest padded image of `dataset`, then the detector's post-processing."""
+    the largest padded image of `dataset` (from the json's sizes), then the detector's post-processing."""
+    import math
     import tempfile
 
     from .deploy import OnnxDetector, export_onnx
 
     size = [0, 0]
-    for i in range(len(dataset)):
-        h, w = collate([dataset[i]])[0].shape[-2:]
+    for info in dataset.coco.imgs.values():
+        scale = dataset.transform.scale_for(info["width"], info["height"])
+        h, w = (math.ceil(round(v * scale) / SIZE_DIVISOR) * SIZE_DIVISOR for v in (info["height"], info["width"]))
         size = [max(size[0], h), max(size[1], w)]
     with tempfile.TemporaryDirectory() as folder:
         path = export_onnx(checkpoint, Path(folder) / "detector.onnx", size=size)["onnx"]

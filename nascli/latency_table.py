@@ -105,10 +105,12 @@ class LatencyTable:
         """This machine's table in `folder` (latency/<key>.json), empty if there is none yet."""
         env = environment(device)
         path = Path(folder) / "latency" / f"{cls.key(env)}.json"
-        if path.is_file():
-            saved = json.loads(path.read_text())
-            if saved.get("format") == FORMAT:
-                return cls(env, saved["ops"], saved.get("fits"), path)
+        try:
+            saved = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):  # a damaged table is a cache: it is measured again
+            saved = {}
+        if isinstance(saved, dict) and saved.get("format") == FORMAT:
+            return cls(env, saved["ops"], saved.get("fits"), path)
         return cls(env, path=path)
 
     def save(self, path=None) -> Path:

@@ -173,6 +173,8 @@ def test_the_table_file_is_per_machine_and_reloads(tiny_checkpoint, tmp_path):
     assert again.ops == cand.table.ops
     other = LatencyTable.key({**cand.table.env, "threads": cand.table.env["threads"] + 1})
     assert other != LatencyTable.key(cand.table.env)  # another thread count never reads this table
+    path.write_text('{"format": "nascli-latency-table/1", "ops": {')  # damaged (a kill mid-write elsewhere)
+    assert LatencyTable.for_machine(tmp_path).ops == {}  # measured again, not an error
 
 
 def test_calibration_fits_the_per_op_and_fixed_parts():
