@@ -198,6 +198,22 @@ def _inputs(meta: dict, run_dir: Path, checkpoint, val, val_image_dir, select_va
             "select_val": str(select_val) if select_val else None, "select_image_dir": select_image_dir}
 
 
+def _check_unseen_by_baseline(base: dict, checkpoint, val, val_image_dir) -> None:
+    """The test split shares no image with what the baseline trained on (its checkpoint records
+    them): every promoted row starts from that backbone, so a test image it saw flatters them all."""
+    from .data.coco import CocoDetection
+    from .data.split import shared_images
+
+    trained_on = base.get("train_images")
+    if not trained_on:  # a checkpoint from before the record, or a torchvision weights file
+        return
+    shared = shared_images(trained_on, CocoDetection(val, val_image_dir))
+    if shared:
+        raise DataError(f"{val}: field 'images' shares {len(shared)} images with the images the baseline "
+                        f"{checkpoint} trained on (e.g. {Path(shared[0]).name}); evaluate on a test split "
+                        f"neither the baseline nor the search saw")
+
+
 def _config(base: dict, candidate: Candidate, out: Path, overrides: dict) -> TrainConfig:
     """The baseline's config with the given overrides, this candidate's decoder and folder."""
     data = {**base, **{k: v for k, v in overrides.items() if v is not None},
@@ -303,12 +319,15 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
     if archs and not (run_dir / "run.db").is_file():  # a new run of given architectures: checked before it exists
         for arch in archs:
             load_genotype(arch)
-        load_checkpoint(_inputs({}, run_dir, checkpoint, val, val_image_dir)["checkpoint"])
+        first = _inputs({}, run_dir, checkpoint, val, val_image_dir)
+        _check_unseen_by_baseline(load_checkpoint(first["checkpoint"]), first["checkpoint"], first["val"],
+                                  val_image_dir)
     store = RunStore(run_dir, create=bool(archs))
     try:
         where = _inputs(store.meta(), run_dir, checkpoint, val, val_image_dir, select_val, select_image_dir)
         checkpoint = where["checkpoint"]
         base = load_checkpoint(checkpoint)
+        _check_unseen_by_baseline(base, checkpoint, where["val"], val_image_dir)
         # the backbone starts from the baseline's trained weights, or from a weights file if given
         base_cfg = {**base["config"], "init_from": None if weights else str(checkpoint),
                     "weights": str(weights) if weights else None,

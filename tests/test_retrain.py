@@ -425,7 +425,9 @@ def test_retrain_of_given_architectures_checks_its_inputs_before_creating_a_run(
     (tmp_path / "junk.pt").write_bytes(b"junk")
     for args, message in ((["--arch", tmp_path / "bad.json", "--checkpoint", tiny_checkpoint], "bad.json: field"),
                           (["--arch", "zoo:fpn-fcos"], "no search here to take it from"),
-                          (["--arch", "zoo:fpn-fcos", "--checkpoint", tmp_path / "junk.pt"], "junk.pt: not a readable")):
+                          (["--arch", "zoo:fpn-fcos", "--checkpoint", tmp_path / "junk.pt"], "junk.pt: not a readable"),
+                          (["--arch", "zoo:fpn-fcos", "--checkpoint", tiny_checkpoint, "--val", tiny_test.parent / "train.json"],
+                           "images the baseline")):
         code, _, err = run_cli("retrain", new, "--top", "0", "--val", tiny_test, *args)
         assert code == 2 and message in err, err
         assert not new.exists()
@@ -436,6 +438,9 @@ def test_retrain_refuses_to_evaluate_where_the_search_selected(run, run_cli, tin
     assert code == 2 and "give --val TEST.json" in err
     code, _, err = run_cli("retrain", run, "--top", "1", "--epochs", 1, "--val", tiny_coco[1])
     assert code == 2 and "shares 4 images with the search's meta-val" in err
+    # nor on the images the baseline trained on (its checkpoint records them): meta-train is refused too
+    code, _, err = run_cli("retrain", run, "--top", "1", "--epochs", 1, "--val", tiny_coco[0])
+    assert code == 2 and "shares 12 images with the images the baseline" in err and "train.json" in err
     assert not (run / "retrain").exists()  # refused before any training
 
 
