@@ -1,7 +1,7 @@
 """Trials per CPU-hour of the demo proxy, before and after (issue 30), measured in one run.
 
 The workload is what a search of G trials costs: G sampled genotypes (one seed each), the control
-with its re-scoring seeds and the best genotype with its re-scoring seeds (DESIGN.md's protocol).
+with its re-scoring seeds and the best genotype with its re-scoring seeds (docs/protocol.md).
 - before: one trial at a time in this process on every core's threads, the trial kit as it was
   (`trial.legacy_trial`: every convolution whole and as torch runs it, per-tensor updates, the
   whole model recalibrated, the head's predictions one call a level);

@@ -149,7 +149,7 @@ def proxy_specs() -> dict[str, Path]:
 
 def resolve_proxy(name_or_path) -> Path:
     """A proxy spec is a path, or a name resolved in ./proxies/, then among the specs shipped in
-    the package (DESIGN.md lookup rule)."""
+    the package (docs/design.md, lookup rules)."""
     path = Path(name_or_path)
     if path.is_file():
         return path

@@ -1,4 +1,4 @@
-"""The evaluation protocol's statistics (DESIGN.md): the seeds a re-scoring uses, the proxy's seed
+"""The evaluation protocol's statistics (docs/protocol.md): the seeds a re-scoring uses, the proxy's seed
 noise pooled over re-scored genotypes, the verdict against the control, and the ranking of a
 run's trials by their re-scored means. Read by the search, `runs show`, compare and the report."""
 

@@ -1,4 +1,4 @@
-"""The house rules of the code base (DESIGN.md layout), checked on the source: a method's name
+"""The house rules of the code base (docs/layout.md), checked on the source: a method's name
 decides things in the registry only, no module reaches into another's private names, and every
 registry entry keeps the contract the search, training and retraining rely on."""
 

@@ -139,8 +139,8 @@ def test_zoo_fpn_fcos_matches_torchvision_parameter_for_parameter():
 
 
 def test_zoo_nas_fcos_parameter_count_equals_the_released_code():
-    # Golden numbers derived op by op from the authors' released R-50 config (DESIGN.md, zoo
-    # section), not from this builder: modulated DCNv2 with 2 deformable groups and bias, concat
+    # Golden numbers derived op by op from the authors' released R-50 config (docs/design.md, the
+    # zoo), not from this builder: modulated DCNv2 with 2 deformable groups and bias, concat
     # reduced by a grouped 1×1 conv without bias, P7 = conv(relu(P6)), GN head towers.
 
     w, k = 256, 80

@@ -31,7 +31,7 @@ ARRAY_FIELDS = ("c2", "c3", "c4", "c5", "images", "image_id", "fcos/labels", "fc
 
 
 def default_cache_dir(cache_dir=None) -> Path:
-    """--cache-dir, then $NASCLI_CACHE, then ./cache (DESIGN.md lookup rule)."""
+    """--cache-dir, then $NASCLI_CACHE, then ./cache (docs/design.md, lookup rules)."""
     return Path(cache_dir or os.environ.get("NASCLI_CACHE") or "cache")
 
 

@@ -6,7 +6,7 @@ weights is kept; the averaged weights are scored on meta-val, by R = -(L_cls + L
 the detector's losses summed over the meta-val batches (NAS-FCOS §3.3), or by the AP@[.5:.95] of
 its detections on the meta-val crops (NAS-FPN §4.2), computed by the numba AP kernel.
 
-What makes two rewards comparable (the evaluation protocol of DESIGN.md):
+What makes two rewards comparable (the evaluation protocol of docs/protocol.md):
 - the average warms up (decay min(polyak, (1+t)/(10+t)) at step t), so the first steps' weights
   do not dominate a short run; it averages parameters only;
 - BatchNorm statistics of the averaged model are recomputed on meta-train, with no gradient,

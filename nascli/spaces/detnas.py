@@ -269,7 +269,7 @@ def build_backbone(genotype: Genotype) -> nn.Module:
     return DetNASNet(genotype)
 
 
-#: DetNASNet from the released lists (DESIGN.md zoo section), and the all-3×3 ShuffleNetV2 baselines.
+#: DetNASNet from the released lists (docs/design.md, the zoo), and the all-3×3 ShuffleNetV2 baselines.
 FPN_300M = Genotype((2, 1, 2, 0, 2, 1, 1, 2, 3, 3, 1, 3, 0, 0, 3, 1, 3, 1, 3, 2), "small")
 RETINANET_300M = Genotype((2, 3, 1, 1, 3, 2, 1, 3, 3, 1, 1, 1, 3, 3, 2, 0, 3, 3, 3, 3), "small")
 FPN_1_3G = Genotype((0, 0, 3, 1, 2, 1, 0, 2, 0, 3, 1, 2, 3, 3, 2, 0, 2, 1, 1, 3,

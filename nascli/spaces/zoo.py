@@ -1,5 +1,5 @@
 """Published architectures as named genotypes, so a user can retrain them on their data
-(`--arch zoo:NAME`). Facts from the authors' released code (see DESIGN.md, zoo section)."""
+(`--arch zoo:NAME`). Facts from the authors' released code (see docs/design.md, the zoo)."""
 
 from __future__ import annotations
 
