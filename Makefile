@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 help:
-	@echo "set-up:      make demo (the NAS-FCOS pipeline on synthetic data, ~7 min) | make test | make install"
+	@echo "set-up:      make demo (the NAS-FCOS pipeline on synthetic data, ~6 min) | make test | make install"
 	@echo "pipelines:   make pipeline-METHOD (nas-fcos, nas-fpn, random; knobs PIPE_*) | make demo-full (~45 min)"
 	@echo "             make bccd, then make bccd-nas-fcos | make sp-nas-demo (after demo)"
 	@echo "benchmarks:  make bench (kernels, cache, AP vs the references) | bench-search | bench-search-retrain"
@@ -54,8 +54,9 @@ PIPE_RETRAIN_EPOCHS ?= 2
 PIPE_GRID ?= adamw:8e-4,adamw:1.6e-3
 PIPE_GRID_EPOCHS ?= 1
 PIPE_SEEDS ?= 2
-# trials side by side in one-thread processes (`search --workers`): 2.2x the evaluations an hour
-# of one trial on both cores (benchmarks/trial.json)
+# trials side by side in one-thread processes (`search --workers`): with the trial's CPU paths,
+# 3.3x the evaluations an hour of the old one trial on both cores (benchmarks/trial.json; the
+# workers alone about 1.7x)
 PIPE_WORKERS ?= 2
 # One variable per cache: the .h5 file a cache folder holds, found when the recipe runs (so a
 # cache built earlier in the same recipe is found). `require_cache` stops a target whose cache is
