@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .latency import within_target
-from .stats import mean_std, paired_difference
+from .stats import holm, mean_std, paired_difference, paired_p_value
 from .store import RunStore
 
 
@@ -478,11 +478,17 @@ def verdict_on_test(rows: list[dict], min_gain: float = MIN_GAIN, archs: list[di
             continue
         d = paired_difference(a["ap_by_seed"], control["ap_by_seed"])
         d = {**d, **({k: 100 * d[k] for k in ("difference", "se", "threshold") if d[k] is not None})}
+        d["p"] = paired_p_value(d["difference"], d["se"], d["n"])
         d["within_latency_target"] = within_target(a.get("latency"), latency_target)
-        if d["beats"] is not None:
-            d["beyond_noise"] = d["beats"]
-            d["beats"] = d["beats"] and d["difference"] >= min_gain and d["within_latency_target"] is not False
         per_arch[name] = d
+    # Holm over the promoted family: "any of K beats the control" at the level one test has alone
+    tested = {k: d["p"] for k, d in per_arch.items() if d["beats"] is not None}
+    survives = holm(tested)
+    for name, d in per_arch.items():
+        if d["beats"] is not None:
+            d["beyond_noise"], d["holm"], d["family"] = d["beats"], survives[name], len(tested)
+            d["beats"] = (d["beats"] and survives[name] and d["difference"] >= min_gain
+                          and d["within_latency_target"] is not False)
     if not per_arch:
         return {"beats_control": None, "per_arch": {}, "text": "no test verdict: no promoted architecture finished"}
     best = max(per_arch, key=lambda k: per_arch[k]["difference"])
@@ -491,13 +497,19 @@ def verdict_on_test(rows: list[dict], min_gain: float = MIN_GAIN, archs: list[di
         return {"beats_control": None, "per_arch": per_arch, "best": best,
                 "text": f"no test verdict: {best} and the control share {d['n']} finished seed(s); "
                         f"it needs 2 (retrain --seeds 2 or more)"}
-    where = f"threshold {d['threshold']:.1f} AP = t·s.e., {d['n']} seeds paired"
+    family = f", Holm over {d['family']} architectures" if d["family"] > 1 else ""
+    where = f"threshold {d['threshold']:.1f} AP = t·s.e., {d['n']} seeds paired, p = {d['p']:.3g}{family}"
     target = f", latency target {latency_target}" if latency_target else ""
     winners = [k for k, v in per_arch.items() if v["beats"]]
     if winners:
         best = max(winners, key=lambda k: per_arch[k]["difference"])
         d = per_arch[best]
+        where = f"threshold {d['threshold']:.1f} AP = t·s.e., {d['n']} seeds paired, p = {d['p']:.3g}{family}"
         text = f"on test, {best} beats the control by {d['difference']:+.1f} AP ({where}{target})"
+    elif d["beyond_noise"] and not d["holm"]:
+        text = (f"on test, no architecture beats the control after Holm over {d['family']} architectures "
+                f"(best: {best}, {d['difference']:+.1f} AP, beyond seed noise on its own but p = {d['p']:.3g} > "
+                f"0.025/{d['family']}: {where})")
     elif d["beyond_noise"] and d["difference"] >= min_gain:
         text = (f"on test, no architecture beats the control within the latency target {latency_target} "
                 f"(best: {best}, {d['difference']:+.1f} AP beyond seed noise, but over the target: {where})")

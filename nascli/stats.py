@@ -65,3 +65,26 @@ def paired_difference(a: dict, b: dict, level: float = 0.95) -> dict:
     se = sd / math.sqrt(n)
     threshold = t_quantile(1 - (1 - level) / 2, n - 1) * se
     return {"n": n, "difference": mean, "se": se, "threshold": threshold, "beats": mean > threshold}
+
+
+def paired_p_value(difference: float | None, se: float | None, n: int) -> float | None:
+    """One-sided p of a paired mean difference > 0 (Student's t, n - 1 degrees of freedom): the
+    test the verdict's threshold t(0.975, n - 1)·s.e. makes at level 0.025."""
+    if difference is None or se is None or n < 2:
+        return None
+    if se == 0:
+        return 0.0 if difference > 0 else 1.0
+    return 1.0 - t_cdf(difference / se, n - 1)
+
+
+def holm(p_values: dict, alpha: float = 0.025) -> dict:
+    """Holm's step-down over a family: sorted ascending, the k-th smallest (from 0) passes while
+    p <= alpha / (K - k); the first that fails stops it. Returns name -> passed. Why: with K promoted
+    architectures each tested at alpha on its own, "any one wins" happens by chance ~K·alpha of
+    the time; Holm keeps the family's rate at alpha and is never weaker than Bonferroni."""
+    order = sorted(p_values, key=lambda k: p_values[k])
+    passed, family = {}, len(order)
+    for rank, name in enumerate(order):
+        ok = p_values[name] <= alpha / (family - rank) and all(passed.values())
+        passed[name] = ok
+    return passed

@@ -455,10 +455,9 @@ def add_final(store, arch, seed, ap, checkpoint, reward=None, trial=None, flops=
 
 
 def test_test_verdict_pairs_seeds_and_uses_the_t_threshold(run, tiny_test):
-    """Control 20/22/21 AP, trial-1 +1.5/+1.0/+2.0 on the same seeds: mean +1.5, sd 0.5, se 0.289,
-    threshold t(0.975, 2)·se = 4.303·0.289 = 1.24 AP -> beats. trial-2 +3/-1/+1: mean +1, sd 2,
-    threshold 4.97 -> does not (an unpaired z-rule would have called 1.0 > 2·1.15 no as well,
-    but trial-1's 1.5 would need 2·0.29 only: the t threshold is what the test checks)."""
+    """Control 20/22/21 AP, trial-1 +1.5/+1.4/+1.6 on the same seeds: mean +1.5, sd 0.1, se 0.0577,
+    threshold t(0.975, 2)·se = 4.303·0.0577 = 0.25 AP -> beats (p = 0.0007, within Holm's 0.025/2).
+    trial-2 +3/-1/+1: mean +1, sd 2, threshold 4.97 -> does not."""
     retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")
     ckpt = RunStore(run).retrained()[0]["checkpoint"]
     store = RunStore(run, create=False)
@@ -467,13 +466,14 @@ def test_test_verdict_pairs_seeds_and_uses_the_t_threshold(run, tiny_test):
     control = {0: 0.20, 1: 0.22, 2: 0.21}
     for seed, ap in control.items():
         add_final(store, "baseline", seed, ap, ckpt)
-        add_final(store, "trial-1", seed, ap + {0: 0.015, 1: 0.010, 2: 0.020}[seed], ckpt, trial=1)
+        add_final(store, "trial-1", seed, ap + {0: 0.015, 1: 0.014, 2: 0.016}[seed], ckpt, trial=1)
         add_final(store, "trial-2", seed, ap + {0: 0.03, 1: -0.01, 2: 0.01}[seed], ckpt, trial=2)
     store.close()
     v = compare([run])["test_verdict"][str(run)]
     one, two = v["per_arch"]["trial-1"], v["per_arch"]["trial-2"]
     assert one["n"] == 3 and one["difference"] == pytest.approx(1.5)
-    assert one["threshold"] == pytest.approx(scipy.stats.t.ppf(0.975, 2) * 0.5 / 3 ** 0.5, rel=1e-6)
+    assert one["threshold"] == pytest.approx(scipy.stats.t.ppf(0.975, 2) * 0.1 / 3 ** 0.5, rel=1e-4)
+    assert one["holm"] is True and one["family"] == 2 and "Holm over 2 architectures" in v["text"]
     assert one["beats"] is True and two["beats"] is False
     assert v["beats_control"] is True and v["text"].startswith("on test, trial-1 beats the control by +1.5 AP")
     archs = {a["arch"]: a for a in compare([run])["architectures"]}
@@ -483,6 +483,37 @@ def test_test_verdict_pairs_seeds_and_uses_the_t_threshold(run, tiny_test):
     strict = compare([run], min_gain=2.0)["test_verdict"][str(run)]
     assert strict["beats_control"] is False and strict["per_arch"]["trial-1"]["beyond_noise"] is True
     assert "2 AP that counts as a win" in strict["text"]
+
+
+def test_a_win_of_one_architecture_alone_is_no_win_after_holm_over_two(run, tiny_test):
+    """trial-1 +1.5/+1.0/+2.0 over the control: one-sided p = 0.0176, a win tested alone (< 0.025).
+    Beside a noisy trial-2 (+3/-1/+1, p = 0.24) Holm's ladder starts at trial-1 with 0.025/2 and
+    stops: no win. Beside a strong trial-2 (+1.0/+1.1/+0.9, p = 0.0016) trial-2 takes the first step
+    (<= 0.025/2) and trial-1 the second (<= 0.025/1): both pass - Holm is not Bonferroni."""
+    retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")
+    ckpt = RunStore(run).retrained()[0]["checkpoint"]
+
+    def verdict(second: dict):
+        store = RunStore(run, create=False)
+        store.db.execute("DELETE FROM retrained")
+        store.db.commit()
+        for seed, ap in {0: 0.20, 1: 0.22, 2: 0.21}.items():
+            add_final(store, "baseline", seed, ap, ckpt)
+            add_final(store, "trial-1", seed, ap + {0: 0.015, 1: 0.010, 2: 0.020}[seed], ckpt, trial=1)
+            if second:
+                add_final(store, "trial-2", seed, ap + second[seed], ckpt, trial=2)
+        store.close()
+        return compare([run])["test_verdict"][str(run)]
+
+    alone = verdict({})
+    assert alone["beats_control"] is True and alone["per_arch"]["trial-1"]["p"] == pytest.approx(
+        scipy.stats.ttest_rel([0.215, 0.23, 0.23], [0.2, 0.22, 0.21], alternative="greater").pvalue, rel=1e-4)
+    with_noise = verdict({0: 0.03, 1: -0.01, 2: 0.01})
+    one = with_noise["per_arch"]["trial-1"]
+    assert one["beyond_noise"] is True and one["holm"] is False and with_noise["beats_control"] is False
+    assert "no architecture beats the control after Holm over 2 architectures" in with_noise["text"]
+    with_strong = verdict({0: 0.010, 1: 0.011, 2: 0.009})
+    assert with_strong["per_arch"]["trial-1"]["holm"] is True and with_strong["per_arch"]["trial-2"]["holm"] is True
 
 
 def test_test_verdict_needs_two_paired_seeds(run, tiny_test):

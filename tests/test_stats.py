@@ -3,7 +3,7 @@
 import pytest
 import scipy.stats
 
-from nascli.stats import paired_difference, t_cdf, t_quantile
+from nascli.stats import holm, paired_difference, paired_p_value, t_cdf, t_quantile
 
 
 @pytest.mark.parametrize("dof", [1, 2, 3, 4, 7, 19, 60])
@@ -33,3 +33,21 @@ def test_paired_difference_pairs_by_seed_and_needs_two():
     assert r["threshold"] == pytest.approx(scipy.stats.t.ppf(0.975, 1) * 0.25, rel=1e-6)  # sd 0.354, se 0.25
     assert r["beats"] is False  # 1.25 < 12.7 · 0.25
     assert paired_difference({0: 1.0}, {0: 0.0})["beats"] is None
+
+
+def test_paired_p_value_equals_scipys_one_sided_paired_t_test():
+    a, b = [0.215, 0.230, 0.230, 0.241], [0.200, 0.220, 0.210, 0.230]
+    d = paired_difference(dict(enumerate(a)), dict(enumerate(b)))
+    expected = scipy.stats.ttest_rel(a, b, alternative="greater").pvalue
+    assert paired_p_value(d["difference"], d["se"], d["n"]) == pytest.approx(expected, rel=1e-6)
+    # the verdict's threshold and the p-value make the same decision at 0.025
+    assert (d["difference"] > d["threshold"]) == (paired_p_value(d["difference"], d["se"], d["n"]) < 0.025)
+    assert paired_p_value(None, None, 1) is None and paired_p_value(1.0, 0.0, 3) == 0.0
+
+
+def test_holm_steps_down_and_stops_at_the_first_failure():
+    # by hand, alpha 0.05 over 3: a 0.01 <= 0.05/3 passes; c 0.03 > 0.05/2 fails and stops; b fails
+    assert holm({"a": 0.01, "b": 0.04, "c": 0.03}, alpha=0.05) == {"a": True, "b": False, "c": False}
+    # all pass: 0.001 <= 0.0167, 0.02 <= 0.025, 0.04 <= 0.05 (Bonferroni would reject only the first)
+    assert holm({"a": 0.001, "b": 0.02, "c": 0.04}, alpha=0.05) == {"a": True, "b": True, "c": True}
+    assert holm({"only": 0.02}, alpha=0.025) == {"only": True} and holm({}) == {}
