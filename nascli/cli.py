@@ -780,8 +780,6 @@ def compare_cmd(
     from .report import compare, compare_figure
 
     _use_threads(threads)
-    if runtime not in ("torch", "onnxruntime"):
-        raise SpecError(f"--runtime {runtime}: choose torch or onnxruntime")
     r = compare(runs, min_gain=min_gain, latency_images=latency_images, latency_target=latency_target, device=device,
                 runtime=runtime)
     r["figure"] = str(compare_figure(r, figure or runs[0] / "compare.png"))

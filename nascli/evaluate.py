@@ -11,9 +11,9 @@ import torch
 
 from .data.coco import CocoDetection, Transform, to_chw, write_json
 from .errors import CheckpointError, DataError, SpecError
-from .latency import MIN_IMAGES, measure
+from .latency import MIN_IMAGES, check_runtime, measure
 from .runtime import load_checkpoint, resolve_device
-from .train import SIZE_DIVISOR, build_detector, collate
+from .train import build_detector, collate, padded_size
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -106,8 +106,7 @@ def evaluate(checkpoint, data, *, image_dir=None, device="auto", batch_size: int
     latency.measure; with `exit_after`, of the detector stopped after that many stacked pyramids).
     `runtime` onnxruntime: the latency is the network exported to ONNX (deploy.py) under ONNX
     Runtime plus the same post-processing; AP stays torch's (the export is checked equal to it)."""
-    if runtime not in RUNTIMES:
-        raise SpecError(f"--runtime {runtime}: choose {' or '.join(RUNTIMES)}")
+    check_runtime(runtime)
     device = resolve_device(device)
     model, ckpt = load_detector(checkpoint, device, exit_after)
     dataset = CocoDetection(data, image_dir, eval_transform(ckpt))
@@ -140,22 +139,15 @@ def single_images(dataset, count: int) -> list:
     return [collate([dataset[i]]) for i in range(min(count, len(dataset)))]
 
 
-RUNTIMES = ("torch", "onnxruntime")
-
-
 def onnx_runner(checkpoint, model, dataset):
     """`run((images, targets))` under ONNX Runtime: the network exported (to a temporary file) at
     the largest padded image of `dataset` (from the json's sizes), then the detector's post-processing."""
-    import math
     import tempfile
 
     from .deploy import OnnxDetector, export_onnx
 
-    size = [0, 0]
-    for info in dataset.coco.imgs.values():
-        scale = dataset.transform.scale_for(info["width"], info["height"])
-        h, w = (math.ceil(round(v * scale) / SIZE_DIVISOR) * SIZE_DIVISOR for v in (info["height"], info["width"]))
-        size = [max(size[0], h), max(size[1], w)]
+    sizes = [padded_size(dataset.transform, im["width"], im["height"]) for im in dataset.coco.imgs.values()]
+    size = [max(h for h, _ in sizes), max(w for _, w in sizes)]
     with tempfile.TemporaryDirectory() as folder:
         path = export_onnx(checkpoint, Path(folder) / "detector.onnx", size=size)["onnx"]
         detector = OnnxDetector(path, model.postprocess)

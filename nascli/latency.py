@@ -109,6 +109,15 @@ def interleaved(runners: dict, inputs, device, *, reference: str, images: int = 
     return {"reference": reference, "models": out, **environment(device)}
 
 
+#: What a latency can be timed under: torch itself, or the network exported to ONNX (deploy.py).
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def check_runtime(runtime: str) -> None:
+    if runtime not in RUNTIMES:
+        raise SpecError(f"--runtime {runtime}: choose {' or '.join(RUNTIMES)}")
+
+
 def parse_latency_target(text) -> tuple[float, str] | None:
     """'1.0x' -> (1.0, 'x'): a multiple of the control's latency; '80ms' or '80' -> (80.0, 'ms')."""
     if text is None or text == "":

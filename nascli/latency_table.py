@@ -153,6 +153,13 @@ class LatencyTable:
                 "fitted": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+def corrected(traced: dict, fit: dict | None) -> float:
+    """A traced detector's predicted ms: its ops' sum plus the fitted per-op and fixed parts (none
+    before a calibration)."""
+    fit = fit or {"per_op": 0.0, "fixed": 0.0}
+    return traced["sum_ms"] + fit["per_op"] * traced["ops"] + fit["fixed"]
+
+
 # ---------------------------------------------------------------- a search's candidates, as promoted
 
 
@@ -160,20 +167,17 @@ def promoted_input(config: dict) -> tuple[int, int]:
     """(height, width) a promoted detector runs at: the median image of the baseline's training
     json resized as its evaluation resizes it and padded to a multiple of 32 (the min size square
     where the json is gone)."""
-    import math
-
     from .data.coco import Transform
+    from .train import padded_size
 
-    size = (config["min_size"], config["min_size"])
+    transform = Transform(config["min_size"], config["max_size"])
     try:
         images = json.loads(Path(config["data"]).read_text())["images"]
         width = float(np.median([im["width"] for im in images]))
         height = float(np.median([im["height"] for im in images]))
-        scale = Transform(config["min_size"], config["max_size"]).scale_for(width, height)
-        size = (round(height * scale), round(width * scale))
     except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return tuple(math.ceil(v / 32) * 32 for v in size)
+        width = height = config["min_size"]
+    return padded_size(transform, width, height)
 
 
 class CandidateLatency:
@@ -220,8 +224,7 @@ class CandidateLatency:
         key = genotype.to_json() if genotype is not None else "control"
         if key not in self._predicted:
             traced = self.table.trace(self.detector(genotype), self.example)
-            fit = self.table.fits.get(self.context, {"per_op": 0.0, "fixed": 0.0})
-            self._predicted[key] = traced["sum_ms"] + fit["per_op"] * traced["ops"] + fit["fixed"]
+            self._predicted[key] = corrected(traced, self.table.fits.get(self.context))
         return self._predicted[key]
 
     def calibrate(self, genotypes, images: int = 30) -> dict:
@@ -239,8 +242,8 @@ class CandidateLatency:
         self.table.fits[self.context] = fit
         self.table.save()
         self._predicted.clear()
-        rows = [{"sum_ms": t["sum_ms"], "ops": t["ops"], "measured_ms": m,
-                 "predicted_ms": t["sum_ms"] + fit["per_op"] * t["ops"] + fit["fixed"]} for t, m in zip(traced, ms)]
+        rows = [{"sum_ms": t["sum_ms"], "ops": t["ops"], "measured_ms": m, "predicted_ms": corrected(t, fit)}
+                for t, m in zip(traced, ms)]
         return {**fit, "context": self.context, "detectors": rows}
 
 
@@ -283,6 +286,7 @@ class LatencyBudget:
             candidates.predict(genotype)
         self.control_ms = candidates.predict(control)
         self.limit_ms = value * self.control_ms if unit == "x" else value
+        self.skipped_in_a_row, self.exhausted = 0, False  # kept by search._within_target
         candidates.table.save()
 
     def predict(self, genotype) -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .latency import within_target
+from .latency import check_runtime, within_target
 from .stats import holm, mean_std, paired_difference, paired_p_value
 from .store import RunStore
 
@@ -279,6 +279,7 @@ def compare(runs, *, min_gain: float = MIN_GAIN, latency_images: int = 0, latenc
     `latency_target` ("1.0x" of the control, or "80ms"; default the search's): a win must also run
     within it. `runtime` onnxruntime: each model is exported (deploy.py) and timed under ONNX Runtime.
     """
+    check_runtime(runtime)
     rows, archs, fidelity, verdicts = [], [], {}, {}
     for run in runs:
         store = RunStore(run, create=False)
@@ -288,7 +289,7 @@ def compare(runs, *, min_gain: float = MIN_GAIN, latency_images: int = 0, latenc
         rows += run_rows
         run_archs = architectures(run_rows)
         timing = time_architectures(run, run_rows, run_archs, latency_images, device, runtime) if latency_images \
-            else meta.get("latency")
+            else kept_timing(meta, run_rows, run_archs)
         with_latency(run_archs, timing)
         archs += run_archs
         scored = [a for a in run_archs if a["status"] == "done" and a["reward"] is not None]
@@ -346,6 +347,14 @@ def time_architectures(run, rows: list[dict], archs: list[dict], images: int, de
     finally:
         store.close()
     return timing
+
+
+def kept_timing(meta: dict, rows: list[dict], archs: list[dict]) -> dict | None:
+    """The run's last interleaved timing, if it timed the checkpoints compare reports now (a later
+    retrain that chose other rows makes it stale)."""
+    timing = meta.get("latency")
+    now = {arch: r["checkpoint"] for arch, r in first_final_rows(rows, archs).items()}
+    return timing if timing and timing.get("checkpoints") == now else None
 
 
 def first_final_rows(rows: list[dict], archs: list[dict]) -> dict:
@@ -497,14 +506,14 @@ def verdict_on_test(rows: list[dict], min_gain: float = MIN_GAIN, archs: list[di
         return {"beats_control": None, "per_arch": per_arch, "best": best,
                 "text": f"no test verdict: {best} and the control share {d['n']} finished seed(s); "
                         f"it needs 2 (retrain --seeds 2 or more)"}
-    family = f", Holm over {d['family']} architectures" if d["family"] > 1 else ""
-    where = f"threshold {d['threshold']:.1f} AP = t·s.e., {d['n']} seeds paired, p = {d['p']:.3g}{family}"
     target = f", latency target {latency_target}" if latency_target else ""
     winners = [k for k, v in per_arch.items() if v["beats"]]
     if winners:
         best = max(winners, key=lambda k: per_arch[k]["difference"])
         d = per_arch[best]
-        where = f"threshold {d['threshold']:.1f} AP = t·s.e., {d['n']} seeds paired, p = {d['p']:.3g}{family}"
+    family = f", Holm over {d['family']} architectures" if d["family"] > 1 else ""
+    where = f"threshold {d['threshold']:.1f} AP = t·s.e., {d['n']} seeds paired, p = {d['p']:.3g}{family}"
+    if winners:
         text = f"on test, {best} beats the control by {d['difference']:+.1f} AP ({where}{target})"
     elif d["beyond_noise"] and not d["holm"]:
         text = (f"on test, no architecture beats the control after Holm over {d['family']} architectures "

@@ -316,7 +316,8 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
     from .spaces import load_genotype
 
     run_dir = Path(run_dir)
-    if archs and not (run_dir / "run.db").is_file():  # a new run of given architectures: checked before it exists
+    new_run = archs and not (run_dir / "run.db").is_file()
+    if new_run:  # a new run of given architectures: checked before it exists
         for arch in archs:
             load_genotype(arch)
         first = _inputs({}, run_dir, checkpoint, val, val_image_dir)
@@ -327,7 +328,8 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
         where = _inputs(store.meta(), run_dir, checkpoint, val, val_image_dir, select_val, select_image_dir)
         checkpoint = where["checkpoint"]
         base = load_checkpoint(checkpoint)
-        _check_unseen_by_baseline(base, checkpoint, where["val"], val_image_dir)
+        if not new_run:  # a new run's was checked above
+            _check_unseen_by_baseline(base, checkpoint, where["val"], val_image_dir)
         # the backbone starts from the baseline's trained weights, or from a weights file if given
         base_cfg = {**base["config"], "init_from": None if weights else str(checkpoint),
                     "weights": str(weights) if weights else None,

@@ -260,10 +260,8 @@ def latency_budget(target: str, cache, control, space, seed: int):
     machine's latency table lives beside the cache (latency/<machine>.json)."""
     from .latency_table import CandidateLatency, LatencyBudget
 
-    budget = LatencyBudget(target, CandidateLatency.for_checkpoint(baseline_of(cache), Path(cache).parent), control,
-                           space, seed)
-    budget.skipped_in_a_row, budget.exhausted = 0, False
-    return budget
+    return LatencyBudget(target, CandidateLatency.for_checkpoint(baseline_of(cache), Path(cache).parent), control,
+                         space, seed)
 
 
 def baseline_of(cache) -> Path:

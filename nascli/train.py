@@ -34,6 +34,13 @@ def collate(batch):
     return torch.from_numpy(images), [t for _, t in batch]
 
 
+def padded_size(transform, width: float, height: float) -> tuple[int, int]:
+    """(height, width) an image of that size becomes: resized by `transform`, then padded by
+    `collate` to a multiple of SIZE_DIVISOR (what a detector runs on at batch 1)."""
+    scale = transform.scale_for(width, height)
+    return tuple(math.ceil(round(v * scale) / SIZE_DIVISOR) * SIZE_DIVISOR for v in (height, width))
+
+
 def lr_at(it: int, total: int, base: float, warmup: int, start: float = 0.001) -> float:
     """Linear warm-up from base·start over `warmup` iterations, then cosine decay to zero."""
     if it < warmup:

@@ -87,9 +87,10 @@ def faked_promotion(run, tiny_test):
 
 
 def test_a_win_over_the_latency_target_is_no_win_and_the_verdict_names_the_cost(run, tiny_test):
-    faked_promotion(run, tiny_test)
+    ckpt = faked_promotion(run, tiny_test)
     store = RunStore(run, create=False)
-    store.set_meta(latency={"threads": 1, "processor": "cpu", "models": {
+    store.set_meta(latency={"threads": 1, "processor": "cpu", "checkpoints": {"baseline": ckpt, "trial-1": ckpt},
+                            "models": {
         "baseline": {"latency_ms": 50.0, "ratio": 1.0, "ratio_interval": [1.0, 1.0], "latency_images": 30},
         "trial-1": {"latency_ms": 100.0, "ratio": 2.0, "ratio_interval": [1.9, 2.1], "latency_images": 30}}})
     store.close()
@@ -116,6 +117,14 @@ def test_compare_retimes_every_architecture_interleaved_and_keeps_it(run, tiny_t
     assert set(kept["models"]) == {"baseline", "trial-1"} and kept["data"] == str(tiny_test)
     again = {a["arch"]: a["latency"] for a in compare([run])["architectures"]}  # no re-timing: the kept one
     assert again["trial-1"]["latency_ms"] == lat["trial-1"]["latency_ms"]
+    store = RunStore(run, create=False)  # a timing of other checkpoints (a later retrain chose others) is stale
+    store.set_meta(latency={**kept, "checkpoints": {**kept["checkpoints"], "trial-1": "elsewhere/last.pt"}})
+    store.close()
+    stale = {a["arch"]: a["latency"] for a in compare([run])["architectures"]}
+    assert stale["trial-1"]["interleaved"] is False and stale["trial-1"]["ratio_interval"] is None
+    store = RunStore(run, create=False)
+    store.set_meta(latency=kept)
+    store.close()
     code, out, _ = run_cli("compare", run, "--latency-images", "3")
     assert code == 0 and "× control" in out and "interleaved with the control" in out
     assert RunStore(run, create=False).meta()["latency"]["models"]["trial-1"]["latency_images"] == 3
