@@ -11,7 +11,7 @@ SEED ?= 0
 # CPU-sized baseline: a 2-conv head tower (FCOS: 4) and a higher peak rate for the short schedule.
 DEMO_TRAIN := --num-convs 2 --lr 0.02
 
-.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu bench-latency clean
+.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu bench-latency bench-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ help:
 	@echo "             bench-proxy | bench-init | bench-auto-fpn | bench-detnas | bench-supernet | bench-executors"
 	@echo "             bench-nas-fpn-proxy (NAS-FPN proxy designs: which separates candidates)"
 	@echo "             bench-trial (trials per CPU-hour, before and after; run it alone) | bench-trial-faithful (~15 min)"
-	@echo "             bench-latency (per-op latency table: predicted vs measured, ~20 min; run it alone) | bench-gpu (CUDA only)"
+	@echo "             bench-latency (per-op latency table: predicted vs measured, ~20 min; run it alone) | bench-gpu (CUDA only) | bench-check (check on 2,000 photos)"
 	@echo "experiments: make fidelity | make bccd-fidelity (hours; resumable)"
 	@echo "             make methods (every method on one budget, one table; METHODS_DATA=bccd METHODS_BUDGET_MIN=30)"
 	@echo "             a bench whose cache is missing says which target to run first; tables: benchmarks/README.md"
@@ -261,6 +261,11 @@ bench-gpu: $(STAMP)
 # twice (the repeat is the ceiling); about 20 minutes; run it alone (benchmarks/latency.json).
 bench-latency: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_latency --out benchmarks/latency.json
+
+# `nascli check` on 2,000 photos (640x480 JPEGs) against PIL decoding them on one thread: the
+# first scan and the remembered second one (benchmarks/check.json, about 10 s).
+bench-check: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_check --out benchmarks/check.json
 
 bench-init: $(STAMP)
 	$(call require_cache,$(DEMO)/cache,demo)

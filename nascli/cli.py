@@ -189,6 +189,30 @@ def data_stats(data: Annotated[Path, typer.Argument(help="COCO json.")], as_json
     _table(f"{data}: {s['images']} images", ["class", "id", "objects", "small", "medium", "large"], rows)
 
 
+@data_app.command("clean")
+def data_clean(
+    data: Annotated[Path, typer.Argument(help="COCO json to clean.")],
+    out: Annotated[Path, typer.Option("--out", help="Cleaned COCO json (never the input).")],
+    image_dir: ImageDirOpt = None,
+    as_json: JsonOpt = False,
+):
+    """The dataset without what the commands cannot use: unreadable or truncated images dropped
+    (listed), a declared size proportional to the decoded one rescaled, boxes clipped to the
+    image and empty ones dropped; the new json records its image folder and EXIF convention.
+
+    Example: [cyan]nascli data clean data/all.json --out data/all-clean.json[/]
+    """
+    from .data.audit import audit, clean
+
+    r = clean(audit(data, image_dir), out)
+    if as_json:
+        return _emit_json(r)
+    for d in r["dropped"]:
+        console.print(f"dropped: {d['file']}: {d['why']}", highlight=False)
+    console.print(f"{r['images']} images, {r['annotations']} boxes -> {out} (dropped {len(r['dropped'])} images, "
+                  f"{r['boxes_dropped']} empty boxes; rescaled {r['rescaled']} images; clipped {r['boxes_clipped']} boxes)")
+
+
 # ---------------------------------------------------------------- training and evaluation
 
 
@@ -437,20 +461,53 @@ def profile_cmd(
 def check_cmd(path: Annotated[Path, typer.Argument(help="Any file nascli reads, or a run folder.")],
               kind: Annotated[str | None, typer.Option(help="coco | voc | train-spec | proxy-spec | genotype | "
                                                              "checkpoint | cache | run (default: from the name).")] = None,
+              image_dir: ImageDirOpt = None,
               as_json: JsonOpt = False):
     """Read a file the way the command that takes it would, before a long job: a bad one gives one
-    line naming the file and the field (exit 2), and nothing on disk changes.
+    line naming the file and the field (exit 2), and nothing on disk changes. A COCO json's images
+    are all decoded (remembered per file, so a second check is quick): a file train, cache-features
+    or eval would refuse exits 2; what they repair (EXIF orientation, modes, boxes) is a warning.
 
     Example: [cyan]nascli check data/train.json[/]
     Example: [cyan]nascli check runs/s1[/]
     """
     from .inputs import check
 
-    r = check(path, kind)
+    r = check(path, kind, image_dir)
     if as_json:
-        return _emit_json(r)
-    console.print(f"{r['path']}: ok ({r['kind']}; " + ", ".join(f"{k} {v}" for k, v in r.items()
-                                                              if k not in ("path", "kind")) + ")")
+        _emit_json(r)
+    else:
+        if "findings" in r:
+            _print_findings(r)
+        console.print(f"{r['path']}: {'ok' if not r.get('unusable') else 'NOT usable'} ({r['kind']}; " +
+                      ", ".join(f"{k} {v}" for k, v in r.items()
+                                if k not in ("path", "kind", "findings", "problems", "unusable")) + ")")
+    if r.get("unusable"):
+        if not as_json:
+            console.print(f"{r['unusable']} image(s) would stop train, cache-features and eval; "
+                          f"`nascli data clean {path} --out CLEAN.json` writes the dataset without them")
+        raise typer.Exit(2)
+
+
+FINDINGS_SHOWN = 20  # lines per kind of finding; --json lists every one
+
+
+def _print_findings(r: dict) -> None:
+    """One line per file (errors first, at most FINDINGS_SHOWN of a kind), then a table per kind."""
+    from .data.audit import KINDS
+
+    findings = sorted(r["findings"], key=lambda f: (not f["error"], list(KINDS).index(f["kind"])))
+    shown = {}
+    for f in findings:
+        shown[f["kind"]] = shown.get(f["kind"], 0) + 1
+        if shown[f["kind"]] <= FINDINGS_SHOWN:
+            console.print(f"{'error' if f['error'] else 'warning'}: {f['file']}: {f['detail']}", highlight=False)
+    for kind, n in shown.items():
+        if n > FINDINGS_SHOWN:
+            console.print(f"... {n - FINDINGS_SHOWN} more '{kind}' lines (--json lists every file)")
+    if r["problems"]:
+        _table(f"{r['path']}: {r['images']} images checked", ["finding", "images", "what the commands do"],
+               [(k, n, ("ERROR " if KINDS[k][0] else "") + KINDS[k][1]) for k, n in r["problems"].items()])
 
 
 @app.command("search")

@@ -110,6 +110,7 @@ def evaluate(checkpoint, data, *, image_dir=None, device="auto", batch_size: int
     device = resolve_device(device)
     model, ckpt = load_detector(checkpoint, device, exit_after)
     dataset = CocoDetection(data, image_dir, eval_transform(ckpt))
+    dataset.audit().raise_if_unusable()
     names = ckpt["classes"]["names"]
     if [dataset.coco.cats[c]["name"] for c in dataset.class_ids] != names:
         raise DataError(f"{data}: field 'categories' {dataset.class_names} does not match the "
@@ -166,6 +167,8 @@ def predict(checkpoint, images, out_dir, *, device="auto", score_thresh: float =
     from PIL import Image
     from torchvision.utils import draw_bounding_boxes
 
+    from .data.photos import read_photo
+
     device = resolve_device(device)
     model, ckpt = load_detector(checkpoint, device, exit_after)
     transform, names = eval_transform(ckpt), ckpt["classes"]["names"]
@@ -175,10 +178,7 @@ def predict(checkpoint, images, out_dir, *, device="auto", score_thresh: float =
     with torch.no_grad():
         for image_id, path in enumerate(images, start=1):
             path = Path(path)
-            try:
-                original = Image.open(path).convert("RGB")
-            except (FileNotFoundError, OSError) as e:
-                raise DataError(f"{path}: cannot read image ({type(e).__name__})") from None
+            original = read_photo(path)  # a bare photo: upright, as it is displayed
             image, _, _, scale = transform(original, np.zeros((0, 4), np.float32),
                                            np.zeros(0, np.int64), None)
             target = {"image_id": image_id, "scale": scale, "size": (image.height, image.width)}

@@ -14,16 +14,18 @@ from pathlib import Path
 from .errors import NascliError, SpecError
 
 
-def _coco(path: Path) -> dict:
-    """The images' files are counted, not required: `check` has no --image-dir, and the commands
-    that read images stop at start, naming the first missing one."""
-    from .data.coco import is_file, load_coco, resolve_image_dir
+def _coco(path: Path, image_dir=None) -> dict:
+    """Every image decoded (in parallel, remembered per file) and held against the json: what
+    train, cache-features and eval would refuse (errors) or quietly repair (warnings)."""
+    from .data.audit import audit
 
-    coco = load_coco(path)
-    folder = resolve_image_dir(path, None, coco.dataset)
-    found = sum(is_file(folder / im["file_name"]) for im in coco.imgs.values())
-    return {"images": len(coco.imgs), "annotations": len(coco.anns), "categories": len(coco.cats),
-            "image files found": f"{found} of {len(coco.imgs)} in {folder}"}
+    report = audit(path, image_dir)
+    return {"images": len(report.data["images"]), "annotations": len(report.data["annotations"]),
+            "categories": len(report.data["categories"]), "image folder": str(report.folder),
+            "exif convention": ("upright" if report.upright_default else "stored") + f" ({report.why_upright})",
+            "problems": report.counts(), "unusable": len({f.image_id for f in report.errors}),
+            "findings": [{"file": f.file, "image_id": f.image_id, "kind": f.kind, "detail": f.detail,
+                          "error": f.error} for f in report.findings]}
 
 
 def _voc(path: Path) -> dict:
@@ -131,8 +133,9 @@ def guess_kind(path: Path) -> str:
                     f"({', '.join(KINDS)})")
 
 
-def check(path, kind: str | None = None) -> dict:
-    """Reads `path` as a `kind` file (guessed if not given); returns {path, kind, **summary}."""
+def check(path, kind: str | None = None, image_dir=None) -> dict:
+    """Reads `path` as a `kind` file (guessed if not given); returns {path, kind, **summary}.
+    `image_dir`: where a COCO json's images are (default: as the commands find them)."""
     path = Path(path)
     if kind is not None and kind not in KINDS:
         from .errors import unknown_name
@@ -141,4 +144,5 @@ def check(path, kind: str | None = None) -> dict:
     if not path.exists():
         raise NascliError(f"{path}: file not found")
     kind = kind or guess_kind(path)
-    return {"path": str(path), "kind": kind, **KINDS[kind][1](path)}
+    summary = KINDS[kind][1](path, image_dir) if kind == "coco" else KINDS[kind][1](path)
+    return {"path": str(path), "kind": kind, **summary}

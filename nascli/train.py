@@ -127,6 +127,7 @@ def train(config: TrainConfig, resume: bool = False, on_progress=None) -> dict:
     dataset = CocoDetection(config.data, config.image_dir, transform, seed=config.seed)
     if not dataset.coco.anns:
         raise DataError(f"{config.data}: field 'annotations' is empty; nothing to train on")
+    dataset.audit().raise_if_unusable()  # a corrupt photo stops the run now, not an hour in
     model = build_detector(model_args(config, len(dataset.class_ids)), config.weights)
     if config.init_from and not (resume and last.is_file()):
         from .spaces import load_genotype

@@ -11,6 +11,13 @@ import torch
 # controller's small LSTM update: 2.5 s alone, 82 s beside one busy process). A single pytest
 # keeps torch's default, which OMP_NUM_THREADS sets. Numba's kernels are held to as many threads
 # as torch (runtime.set_threads): at numba's default a test ran 6x slower beside a busy core.
+# What `check` remembers about each photo (data/photos.py) goes to a folder of this test session,
+# not the user's ~/.cache.
+if "NASCLI_TESTS_CACHE_HOME" not in os.environ:
+    import tempfile
+
+    os.environ["NASCLI_TESTS_CACHE_HOME"] = os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="nascli-tests-")
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     from nascli.runtime import set_threads
 

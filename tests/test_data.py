@@ -156,7 +156,7 @@ def test_bad_coco_json_names_file_and_field(tmp_path, content, match):
 
 def test_missing_image_files_stop_the_dataset_at_start(tiny_coco, tmp_path):
     """A json naming an image that is not on disk fails when the dataset opens (before a long job),
-    naming the json, the image id and the path; `check` counts what it finds instead."""
+    naming the json, the image id and the path; `check` lists it as an error."""
     from nascli.inputs import check
 
     data = json.loads(Path(tiny_coco[0]).read_text())
@@ -169,8 +169,9 @@ def test_missing_image_files_stop_the_dataset_at_start(tiny_coco, tmp_path):
                                         rf"\(1 of {len(data['images'])} images missing") as e:
         CocoDetection(bad)
     assert str(bad) in str(e.value)
-    found = check(bad, "coco")["image files found"]
-    assert found.startswith(f"{len(data['images']) - 1} of {len(data['images'])} in ")
+    r = check(bad, "coco")
+    assert r["unusable"] == 1 and r["problems"]["missing"] == 1
+    assert [f["image_id"] for f in r["findings"] if f["error"]] == [gone["id"]]
 
 
 def test_image_dir_recorded_in_the_json_must_be_a_path(tiny_coco, tmp_path):

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nascli.errors import NascliError
+from nascli.errors import DataError, NascliError
 from nascli.inputs import KINDS, check
 
 ODD_VALUES = [None, "", "x", -1, 0, 10**30, 1e308, math.nan, math.inf, -math.inf, [], {}, True, [1, 2], {"a": 1}]
@@ -48,6 +49,8 @@ def seeds(tmp_path_factory, tiny_checkpoint, tiny_cache, tiny_proxy_text):
              "proxy-spec": root / "proxy.yaml", "genotype": root / "genotype.json",
              "checkpoint": root / "last.pt", "cache": root / "cache.h5", "run": root / "run"}
     files["coco"].write_text(json.dumps(COCO))
+    for im in COCO["images"]:
+        Image.new("RGB", (im["width"], im["height"]), (90, 120, 30)).save(root / im["file_name"])
     files["voc"].write_text(VOC_XML)
     files["train-spec"].write_text(yaml.safe_dump(TRAIN_SPEC))
     files["proxy-spec"].write_text(tiny_proxy_text)
@@ -244,3 +247,39 @@ def test_check_command_reads_each_kind_and_rejects_in_one_line(seeds, tmp_path, 
     assert code == 2 and err.strip().count("\n") == 0 and "images[0].width" in err
     code, _, err = run_cli("check", bad, "--kind", "weights")
     assert code == 2 and "unknown file kind 'weights'" in err
+
+
+def test_corrupted_photos_are_found_by_check_as_the_commands_meet_them(seeds, tmp_path_factory):
+    """An image file truncated, overwritten, emptied or swapped for another kind's file: `check`
+    calls it unusable exactly when reading it the commands' way raises one DataError line naming it,
+    and a usable one reads at its declared size."""
+    from nascli.data.coco import CocoDetection
+
+    seen = {"refused": 0}
+    photo = seeds["coco"].parent / COCO["images"][0]["file_name"]
+
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(st.data())
+    def corrupted(data):
+        folder = tmp_path_factory.mktemp("photo")
+        shutil.copy(seeds["coco"], folder / "coco.json")
+        shutil.copy(photo.with_name(COCO["images"][1]["file_name"]), folder)
+        target = folder / photo.name
+        _bytes(data, "photo", photo, target, {k: v for k, v in seeds.items() if k != "run"})
+        report = check(folder / "coco.json")
+        unusable = {f["image_id"] for f in report["findings"] if f["error"]}
+        dataset = CocoDetection(folder / "coco.json")
+        for image_id in dataset.image_ids:
+            try:
+                image = dataset.load_image(image_id)
+            except DataError as e:
+                assert image_id in unusable and "\n" not in str(e) and photo.name in str(e), str(e)
+                seen["refused"] += 1
+            else:
+                assert image_id not in unusable
+                record = dataset.coco.imgs[image_id]
+                assert image.size == (record["width"], record["height"]) and image.mode == "RGB"
+
+    corrupted()
+    assert seen["refused"] >= EXAMPLES // 3

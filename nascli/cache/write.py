@@ -69,6 +69,7 @@ def build_cache(data, val, *, out_dir=None, checkpoint=None, backbone: str | Non
     datasets = {}
     for split, (path, idir) in splits.items():
         ds = CocoDetection(path, idir, crop_transform(crop, min_size), seed=seed)
+        ds.audit().raise_if_unusable()
         datasets[split] = ds
         key_fields["datasets"][split] = {"sha256": sha256_file(path), "images": len(ds),
                                          "image_ids": hashlib.sha256(str(ds.image_ids).encode()).hexdigest()}

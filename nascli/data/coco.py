@@ -99,11 +99,15 @@ def validate_coco(data, path) -> dict:
     return data
 
 
-def load_coco(path):
-    """A pycocotools COCO index of a validated instances json (quietly: it prints otherwise)."""
+def load_coco(path, usable_boxes: bool = False):
+    """A pycocotools COCO index of a validated instances json (quietly: it prints otherwise).
+    `usable_boxes`: boxes clipped to their image and those with no area left dropped, as every
+    command that reads images sees them (docs/usage.md, "Photos")."""
     from pycocotools.coco import COCO
 
     data = validate_coco(read_json(path), path)
+    if usable_boxes:
+        data["annotations"] = list(_usable(data))
     for i, a in enumerate(data["annotations"]):
         a.setdefault("id", i + 1)
         a.setdefault("iscrowd", 0)
@@ -113,6 +117,20 @@ def load_coco(path):
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+def _usable(data: dict):
+    """The annotations with boxes clipped to their image's declared size; no-area ones left out."""
+    from .audit import clipped_box
+
+    sizes = {im["id"]: (im["width"], im["height"]) for im in data["images"]}
+    for a in data["annotations"]:
+        box = clipped_box(a["bbox"], *sizes[a["image_id"]])
+        if box is None:
+            continue
+        if box != list(a["bbox"]) and "area" in a:
+            a = {**a, "area": a["area"] * box[2] * box[3] / (a["bbox"][2] * a["bbox"][3])}
+        yield {**a, "bbox": box}
 
 
 def write_json(data: dict, path) -> Path:
@@ -211,8 +229,10 @@ class CocoDetection:
     """
 
     def __init__(self, ann_path, image_dir=None, transform: Transform | None = None, seed: int = 0):
+        from .photos import convention, header_facts
+
         self.ann_path = Path(ann_path)
-        self.coco = load_coco(ann_path)
+        self.coco = load_coco(ann_path, usable_boxes=True)
         self.image_dir = resolve_image_dir(ann_path, image_dir, self.coco.dataset)
         self.transform = transform or Transform()
         self.image_ids = sorted(self.coco.getImgIds())
@@ -226,6 +246,17 @@ class CocoDetection:
             raise DataError(f"{self.ann_path}: images[id={missing[0]}].file_name -> {self.image_path(missing[0])} "
                             f"not found ({len(missing)} of {len(self.image_ids)} images missing; "
                             f"--image-dir names their folder)")
+        try:  # which images turn upright by their EXIF tag (photos.py): read once, from the headers
+            self.upright_default, _ = convention(
+                self.coco.dataset, lambda im: header_facts(self.image_dir / im["file_name"]))
+        except DataError as e:
+            raise DataError(f"{self.ann_path}: {e}") from None
+
+    def audit(self):
+        """Every image decoded (remembered per file) against the json: see data/audit.py."""
+        from .audit import audit
+
+        return audit(self.ann_path, self.image_dir)
 
     def missing_images(self) -> list[int]:
         """Ids of images whose file is not on disk: found before a long job starts, not mid-epoch."""
@@ -243,13 +274,12 @@ class CocoDetection:
         return [str(self.image_path(i).resolve()) for i in self.image_ids]
 
     def load_image(self, image_id) -> Image.Image:
-        path = self.image_path(image_id)
-        try:
-            return Image.open(path).convert("RGB")
-        except FileNotFoundError:
-            raise DataError(f"{self.ann_path}: images[id={image_id}].file_name -> {path} not found") from None
-        except OSError as e:
-            raise DataError(f"{path}: unreadable image ({e})") from None
+        """The RGB image its boxes apply to, by the policy of photos.py."""
+        from .photos import read_photo
+
+        record = self.coco.imgs[image_id]
+        return read_photo(self.image_path(image_id), declared=(record["width"], record["height"]),
+                          upright_default=self.upright_default, dataset=self.ann_path)
 
     def annotations(self, image_id):
         """Ground truth of one image as (xyxy float32 boxes, contiguous int64 labels)."""
