@@ -36,6 +36,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (default: the cores this process "
                                                             "may use that other jobs leave free).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Build on a baseline that diverged, stopped early or scored ~0 AP anyway.")]
 ImageDirOpt = Annotated[Path | None, typer.Option(
     "--image-dir", help="Folder of the images (default: recorded in the json, else images/ beside it).")]
 
@@ -208,9 +209,10 @@ def data_clean(
     if as_json:
         return _emit_json(r)
     for d in r["dropped"]:
-        console.print(f"dropped: {d['file']}: {d['why']}", highlight=False)
+        console.print(f"dropped: {d['file']}: {d['why']}", highlight=False, soft_wrap=True)
     console.print(f"{r['images']} images, {r['annotations']} boxes -> {out} (dropped {len(r['dropped'])} images, "
-                  f"{r['boxes_dropped']} empty boxes; rescaled {r['rescaled']} images; clipped {r['boxes_clipped']} boxes)")
+                  f"{r['boxes_dropped']} empty boxes; rescaled {r['rescaled']} images; clipped {r['boxes_clipped']} boxes)",
+                  soft_wrap=True)
 
 
 # ---------------------------------------------------------------- training and evaluation
@@ -232,20 +234,29 @@ def train_cmd(
     width: Annotated[int | None, typer.Option(help="FPN/head channels.")] = None,
     num_convs: Annotated[int | None, typer.Option(help="Head tower depth (FCOS: 4).")] = None,
     image_dir: ImageDirOpt = None,
+    val: Annotated[Path | None, typer.Option(help="Meta-val COCO json: the finished baseline is scored on it (else on "
+                                                  "up to 100 training images), and --lr-grid chooses on it.")] = None,
+    lr_grid: Annotated[str | None, typer.Option(help="Choose the recipe on --val: points as retrain's --lr-grid (rates, "
+                                                     "OPTIMIZER:RATE), 'default' for promotion's grid (SGD at FCOS's "
+                                                     "rate, AdamW at three rates), e.g. default,0.02.")] = None,
+    grid_epochs: Annotated[int | None, typer.Option(min=1, help="Epochs of each --lr-grid run (default: a third of the schedule).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>/last.pt.")] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for every random choice.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.")] = None,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ):
-    """Train the FCOS baseline (backbone + FPN + FCOS head) on full images.
+    """Train the FCOS baseline (backbone + FPN + FCOS head) on full images. Its classification
+    loss is watched (a run that diverges stops with one line) and the result is scored (AP on
+    --val, else on training images) into the checkpoint, which cache-features and search check.
 
     Example: [cyan]nascli train --data data/train.json --backbone resnet18 --epochs 12 --out runs/baseline[/]
+    Example: [cyan]nascli train --data data/train.json --val data/val.json --lr-grid default --out runs/baseline[/]
     """
     from .config import TrainConfig, load_spec
-    from .train import train
+    from .train import train, train_with_grid
 
-    overrides = {"data": str(data) if data else None, "out": str(out) if out else None,
+    overrides = {"data": str(data) if data else None, "out": str(out) if out else None, "val": str(val) if val else None,
                  "backbone": backbone, "weights": str(weights) if weights else None,
                  "frozen_bn": frozen_bn, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                  "min_size": min_size, "crop": crop, "width": width, "num_convs": num_convs,
@@ -253,13 +264,37 @@ def train_cmd(
     cfg = load_spec(TrainConfig, config, overrides)
     _use_threads(threads)
     with _progress("train", not as_json) as on_progress:
-        summary = train(cfg, resume=resume, on_progress=on_progress)
+        if lr_grid:
+            summary = train_with_grid(cfg, _grid_points(lr_grid, cfg.batch_size), grid_epochs, on_progress)
+        else:
+            summary = train(cfg, resume=resume, on_progress=on_progress)
     if as_json:
         return _emit_json(summary)
+    if lr_grid:
+        _table(f"recipe grid: {summary['grid_epochs']} epochs a point, AP on {summary['val']} (meta-val)",
+               ["point", "meta-val AP", ""],
+               [(label, "diverged" if ap is None else f"{100 * ap:.1f}", "chosen" if label == summary["chosen"] else "")
+                for label, ap in summary["grid"].items()])
     _table(f"trained {cfg.backbone} FCOS on {summary['device']} -> {summary['checkpoint']}",
            ["epoch", "seconds", "cls", "reg", "ctr"],
            [(h["epoch"], f"{h['seconds']:.0f}", f"{h['cls']:.3f}", f"{h['reg']:.3f}", f"{h['ctr']:.3f}")
             for h in summary["history"]])
+    scored = summary["evaluation"]
+    if scored:
+        console.print(f"scored {100 * scored['AP']:.1f} AP ({100 * scored['AP50']:.1f} AP50) on {scored['images']} "
+                      f"{scored['split']} images", highlight=False)
+
+
+def _grid_points(text: str, batch_size: int) -> tuple:
+    """train's --lr-grid: retrain's points, and 'default' for promotion's default grid."""
+    from .retrain import default_grid, grid_point
+
+    points = []
+    for entry in (x.strip() for x in text.split(",") if x.strip()):
+        points += default_grid(batch_size) if entry == "default" else [grid_point(entry)]
+    if not points:
+        raise SpecError(f"--lr-grid: '{text}' names no point")
+    return tuple(dict.fromkeys(points))
 
 
 ExitAfterOpt = Annotated[int | None, typer.Option(
@@ -351,6 +386,7 @@ def cache_features_cmd(
     info_file: Annotated[Path | None, typer.Option("--info", help="Describe a cache file and exit.")] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ):
     """Run the frozen backbone once per crop and store its features (+ FCOS targets) in HDF5.
@@ -373,7 +409,8 @@ def cache_features_cmd(
         r = feature_cache.build_cache(data, val, out_dir=out, checkpoint=checkpoint, backbone=backbone,
                                       weights=weights, crop=crop, crops_per_image=crops_per_image,
                                       min_size=min_size, levels=tuple(levels.split(",")), image_dir=image_dir,
-                                      batch_size=batch_size, device=device, seed=seed, on_progress=on_progress)
+                                      batch_size=batch_size, device=device, seed=seed, on_progress=on_progress,
+                                      force=force)
     if as_json:
         return _emit_json(r)
     console.print(("reused " if r["reused"] else "wrote ") + r["path"])
@@ -501,7 +538,8 @@ def _print_findings(r: dict) -> None:
     for f in findings:
         shown[f["kind"]] = shown.get(f["kind"], 0) + 1
         if shown[f["kind"]] <= FINDINGS_SHOWN:
-            console.print(f"{'error' if f['error'] else 'warning'}: {f['file']}: {f['detail']}", highlight=False)
+            console.print(f"{'error' if f['error'] else 'warning'}: {f['file']}: {f['detail']}", highlight=False,
+                          soft_wrap=True)
     for kind, n in shown.items():
         if n > FINDINGS_SHOWN:
             console.print(f"... {n - FINDINGS_SHOWN} more '{kind}' lines (--json lists every file)")
@@ -543,6 +581,7 @@ def search_cmd(
                                                            "failed; they do not count as trials.")] = None,
     threads: ThreadsOpt = None,
     seed: SeedOpt = 0,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ):
     """Search decoders on cached features; every trial is committed to RUN/run.db as it finishes.
@@ -566,7 +605,7 @@ def search_cmd(
         r = run_search(method, proxy or default_proxy(method), cache, trials, resume or run, seed=seed,
                        resume=resume is not None, on_progress=on_progress, lam=lam, device=device,
                        executor=executor, ray_address=ray_address, workers=workers, supernet=supernet,
-                       minutes=minutes, latency_target=latency_target)
+                       minutes=minutes, latency_target=latency_target, force=force)
     if as_json:
         return _emit_json(r)
     _print_top(r, top)

@@ -71,6 +71,8 @@ class TrainConfig(Spec):
     workers: int = Field(0, ge=0)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    watch: bool = Field(True, description="the baseline's guards: stop when the classification loss diverges, "
+                        "then score the result (AP on `val`, else on training images) into the checkpoint")
 
 
 class TrialResources(Spec):

@@ -115,13 +115,7 @@ def evaluate(checkpoint, data, *, image_dir=None, device="auto", batch_size: int
     if [dataset.coco.cats[c]["name"] for c in dataset.class_ids] != names:
         raise DataError(f"{data}: field 'categories' {dataset.class_names} does not match the "
                         f"checkpoint's classes {names}")
-    loader = torch.utils.data.DataLoader(dataset, batch_size, collate_fn=collate)
-    detections = []
-    with torch.inference_mode():
-        for i, (images, targets) in enumerate(loader):
-            detections += coco_results(detect(model, images, targets, device), targets, dataset.class_ids)
-            if on_progress:
-                on_progress({"step": i + 1, "steps": len(loader)})
+    detections = dataset_detections(model, dataset, device, batch_size, on_progress)
     runner = image_runner(model, device) if runtime == "torch" else onnx_runner(checkpoint, model, dataset)
     latency = {**measure(runner, single_images(dataset, latency_images), device, images=latency_images),
                "runtime": runtime}
@@ -133,6 +127,19 @@ def evaluate(checkpoint, data, *, image_dir=None, device="auto", batch_size: int
             "params": sum(p.numel() for p in model.parameters()), "flops": flops,
             "flops_input": [int(h), int(w)], **latency, "device": str(device),
             "checkpoint": str(checkpoint), "data": str(data), "exit_after": exit_after}
+
+
+def dataset_detections(model, dataset, device, batch_size: int = 4, on_progress=None) -> list[dict]:
+    """The model's detections on every image of `dataset`, as COCO results entries."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size, collate_fn=collate)
+    detections = []
+    model.eval()
+    with torch.inference_mode():
+        for i, (images, targets) in enumerate(loader):
+            detections += coco_results(detect(model, images, targets, device), targets, dataset.class_ids)
+            if on_progress:
+                on_progress({"step": i + 1, "steps": len(loader)})
+    return detections
 
 
 def single_images(dataset, count: int) -> list:

@@ -217,13 +217,14 @@ def _check_unseen_by_baseline(base: dict, checkpoint, val, val_image_dir) -> Non
 def _config(base: dict, candidate: Candidate, out: Path, overrides: dict) -> TrainConfig:
     """The baseline's config with the given overrides, this candidate's decoder and folder."""
     data = {**base, **{k: v for k, v in overrides.items() if v is not None},
-            "out": str(out), "genotype": json.loads(candidate.genotype.to_json())}
+            "out": str(out), "genotype": json.loads(candidate.genotype.to_json()),
+            "watch": False}  # a promotion row is judged by its grid and evaluations, not the baseline's guards
     return validate(TrainConfig, data, "retrain options")
 
 
 #: Config fields that do not change what is trained: where it lands, runs, or is evaluated, and the
 #: start weights' path (a run folder moved elsewhere keeps its rows).
-_NOT_RECIPE = ("out", "device", "val", "init_from", "workers")
+_NOT_RECIPE = ("out", "device", "val", "init_from", "workers", "watch")
 #: Recipe fields added after rows were made, with the value those rows trained with: at that value
 #: they stay out of the key, so existing rows keep their folders and resume.
 _ADDED_LATER = {"frozen_backbone_epochs": 0, "optimizer": "sgd"}

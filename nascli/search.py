@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .cache import describe
 from .config import ProxySpec, load_spec, resolve_proxy
-from .errors import NascliError, SpecError
+from .errors import CheckpointError, NascliError, SpecError
 from .executors import check_executor, make_executor
 from .methods import IMAGES, for_space, lookup
 from .protocol import rescore_data_seed, rescore_seed, seed_stats, summarize
@@ -54,7 +54,7 @@ def _check_cache(entry, spec: ProxySpec, cache, proxy_path) -> None:
 def run_search(method: str, proxy, cache, trials: int, run_dir, *, seed: int = 0, resume: bool = False,
                on_progress=None, evaluate_fn=None, lam=None, device="cpu", executor="local",
                ray_address="auto", workers=None, supernet=None, minutes: float | None = None,
-               latency_target: str | None = None) -> dict:
+               latency_target: str | None = None, force: bool = False) -> dict:
     """Runs (or resumes) a search until `trials` trials are finished; returns the summary.
     `method`: a name of the registry (nascli/methods) or random; `evaluate_fn` replaces the
     method's trial (tests). `lam` (auto-fpn): the resource weight λ, a number or small|middle|big,
@@ -65,7 +65,8 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, *, seed: int = 0
     the re-scoring still run after it). `latency_target` ('1.0x' of the control, or '80ms'): a
     candidate whose predicted latency once promoted (latency_table.py) is over it is recorded as
     a failed trial without training, outside the budget, and the strategy is told it failed.
-    A run resumes on any device and any executor."""
+    A cache of a baseline that learned nothing (train.learned_nothing) is refused unless `force`
+    (or the cache was built with --force). A run resumes on any device and any executor."""
     from .latency import parse_latency_target
 
     lookup(method)  # an unknown name is an error before anything else
@@ -77,6 +78,8 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, *, seed: int = 0
     if not resume:  # a bad spec or cache is an error before the run folder exists
         proxy_path = resolve_proxy(proxy)
         spec, entry = _checked_spec(method, proxy_path, cache)
+        if not force:
+            _refuse_untrained_baseline(cache)
     store = RunStore(run_dir, create=not resume)
     try:
         if resume:
@@ -262,6 +265,24 @@ def latency_budget(target: str, cache, control, space, seed: int):
 
     return LatencyBudget(target, CandidateLatency.for_checkpoint(baseline_of(cache), Path(cache).parent), control,
                          space, seed)
+
+
+def _refuse_untrained_baseline(cache) -> None:
+    """One line when the cache's baseline diverged, stopped early or scored ~0 AP: features of a
+    backbone that learned nothing are not worth searching. Caches of torchvision backbones, and
+    caches built with --force (the user already chose), pass."""
+    from .runtime import load_checkpoint
+    from .train import learned_nothing
+
+    if cache is None or describe(cache).get("sources", {}).get("forced"):
+        return
+    try:
+        checkpoint = baseline_of(cache)
+    except SpecError:
+        return
+    why = learned_nothing(load_checkpoint(checkpoint))
+    if why:
+        raise CheckpointError(f"{checkpoint}: {why}; {cache} holds its features (--force searches them anyway)")
 
 
 def baseline_of(cache) -> Path:

@@ -20,7 +20,65 @@ SIZE_DIVISOR = 32
 
 
 class TrainingDiverged(NascliError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite, or (a watched baseline) rose far above its best."""
+
+
+#: A watched run stops when its classification loss stays this many times above its best epoch ...
+DIVERGENCE_FACTOR = 3.0
+#: ... for this many epochs in a row (one bad epoch can be noise; two are a trend).
+DIVERGENCE_EPOCHS = 2
+#: A baseline whose recorded AP (0..1) is below this learned nothing worth caching or searching.
+NOTHING_LEARNED_AP = 0.01
+#: Training images a baseline without `val` is scored on (evenly spread over its json).
+SCORED_TRAINING_IMAGES = 100
+
+
+def diverging(history: list[dict], factor: float = DIVERGENCE_FACTOR, epochs: int = DIVERGENCE_EPOCHS) -> str | None:
+    """Why the run diverged (one clause), or None: its last `epochs` epochs' mean classification
+    losses all exceed `factor` times the best epoch before them."""
+    cls = [h["cls"] for h in history]
+    if len(cls) <= epochs:
+        return None
+    best = min(range(len(cls) - epochs), key=cls.__getitem__)
+    recent = cls[-epochs:]
+    if not all(v > factor * cls[best] for v in recent):
+        return None
+    return (f"classification loss rose from {cls[best]:.2f} (epoch {best + 1}) to "
+            f"{', '.join(f'{v:.2f}' for v in recent)} (epochs {len(cls) - epochs + 1}-{len(cls)}), "
+            f"over {factor:g}x its best")
+
+
+def learned_nothing(ckpt: dict) -> str | None:
+    """Why a baseline checkpoint is not worth caching or searching (one clause), or None: it
+    diverged, stopped before its last epoch, or scored ~0 AP where it was scored."""
+    if ckpt.get("diverged"):
+        return f"its training diverged ({ckpt['diverged']})"
+    planned = ckpt.get("config", {}).get("epochs")
+    if isinstance(planned, int) and ckpt["epoch"] < planned:
+        return f"its training stopped at epoch {ckpt['epoch']} of {planned} (`nascli train --resume` finishes it)"
+    scored = ckpt.get("evaluation")
+    if isinstance(scored, dict) and isinstance(scored.get("AP"), (int, float)) and scored["AP"] < NOTHING_LEARNED_AP:
+        return (f"it scored {100 * scored['AP']:.1f} AP on {scored['images']} {scored['split']} images: "
+                f"its backbone learned nothing worth searching on")
+    return None
+
+
+def score(model, config: TrainConfig, device) -> dict:
+    """The trained baseline's AP on `config.val`, else on up to SCORED_TRAINING_IMAGES training
+    images: what `cache-features` and `search` check before they build on its backbone."""
+    from .evaluate import coco_ap, dataset_detections
+
+    transform = Transform(config.min_size, config.max_size)
+    if config.val:
+        dataset, split = CocoDetection(config.val, None, transform), "meta-val"
+    else:
+        dataset, split = CocoDetection(config.data, config.image_dir, transform), "training"
+        step = max(1, len(dataset.image_ids) // SCORED_TRAINING_IMAGES)
+        dataset.image_ids = dataset.image_ids[::step][:SCORED_TRAINING_IMAGES]
+    detections = dataset_detections(model, dataset, device)
+    ap = coco_ap(dataset.coco, detections, image_ids=dataset.image_ids)
+    return {"split": split, "data": str(config.val or config.data), "images": len(dataset.image_ids),
+            "AP": ap["AP"], "AP50": ap["AP50"]}
 
 
 def collate(batch):
@@ -182,9 +240,80 @@ def train(config: TrainConfig, resume: bool = False, on_progress=None) -> dict:
                              "steps": steps, "loss": loss.detach().item(), "lr": optimizer.param_groups[0]["lr"]})
         history.append({"epoch": epoch + 1, "seconds": time.perf_counter() - started,
                         **{k: v / steps for k, v in sums.items()}})
-        save_checkpoint({"kind": "fcos", "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "epoch": epoch + 1, "history": history, "config": config.model_dump(),
-                         "model_args": model_args(config, len(dataset.class_ids)), "classes": classes,
-                         "genotype": config.genotype, "train_images": train_images}, last)
+        diverged = diverging(history) if config.watch else None
+        payload = {"kind": "fcos", "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                   "epoch": epoch + 1, "history": history, "config": config.model_dump(),
+                   "model_args": model_args(config, len(dataset.class_ids)), "classes": classes,
+                   "genotype": config.genotype, "train_images": train_images, "diverged": diverged}
+        save_checkpoint(payload, last)
+        if diverged:
+            raise TrainingDiverged(f"{last}: {diverged}: the rate is too high for this data; lower --lr, or "
+                                   f"let `nascli train --lr-grid default --val META-VAL.json` choose it")
+    if config.watch:
+        ckpt = load_checkpoint(last)
+        if not isinstance(ckpt.get("evaluation"), dict):  # (a finished run resumed keeps its score)
+            model.eval()
+            save_checkpoint({**ckpt, "evaluation": score(model, config, device)}, last)
+            ckpt = load_checkpoint(last)
+        evaluation = ckpt["evaluation"]
     return {"checkpoint": str(last), "epochs": config.epochs, "history": history,
-            "device": str(device), "train_seconds": sum(h["seconds"] for h in history)}
+            "device": str(device), "train_seconds": sum(h["seconds"] for h in history),
+            "evaluation": evaluation if config.watch else None}
+
+
+def train_with_grid(config: TrainConfig, grid, grid_epochs: int | None = None, on_progress=None) -> dict:
+    """`train --lr-grid`: the baseline's recipe chosen on meta-val, as promotion chooses each
+    architecture's. Every (optimizer, rate) point of `grid` trains `grid_epochs` (default a third
+    of the schedule) into `<out>/grid/<point>` and is scored on `config.val`; the best point (a
+    point that diverged scores nothing) then trains the whole schedule into `<out>`. A rerun
+    reuses every finished run. Returns train's summary with `grid` {point: AP or None} and `chosen`."""
+    import json
+
+    from .retrain import point_label, recipe_key
+
+    if not config.val:
+        raise SpecError("--lr-grid: give --val META-VAL.json: the grid chooses the recipe on meta-val")
+    if not config.watch:
+        raise SpecError("--lr-grid: needs the baseline's scoring (watch: true)")
+    out, grid_epochs = Path(config.out), grid_epochs or max(1, config.epochs // 3)
+    scores = {}
+    for optimizer, lr in grid:
+        label = point_label(optimizer, lr)
+        point = config.model_copy(update={"out": str(out / "grid" / label.replace(":", "-")), "epochs": grid_epochs,
+                                          "lr": lr, "optimizer": optimizer})
+        progress = (lambda e, label=label: on_progress({**e, "point": label})) if on_progress else None
+        try:
+            scores[label] = _finished(point, recipe_key, progress)["AP"]
+        except TrainingDiverged:
+            scores[label] = None
+    scored = {k: v for k, v in scores.items() if v is not None}
+    if not scored:
+        raise TrainingDiverged(f"{out}: every point of --lr-grid diverged ({', '.join(scores)}); try lower rates")
+    chosen = max(scored, key=scored.get)  # a tie: the first in grid order
+    optimizer, lr = dict((point_label(o, r), (o, r)) for o, r in grid)[chosen]
+    final = config.model_copy(update={"lr": lr, "optimizer": optimizer})
+    summary = {"grid_epochs": grid_epochs, "grid": scores, "chosen": chosen,
+               "split": "meta-val", "val": config.val}
+    (out / "grid").mkdir(parents=True, exist_ok=True)
+    (out / "grid" / "choice.json").write_text(json.dumps(summary, indent=1) + "\n")
+    evaluation = _finished(final, recipe_key, on_progress)
+    ckpt = load_checkpoint(out / "last.pt")
+    return {"checkpoint": str(out / "last.pt"), "epochs": final.epochs, "history": ckpt["history"],
+            "device": str(resolve_device(config.device)), "train_seconds": sum(h["seconds"] for h in ckpt["history"]),
+            "evaluation": evaluation, **summary}
+
+
+def _finished(config: TrainConfig, recipe_key, on_progress) -> dict:
+    """The run's recorded evaluation, training it first (or resuming it) unless it is finished;
+    a run folder left by another recipe is an error, not a silent resume."""
+    last = Path(config.out) / "last.pt"
+    if last.is_file():
+        ckpt = load_checkpoint(last)
+        if recipe_key(TrainConfig(**ckpt["config"])) != recipe_key(config):
+            raise SpecError(f"{last}: trained with another recipe than this --lr-grid point asks; "
+                            f"give another --out")
+        if ckpt.get("diverged"):
+            raise TrainingDiverged(f"{last}: {ckpt['diverged']}")
+        if isinstance(ckpt.get("evaluation"), dict):
+            return ckpt["evaluation"]
+    return train(config, resume=last.is_file(), on_progress=on_progress)["evaluation"]

@@ -108,7 +108,7 @@ def tiny_cache(tiny_coco, tiny_checkpoint, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("cache")
     r = build_cache(*tiny_coco, out_dir=out, checkpoint=tiny_checkpoint, crop=64, min_size=64,
-                    batch_size=4, device="cpu")
+                    batch_size=4, device="cpu", force=True)  # 2 epochs on 12 images learn nothing
     return r["path"]
 
 
@@ -142,7 +142,7 @@ def tiny_image_cache(tiny_coco, tiny_checkpoint, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("image-cache")
     r = build_cache(*tiny_coco, out_dir=out, checkpoint=tiny_checkpoint, crop=64, min_size=64,
-                    levels=("images",), batch_size=4, device="cpu")
+                    levels=("images",), batch_size=4, device="cpu", force=True)
     return r["path"]
 
 

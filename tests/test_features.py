@@ -17,7 +17,7 @@ from nascli.runtime import load_checkpoint
 
 def _rebuild_kwargs(tiny_coco, tiny_checkpoint, out, **kw):
     return dict(data=tiny_coco[0], val=tiny_coco[1], out_dir=out, checkpoint=tiny_checkpoint, crop=64,
-                min_size=64, batch_size=4, device="cpu", **kw)
+                min_size=64, batch_size=4, device="cpu", force=True, **kw)  # (the tiny baseline learns nothing)
 
 
 def test_features_read_back_equal_the_backbone_output(tiny_cache, tiny_coco, tiny_checkpoint):
@@ -159,8 +159,8 @@ def test_a_checkpoint_trained_on_meta_val_images_is_refused(tiny_coco, tiny_conf
     ckpt = tmp_path / "leaky" / "last.pt"
     assert len(load_checkpoint(ckpt)["train_images"]) == 16
     code, _, err = run_cli("cache-features", "--data", tiny_coco[0], "--val", tiny_coco[1], "--checkpoint", ckpt,
-                           "--crop", 64, "--out", tmp_path / "cache", "--device", "cpu")
-    assert code == 2 and "field 'train_images' includes 4 of the 4 meta-val images" in err
+                           "--crop", 64, "--out", tmp_path / "cache", "--device", "cpu", "--force")
+    assert code == 2 and "field 'train_images' includes 4 of the 4 meta-val images" in err  # --force is not for leaks
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
 
 def test_batches_of_repeated_indices_read_the_same_from_disk_as_from_memory(tiny_cache):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, SpecError
+from ..errors import CheckpointError, DataError, SpecError
 from .crops import crop_sample, crop_transform, to_chw_array
 from .format import (FEATURE_LEVELS, FORMAT, PYRAMID_STRIDES, cache_key, checksums, default_cache_dir, pyramid_sizes,
                      sha256_file, tensors_digest)
@@ -25,13 +25,15 @@ FLUSH_EVERY = 16  # samples between flushes: the most an interrupted build recom
 def build_cache(data, val, *, out_dir=None, checkpoint=None, backbone: str | None = None, weights=None,
                 crop: int = 256, crops_per_image: int = 1, min_size: int | None = None,
                 levels=FEATURE_LEVELS, image_dir=None, val_image_dir=None, batch_size: int = 16,
-                device="auto", seed: int = 0, on_progress=None) -> dict:
+                device="auto", seed: int = 0, on_progress=None, force: bool = False) -> dict:
     """Builds (or finds) the cache for this request and returns {path, key, reused, ...}.
 
     The backbone is the trained baseline's (`checkpoint`) or a torchvision one (`backbone`, with
     `weights`: a file or a torchvision weights name); it runs frozen in eval mode. `levels` is a subset of c2..c5, or
-    ("images",) to store the preprocessed uint8 crops instead (backbone searches).
+    ("images",) to store the preprocessed uint8 crops instead (backbone searches). A checkpoint
+    that diverged, stopped early or scored ~0 AP (train.learned_nothing) is refused unless `force`.
     """
+    from ..train import learned_nothing
 
     from ..data.coco import CocoDetection
     from ..models.backbones import build_backbone
@@ -46,8 +48,12 @@ def build_cache(data, val, *, out_dir=None, checkpoint=None, backbone: str | Non
         raise SpecError("cache-features: give exactly one of --checkpoint or --backbone")
     device = resolve_device(device)
     min_size = min_size or crop
+    untrained = None
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint)
+        untrained = learned_nothing(ckpt)
+        if untrained and not force:
+            raise CheckpointError(f"{checkpoint}: {untrained}; --force caches its features anyway")
         backbone = ckpt["model_args"]["backbone"]
         net = build_backbone(backbone, frozen_bn=ckpt["model_args"].get("frozen_bn", False))
         prefix = "backbone."
@@ -89,7 +95,8 @@ def build_cache(data, val, *, out_dir=None, checkpoint=None, backbone: str | Non
     sources = {"checkpoint": str(checkpoint) if checkpoint else None, "data": str(data), "val": str(val),
                "model_args": ckpt["model_args"] if checkpoint is not None else None,
                "image_dir": str(image_dir) if image_dir else None,
-               "val_image_dir": str(val_image_dir) if val_image_dir else None}
+               "val_image_dir": str(val_image_dir) if val_image_dir else None,
+               "forced": untrained}  # cached over train.learned_nothing's objection: search need not ask again
     computed = _write(partial, key, key_fields, sources, datasets, net, levels, crop, crops_per_image,
                       batch_size, device, on_progress)
     _finalise(partial)
