@@ -228,7 +228,8 @@ def train_cmd(
     frozen_bn: Annotated[bool | None, typer.Option("--frozen-bn/--no-frozen-bn", help="Freeze backbone batch norm.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak SGD learning rate.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd (FCOS's, the default) | adamw.")] = None,
     min_size: Annotated[int | None, typer.Option(help="Short side after resizing.")] = None,
     crop: Annotated[int | None, typer.Option(help="Random square crop for training (0 = none).")] = None,
     width: Annotated[int | None, typer.Option(help="FPN/head channels.")] = None,
@@ -258,7 +259,7 @@ def train_cmd(
 
     overrides = {"data": str(data) if data else None, "out": str(out) if out else None, "val": str(val) if val else None,
                  "backbone": backbone, "weights": str(weights) if weights else None,
-                 "frozen_bn": frozen_bn, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                 "frozen_bn": frozen_bn, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
                  "min_size": min_size, "crop": crop, "width": width, "num_convs": num_convs,
                  "image_dir": str(image_dir) if image_dir else None, "seed": seed, "device": device}
     cfg = load_spec(TrainConfig, config, overrides)

@@ -100,12 +100,14 @@ def stages_of(checkpoint) -> int:
 
 def evaluate(checkpoint, data, *, image_dir=None, device="auto", batch_size: int = 4,
              latency_images: int = MIN_IMAGES, on_progress=None, exit_after: int | None = None,
-             runtime: str = "torch") -> dict:
+             runtime: str = "torch", detections_out=None) -> dict:
     """Runs the detector over a COCO json and returns AP metrics, params, FLOPs and latency/image
     (median of `latency_images` single images after warm-up, with quartiles and the thread count:
     latency.measure; with `exit_after`, of the detector stopped after that many stacked pyramids).
     `runtime` onnxruntime: the latency is the network exported to ONNX (deploy.py) under ONNX
-    Runtime plus the same post-processing; AP stays torch's (the export is checked equal to it)."""
+    Runtime plus the same post-processing; AP stays torch's (the export is checked equal to it).
+    `detections_out`: where to keep the detections (COCO results json), so that the image bootstrap
+    of a test verdict never needs the model again."""
     check_runtime(runtime)
     device = resolve_device(device)
     model, ckpt = load_detector(checkpoint, device, exit_after)
@@ -116,6 +118,8 @@ def evaluate(checkpoint, data, *, image_dir=None, device="auto", batch_size: int
         raise DataError(f"{data}: field 'categories' {dataset.class_names} does not match the "
                         f"checkpoint's classes {names}")
     detections = dataset_detections(model, dataset, device, batch_size, on_progress)
+    if detections_out is not None:
+        write_json(detections, detections_out)
     runner = image_runner(model, device) if runtime == "torch" else onnx_runner(checkpoint, model, dataset)
     latency = {**measure(runner, single_images(dataset, latency_images), device, images=latency_images),
                "runtime": runtime}
@@ -212,6 +216,12 @@ def fast_coco_ap(coco_gt, detections: list[dict]) -> dict:
     faster): ground truth from a pycocotools COCO object, detections as COCO results entries."""
     from .kernels import coco_precision, summarize
 
+    return summarize(coco_precision(*_kernel_arrays(coco_gt, detections)))
+
+
+def _kernel_arrays(coco_gt, detections: list[dict]) -> tuple:
+    """Ground truth and detections as the AP kernels take them (categories and images indexed in
+    sorted id order), with the two counts last."""
     img_ids, cat_ids = sorted(coco_gt.getImgIds()), sorted(coco_gt.getCatIds())
     img_index = {i: k for k, i in enumerate(img_ids)}
     cat_index = {c: k for k, c in enumerate(cat_ids)}
@@ -220,15 +230,37 @@ def fast_coco_ap(coco_gt, detections: list[dict]) -> dict:
     unknown = [d["image_id"] for d in dets if d["image_id"] not in img_index]
     if unknown:
         raise DataError(f"detections: field 'image_id' {unknown[0]} is not an image of the ground truth")
-    precision = coco_precision(
-        np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4),
-        np.array([cat_index[a["category_id"]] for a in anns], np.int64),
-        np.array([img_index[a["image_id"]] for a in anns], np.int64),
-        np.array([a.get("area", a["bbox"][2] * a["bbox"][3]) for a in anns], np.float64),
-        np.array([bool(a.get("iscrowd", 0)) for a in anns], np.bool_),
-        np.array([d["bbox"] for d in dets], np.float64).reshape(-1, 4),
-        np.array([d["score"] for d in dets], np.float64),
-        np.array([cat_index[d["category_id"]] for d in dets], np.int64),
-        np.array([img_index[d["image_id"]] for d in dets], np.int64),
-        len(cat_ids), len(img_ids))
-    return summarize(precision)
+    return (np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4),
+            np.array([cat_index[a["category_id"]] for a in anns], np.int64),
+            np.array([img_index[a["image_id"]] for a in anns], np.int64),
+            np.array([a.get("area", a["bbox"][2] * a["bbox"][3]) for a in anns], np.float64),
+            np.array([bool(a.get("iscrowd", 0)) for a in anns], np.bool_),
+            np.array([d["bbox"] for d in dets], np.float64).reshape(-1, 4),
+            np.array([d["score"] for d in dets], np.float64),
+            np.array([cat_index[d["category_id"]] for d in dets], np.int64),
+            np.array([img_index[d["image_id"]] for d in dets], np.int64),
+            len(cat_ids), len(img_ids))
+
+
+#: Resamples of the test images in the paired image bootstrap.
+BOOTSTRAP_DRAWS = 2000
+
+
+def image_bootstrap(coco_gt, arm: list[list[dict]], control: list[list[dict]], draws: int = BOOTSTRAP_DRAWS,
+                    seed: int = 0) -> dict:
+    """How much the test AP difference would move on other images from the same distribution:
+    the test images resampled with replacement (the same draws for both arms and every seed),
+    each draw's difference of seed-mean AP (arm - control), in AP points. Returns the observed
+    difference, the 95 % percentile interval and the number of draws."""
+    from .kernels import resampled_ap
+
+    n_imgs = len(coco_gt.getImgIds())
+    rng = np.random.default_rng(seed)
+    rows = np.vstack([np.arange(n_imgs)[None], rng.integers(0, n_imgs, (draws, n_imgs))])
+
+    def seed_mean(runs):
+        return np.mean([resampled_ap(*_kernel_arrays(coco_gt, dets), rows) for dets in runs], axis=0) * 100
+
+    diff = seed_mean(arm) - seed_mean(control)
+    low, high = np.percentile(diff[1:], [2.5, 97.5])
+    return {"difference": float(diff[0]), "low": float(low), "high": float(high), "draws": draws}

@@ -428,7 +428,17 @@ def _row(run, meta: dict, r: dict) -> dict:
             "epochs": m.get("epochs"),
             "seed": m.get("seed"), "trial": r["trial"],
             "reward": r["reward"], "status": status, "checkpoint": r["checkpoint"], "reason": m.get("reason", ""),
+            "detections": _detections_file(r) if status == "done" else None,
             **({k: m.get(k) for k in _COMPARED} if status == "done" else {})}
+
+
+def _detections_file(r: dict) -> str | None:
+    """A final row's kept test detections (retrain.DETECTIONS beside its checkpoint), if on disk."""
+    name = r["metrics"].get("detections")
+    if not name or not r["checkpoint"]:
+        return None
+    path = Path(r["checkpoint"]).parent / name
+    return str(path) if path.is_file() else None
 
 
 def architectures(rows: list[dict]) -> list[dict]:
@@ -454,6 +464,8 @@ def architectures(rows: list[dict]) -> list[dict]:
                    "status": "done" if ok else _worst(final) if final else "grid only",
                    "reason": next((r["reason"] for r in final if r["reason"]), ""),
                    "ap_by_seed": {r["seed"]: r["AP"] for r in ok},
+                   "detections_by_seed": {r["seed"]: r["detections"] for r in ok if r.get("detections")},
+                   "data": next((r.get("data") for r in ok if r.get("data")), None),
                    "minutes": sum(r.get("train_seconds") or 0 for r in mine) / 60}
         if ok:
             summary["AP"], summary["AP_std"] = mean_std(r["AP"] for r in ok)
@@ -489,6 +501,7 @@ def verdict_on_test(rows: list[dict], min_gain: float = MIN_GAIN, archs: list[di
         d = {**d, **({k: 100 * d[k] for k in ("difference", "se", "threshold") if d[k] is not None})}
         d["p"] = paired_p_value(d["difference"], d["se"], d["n"])
         d["within_latency_target"] = within_target(a.get("latency"), latency_target)
+        d["images"] = paired_image_bootstrap(a, control) if d["beats"] is not None else None
         per_arch[name] = d
     # Holm over the promoted family: "any of K beats the control" at the level one test has alone
     tested = {k: d["p"] for k, d in per_arch.items() if d["beats"] is not None}
@@ -496,8 +509,9 @@ def verdict_on_test(rows: list[dict], min_gain: float = MIN_GAIN, archs: list[di
     for name, d in per_arch.items():
         if d["beats"] is not None:
             d["beyond_noise"], d["holm"], d["family"] = d["beats"], survives[name], len(tested)
+            d["on_other_images"] = d["images"] is None or d["images"]["low"] > 0
             d["beats"] = (d["beats"] and survives[name] and d["difference"] >= min_gain
-                          and d["within_latency_target"] is not False)
+                          and d["within_latency_target"] is not False and d["on_other_images"])
     if not per_arch:
         return {"beats_control": None, "per_arch": {}, "text": "no test verdict: no promoted architecture finished"}
     best = max(per_arch, key=lambda k: per_arch[k]["difference"])
@@ -512,9 +526,15 @@ def verdict_on_test(rows: list[dict], min_gain: float = MIN_GAIN, archs: list[di
         best = max(winners, key=lambda k: per_arch[k]["difference"])
         d = per_arch[best]
     family = f", Holm over {d['family']} architectures" if d["family"] > 1 else ""
-    where = f"threshold {d['threshold']:.1f} AP = t·s.e., {d['n']} seeds paired, p = {d['p']:.3g}{family}"
+    images = (f"; test images resampled: 95 % [{d['images']['low']:+.1f}, {d['images']['high']:+.1f}] AP over "
+              f"{d['images']['draws']} draws" if d["images"] else "; no image bootstrap (detections not kept)")
+    where = f"threshold {d['threshold']:.1f} AP = t·s.e., {d['n']} seeds paired, p = {d['p']:.3g}{family}{images}"
     if winners:
         text = f"on test, {best} beats the control by {d['difference']:+.1f} AP ({where}{target})"
+    elif d["beyond_noise"] and d["holm"] and d["difference"] >= min_gain and not d["on_other_images"]:
+        text = (f"on test, no architecture beats the control on other images from the same distribution "
+                f"(best: {best}, {d['difference']:+.1f} AP beyond seed noise, but the image bootstrap's 95 % "
+                f"interval reaches 0 or below: {where})")
     elif d["beyond_noise"] and not d["holm"]:
         text = (f"on test, no architecture beats the control after Holm over {d['family']} architectures "
                 f"(best: {best}, {d['difference']:+.1f} AP, beyond seed noise on its own but p = {d['p']:.3g} > "
@@ -532,6 +552,24 @@ def verdict_on_test(rows: list[dict], min_gain: float = MIN_GAIN, archs: list[di
     if cost:
         text += f"; {best} runs {cost}"
     return {"beats_control": bool(winners), "per_arch": per_arch, "best": best, "text": text}
+
+
+def paired_image_bootstrap(arch: dict, control: dict) -> dict | None:
+    """evaluate.image_bootstrap of an architecture against the control over the seeds both kept
+    detections for, on the test json they were scored on; None when none were kept."""
+    from .data.coco import load_coco
+    from .evaluate import image_bootstrap
+
+    seeds = sorted(set(arch["detections_by_seed"]) & set(control["detections_by_seed"]))
+    if not seeds or not arch.get("data") or not Path(arch["data"]).is_file():
+        return None
+    gt = load_coco(arch["data"], usable_boxes=True)  # the ground truth eval scored against
+
+    def read(path):
+        return json.loads(Path(path).read_text())
+
+    return {**image_bootstrap(gt, [read(arch["detections_by_seed"][s]) for s in seeds],
+                              [read(control["detections_by_seed"][s]) for s in seeds]), "seeds": len(seeds)}
 
 
 def _verdict(run) -> str | None:

@@ -63,6 +63,10 @@ def reference_lr(batch_size: int) -> float:
     return REFERENCE_LR_PER_IMAGE * batch_size
 
 
+#: A final row's test detections (COCO results json), in the row's folder.
+DETECTIONS = "detections.json"
+
+
 def default_grid(batch_size: int) -> tuple[tuple[str, float], ...]:
     adamw = ADAMW_LR_AT_8 * math.sqrt(batch_size / 8)
     return (("sgd", round(reference_lr(batch_size), 8)),) + tuple(
@@ -474,7 +478,9 @@ class _Job:
             metrics = self.evaluate(last, self.where["select_val"], image_dir=self.where["select_image_dir"],
                                     device=self.device, latency_images=1)
         else:
-            metrics = self.evaluate(last, self.where["val"], image_dir=self.where["val_image_dir"], device=self.device)
+            metrics = self.evaluate(last, self.where["val"], image_dir=self.where["val_image_dir"], device=self.device,
+                                    detections_out=out / DETECTIONS)
+            metrics["detections"] = DETECTIONS  # beside the row's checkpoint: the image bootstrap reads it
         metrics.update(fields, eval_seconds=time.perf_counter() - started,
                        train_seconds=sum(h["seconds"] for h in ckpt["history"]))
         kept = str(last) if recipe.stage == "final" else None

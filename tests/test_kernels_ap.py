@@ -108,3 +108,56 @@ def test_detection_on_an_unknown_image_is_a_one_line_error():
     gt, dets = random_set(0)
     with pytest.raises(Exception, match="field 'image_id' 12345"):
         fast_coco_ap(gt, [{**dets[0], "image_id": 12345}])
+
+
+def _duplicated(gt, dets, picks):
+    """The images at `picks` (sorted-id positions, repeats allowed) as a new dataset of distinct
+    copies, in that order: what a bootstrap draw stands for."""
+    ids = sorted(gt.getImgIds())
+    images, anns, out = [], [], []
+    for n, k in enumerate(picks):
+        old = ids[k]
+        images.append({**gt.imgs[old], "id": n + 1})
+        anns += [{**a, "id": len(anns) + 1 + i, "image_id": n + 1} for i, a in enumerate(gt.imgToAnns[old])]
+        out += [{**d, "image_id": n + 1} for d in dets if d["image_id"] == old]
+    return _coco({"images": images, "categories": list(gt.cats.values()), "annotations": anns}), out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_resample_scores_what_cocoeval_gives_the_duplicated_images(seed):
+    """The bootstrap matches every image once and re-accumulates per draw; a draw's AP must equal
+    pycocotools' on a dataset holding those images as distinct copies in that order. Rounded
+    scores tie often, and COCOeval breaks ties by image order: the draws here keep images in
+    ascending order, as the duplicated dataset does."""
+    from nascli.evaluate import _kernel_arrays
+    from nascli.kernels import resampled_ap
+
+    gt, dets = random_set(seed, crowd=0.2, tie_decimals=6)
+    rng = np.random.default_rng(seed)
+    n = len(gt.getImgIds())
+    draws = np.vstack([np.arange(n), np.sort(rng.integers(0, n, n)), np.sort(rng.integers(0, n, n))])
+    ours = resampled_ap(*_kernel_arrays(gt, dets)[:-1], n, draws)
+    assert ours[0] == pytest.approx(coco_ap(gt, dets)["AP"], abs=1e-12)
+    for row, ap in zip(draws[1:], ours[1:]):
+        assert ap == pytest.approx(coco_ap(*_duplicated(gt, dets, row))["AP"], abs=1e-12)
+
+
+def test_image_bootstrap_interval_excludes_zero_only_for_a_real_difference():
+    from nascli.evaluate import image_bootstrap
+
+    gt, dets = random_set(5, images=40, classes=2)
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+               for a in gt.dataset["annotations"]]
+    better = image_bootstrap(gt, [perfect, perfect], [dets, dets], draws=300)
+    assert better["low"] > 0 and better["difference"] > better["low"]
+    same = image_bootstrap(gt, [dets], [dets], draws=300)
+    assert same["low"] == same["high"] == same["difference"] == 0
+    ids = sorted(gt.getImgIds())
+    half = set(ids[::2])  # each arm perfect on one half of the images and mediocre on the other
+
+    def mixed(on):
+        return [d for d in perfect if (d["image_id"] in half) == on] + \
+            [d for d in dets if (d["image_id"] in half) != on]
+
+    tie = image_bootstrap(gt, [mixed(True)], [mixed(False)], draws=300)
+    assert tie["low"] < 0 < tie["high"] and tie["high"] - tie["low"] > 5  # AP points

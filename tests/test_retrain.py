@@ -189,7 +189,7 @@ def fake_train(calls):
 
 def fake_evaluate(seen, meta_val_ap, test_ap):
     """AP by (split, lr, arch): on meta-val `meta_val_ap(lr)`, on test `test_ap(lr)` (+ seed noise)."""
-    def evaluate(checkpoint, data, *, image_dir=None, device="cpu", latency_images=20):
+    def evaluate(checkpoint, data, *, image_dir=None, device="cpu", latency_images=20, detections_out=None):
         config = load_checkpoint(checkpoint)["config"]
         split = "test" if Path(data).name == "test.json" else "meta-val"
         seen.append((split, config["lr"], config["epochs"]))
@@ -225,7 +225,7 @@ def test_each_architecture_keeps_its_own_optimiser_and_rate_from_a_mixed_grid(ru
     the searched decoder, so each trains its final seeds with its own; rows keep their names."""
     calls, seen = [], []
 
-    def evaluate(checkpoint, data, *, image_dir=None, device="cpu", latency_images=20):
+    def evaluate(checkpoint, data, *, image_dir=None, device="cpu", latency_images=20, detections_out=None):
         config = load_checkpoint(checkpoint)["config"]
         control = config["genotype"]["space"] == "fpn-fcos"
         split = "test" if Path(data).name == "test.json" else "meta-val"
@@ -272,7 +272,7 @@ def test_the_default_grid_offers_each_architecture_sgd_and_adamw(run, tiny_test)
     keeps whichever optimiser does better for it; AdamW's rates follow the batch's square root."""
     from nascli.retrain import default_grid, reference_lr
 
-    def evaluate(checkpoint, data, *, image_dir=None, device="cpu", latency_images=20):
+    def evaluate(checkpoint, data, *, image_dir=None, device="cpu", latency_images=20, detections_out=None):
         config = load_checkpoint(checkpoint)["config"]
         control = config["genotype"]["space"] == "fpn-fcos"
         sgd = config["optimizer"] == "sgd"
@@ -301,7 +301,7 @@ def test_extend_grid_doubles_an_edge_choice_until_it_stops_winning_on_meta_val(r
     its optimiser's only rate) is tried at 0.02, loses, and stays."""
     import math
 
-    def evaluate(checkpoint, data, *, image_dir=None, device="cpu", latency_images=20):
+    def evaluate(checkpoint, data, *, image_dir=None, device="cpu", latency_images=20, detections_out=None):
         config = load_checkpoint(checkpoint)["config"]
         control, sgd, lr = config["genotype"]["space"] == "fpn-fcos", config["optimizer"] == "sgd", config["lr"]
         if control:
@@ -447,11 +447,11 @@ def test_retrain_refuses_to_evaluate_where_the_search_selected(run, run_cli, tin
 # ---------------------------------------------------------------- compare
 
 
-def add_final(store, arch, seed, ap, checkpoint, reward=None, trial=None, flops=1e9):
+def add_final(store, arch, seed, ap, checkpoint, reward=None, trial=None, flops=1e9, **metrics):
     """A finished final-stage row as retrain records it."""
     store.set_retrained(f"{arch}/lr0.01-e1-s{seed}", trial, zoo.FPN_FCOS.to_json(), reward, "done", checkpoint,
                         {"arch": arch, "stage": "final", "lr": 0.01, "epochs": 1, "seed": seed, "split": "test",
-                         "AP": ap, "AP50": ap, "flops": flops, "params": 1, "latency_ms": 1.0})
+                         "AP": ap, "AP50": ap, "flops": flops, "params": 1, "latency_ms": 1.0, **metrics})
 
 
 def test_test_verdict_pairs_seeds_and_uses_the_t_threshold(run, tiny_test):
@@ -514,6 +514,45 @@ def test_a_win_of_one_architecture_alone_is_no_win_after_holm_over_two(run, tiny
     assert "no architecture beats the control after Holm over 2 architectures" in with_noise["text"]
     with_strong = verdict({0: 0.010, 1: 0.011, 2: 0.009})
     assert with_strong["per_arch"]["trial-1"]["holm"] is True and with_strong["per_arch"]["trial-2"]["holm"] is True
+
+
+def test_a_seed_win_needs_the_image_bootstrap_above_zero(run, tiny_test):
+    """retrain keeps each final row's test detections; the verdict resamples the test images (the
+    same draws for both arms and every seed). Seed APs +1.5 beyond noise over the control: with
+    detections that find every object where the control's find one image's, the interval is above 0 and
+    it wins; with the control's own detections the interval is [0, 0] and it does not."""
+    from nascli.data.coco import load_coco
+
+    retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")
+    [row] = RunStore(run).retrained()
+    ckpt = Path(row["checkpoint"])
+    assert (ckpt.parent / row["metrics"]["detections"]).is_file()  # kept: the bootstrap needs no model
+    gt = load_coco(tiny_test, usable_boxes=True)
+    every = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+             for a in gt.dataset["annotations"]]
+    first = min(gt.getImgIds())  # of 4 test images: a draw of that image alone is 1 in 256
+    few = [d for d in every if d["image_id"] == first]
+    for name, dets in (("every.json", every), ("few.json", few)):
+        (ckpt.parent / name).write_text(json.dumps(dets))
+
+    def verdict(arm_detections: str):
+        store = RunStore(run, create=False)
+        store.db.execute("DELETE FROM retrained")
+        store.db.commit()
+        for seed, ap in {0: 0.20, 1: 0.22, 2: 0.21}.items():
+            add_final(store, "baseline", seed, ap, str(ckpt), detections="few.json", data=str(tiny_test))
+            add_final(store, "trial-1", seed, ap + {0: 0.015, 1: 0.014, 2: 0.016}[seed], str(ckpt), trial=1,
+                      detections=arm_detections, data=str(tiny_test))
+        store.close()
+        return compare([run])["test_verdict"][str(run)]
+
+    wins = verdict("every.json")
+    images = wins["per_arch"]["trial-1"]["images"]
+    assert images["low"] > 0 and images["seeds"] == 3 and wins["beats_control"] is True
+    assert "test images resampled: 95 % [+" in wins["text"]
+    same = verdict("few.json")
+    assert same["per_arch"]["trial-1"]["images"]["high"] == 0 and same["beats_control"] is False
+    assert "no architecture beats the control on other images" in same["text"]
 
 
 def test_test_verdict_needs_two_paired_seeds(run, tiny_test):

@@ -155,6 +155,15 @@ def coco_precision(gt_boxes, gt_cats, gt_imgs, gt_area, gt_crowd, dt_boxes, dt_s
     image ids COCOeval iterates; `gt_area` is the annotations' `area` field (COCOeval's area
     filter uses it, not the box); detections are in result-file order (it breaks score ties).
     """
+    return _coco_precision(*_blocks(gt_boxes, gt_cats, gt_imgs, gt_area, gt_crowd, dt_boxes, dt_scores, dt_cats,
+                                    dt_imgs, n_cats, n_imgs), n_cats, n_imgs, IOU_THRESHOLDS, AREA_RANGES,
+                           RECALL_THRESHOLDS)
+
+
+def _blocks(gt_boxes, gt_cats, gt_imgs, gt_area, gt_crowd, dt_boxes, dt_scores, dt_cats, dt_imgs,
+            n_cats: int, n_imgs: int) -> tuple:
+    """Ground truth and detections sorted into (category, image) blocks, each block's detections by
+    score and at most MAX_DETS of them: (gt boxes, area, crowd, starts, dt boxes, area, scores, starts)."""
     gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
     dt_boxes = np.asarray(dt_boxes, np.float64).reshape(-1, 4)
     gt_cats, gt_imgs = np.asarray(gt_cats, np.int64), np.asarray(gt_imgs, np.int64)
@@ -164,14 +173,11 @@ def coco_precision(gt_boxes, gt_cats, gt_imgs, gt_area, gt_crowd, dt_boxes, dt_s
     d_order, d_starts = _group(dt_cats, dt_imgs, n_cats, n_imgs, -dt_scores)
     # at most MAX_DETS detections per (image, category), the best-scored ones
     rank = np.arange(len(d_order)) - np.repeat(d_starts[:-1], np.diff(d_starts))
-    keep = rank < MAX_DETS
-    d_order = d_order[keep]
+    d_order = d_order[rank < MAX_DETS]
     d_starts = np.concatenate([[0], np.cumsum(np.minimum(np.diff(d_starts), MAX_DETS))]).astype(np.int64)
     dt_sorted = dt_boxes[d_order]
-    return _coco_precision(gt_boxes[g_order], np.asarray(gt_area, np.float64)[g_order],
-                           np.asarray(gt_crowd, np.bool_)[g_order], g_starts, dt_sorted,
-                           dt_sorted[:, 2] * dt_sorted[:, 3], dt_scores[d_order], d_starts,
-                           n_cats, n_imgs, IOU_THRESHOLDS, AREA_RANGES, RECALL_THRESHOLDS)
+    return (gt_boxes[g_order], np.asarray(gt_area, np.float64)[g_order], np.asarray(gt_crowd, np.bool_)[g_order],
+            g_starts, dt_sorted, dt_sorted[:, 2] * dt_sorted[:, 3], dt_scores[d_order], d_starts)
 
 
 def summarize(precision: np.ndarray) -> dict:
@@ -184,3 +190,62 @@ def summarize(precision: np.ndarray) -> dict:
     return {"AP": mean(precision[:, :, :, 0]), "AP50": mean(precision[t50, :, :, 0]),
             "AP75": mean(precision[t75, :, :, 0]), "APs": mean(precision[:, :, :, 1]),
             "APm": mean(precision[:, :, :, 2]), "APl": mean(precision[:, :, :, 3])}
+
+
+@numba.njit(cache=True, parallel=True)
+def _image_matches(gt_boxes, gt_area, gt_crowd, gt_starts, dt_boxes, dt_area, dt_starts, n_groups,
+                   thresholds, area_ranges):
+    """Every (category, image) group matched once over all areas ('all' range): matched and
+    ignored (T × D, detections in their group's score order) and each group's gt count."""
+    nt, nd = thresholds.shape[0], dt_boxes.shape[0]
+    matched = np.zeros((nt, nd), dtype=np.bool_)
+    ignored = np.zeros((nt, nd), dtype=np.bool_)
+    n_gt = np.zeros(n_groups, dtype=np.int64)
+    for g in numba.prange(n_groups):
+        g0, g1, d0, d1 = gt_starts[g], gt_starts[g + 1], dt_starts[g], dt_starts[g + 1]
+        n_gt[g] = _match_group(dt_boxes[d0:d1], dt_area[d0:d1], gt_boxes[g0:g1], gt_area[g0:g1], gt_crowd[g0:g1],
+                               thresholds, area_ranges, matched[:, d0:d1], ignored[:, d0:d1], 0)
+    return matched, ignored, n_gt
+
+
+@numba.njit(cache=True)
+def _resampled_ap(scores, matched, ignored, dt_starts, n_gt, n_cats, n_imgs, draws, recall_thresholds):
+    """AP@[.5:.95] (area all) of every draw: a draw is a list of image indices (with repeats) whose
+    groups are concatenated in draw order, as COCOeval would accumulate that set of images."""
+    out = np.empty(draws.shape[0])
+    nt = matched.shape[0]
+    for b in range(draws.shape[0]):
+        total, counted = 0.0, 0
+        for k in range(n_cats):
+            size, gts = 0, 0
+            for im in draws[b]:
+                g = k * n_imgs + im
+                size += dt_starts[g + 1] - dt_starts[g]
+                gts += n_gt[g]
+            if gts == 0:
+                continue
+            idx = np.empty(size, dtype=np.int64)
+            at = 0
+            for im in draws[b]:
+                g = k * n_imgs + im
+                for d in range(dt_starts[g], dt_starts[g + 1]):
+                    idx[at] = d
+                    at += 1
+            precision = _precision(scores[idx], matched[:, idx], ignored[:, idx], gts, recall_thresholds)
+            total += precision.sum() / (nt * recall_thresholds.shape[0])
+            counted += 1
+        out[b] = total / counted if counted else -1.0
+    return out
+
+
+def resampled_ap(gt_boxes, gt_cats, gt_imgs, gt_area, gt_crowd, dt_boxes, dt_scores, dt_cats, dt_imgs,
+                 n_cats: int, n_imgs: int, draws: np.ndarray) -> np.ndarray:
+    """AP@[.5:.95] on each resample of the images (`draws`: B × n, image indices with repeats):
+    every image is matched once, then each draw only re-accumulates. With `draws` = one row of
+    every image in order it equals `summarize(coco_precision(...))['AP']` (tested)."""
+    gt_boxes, gt_area, gt_crowd, g_starts, dt_boxes, dt_area, dt_scores, d_starts = _blocks(
+        gt_boxes, gt_cats, gt_imgs, gt_area, gt_crowd, dt_boxes, dt_scores, dt_cats, dt_imgs, n_cats, n_imgs)
+    matched, ignored, n_gt = _image_matches(gt_boxes, gt_area, gt_crowd, g_starts, dt_boxes, dt_area, d_starts,
+                                            n_cats * n_imgs, IOU_THRESHOLDS, AREA_RANGES)
+    return _resampled_ap(dt_scores, matched, ignored, d_starts, n_gt, n_cats, n_imgs,
+                         np.ascontiguousarray(draws, dtype=np.int64), RECALL_THRESHOLDS)
