@@ -548,10 +548,27 @@ def verdict_on_test(rows: list[dict], min_gain: float = MIN_GAIN, archs: list[di
     else:
         text = (f"on test, no architecture beats the control beyond seed noise (best: {best}, "
                 f"{d['difference']:+.1f} AP, {where})")
+    if not winners and d["threshold"] > min_gain:
+        text += f"; {what_it_would_take(d, min_gain)}"
     cost = cost_words(archs[best], control)
     if cost:
         text += f"; {best} runs {cost}"
     return {"beats_control": bool(winners), "per_arch": per_arch, "best": best, "text": text}
+
+
+def what_it_would_take(d: dict, min_gain: float) -> str:
+    """When the seed threshold is above the gain that counts, this promotion cannot resolve that
+    gain: how many seeds the measured seed noise would need for 80 % power (at Holm's first step)."""
+    from .stats import seeds_for_power
+
+    sd = d["se"] * d["n"] ** 0.5
+    family = d.get("family") or 1
+    needed = seeds_for_power(sd, min_gain, 0.025 / family)
+    seeds = (f"about {needed} seeds" if needed else "more than 100 seeds (more test images, or a steadier "
+             "recipe, would cut the noise)")
+    return (f"with {d['n']} seeds this promotion cannot resolve a {min_gain:g} AP gain: at the measured seed noise "
+            f"(sd {sd:.1f} AP of the paired differences) 80 % power needs {seeds}; fix that count before a "
+            f"test split is read (adding seeds after seeing this result would bias it)")
 
 
 def paired_image_bootstrap(arch: dict, control: dict) -> dict | None:

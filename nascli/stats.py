@@ -88,3 +88,16 @@ def holm(p_values: dict, alpha: float = 0.025) -> dict:
         ok = p_values[name] <= alpha / (family - rank) and all(passed.values())
         passed[name] = ok
     return passed
+
+
+def seeds_for_power(sd: float, gain: float, alpha: float = 0.025, power: float = 0.8, cap: int = 100) -> int | None:
+    """Paired seeds a one-sided t test at `alpha` needs to find a true mean difference of `gain`
+    with probability `power`, at a seed-to-seed sd of the differences `sd`: the smallest n >= 2
+    with gain·sqrt(n)/sd >= t(1 - alpha, n - 1) + t(power, n - 1) (the usual central-t
+    approximation of the noncentral power; tested against scipy's noncentral t). None above `cap`."""
+    if sd <= 0:
+        return 2
+    for n in range(2, cap + 1):
+        if gain * math.sqrt(n) / sd >= t_quantile(1 - alpha, n - 1) + t_quantile(power, n - 1):
+            return n
+    return None

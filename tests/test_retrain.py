@@ -512,6 +512,11 @@ def test_a_win_of_one_architecture_alone_is_no_win_after_holm_over_two(run, tiny
     one = with_noise["per_arch"]["trial-1"]
     assert one["beyond_noise"] is True and one["holm"] is False and with_noise["beats_control"] is False
     assert "no architecture beats the control after Holm over 2 architectures" in with_noise["text"]
+    # its threshold (1.24 AP at sd 0.5) is above the 1 AP that counts: the verdict says what it would take
+    from nascli.stats import seeds_for_power
+
+    needed = seeds_for_power(0.5, 1.0, 0.025 / 2)
+    assert needed > 3 and f"80 % power needs about {needed} seeds" in with_noise["text"]
     with_strong = verdict({0: 0.010, 1: 0.011, 2: 0.009})
     assert with_strong["per_arch"]["trial-1"]["holm"] is True and with_strong["per_arch"]["trial-2"]["holm"] is True
 

@@ -51,3 +51,18 @@ def test_holm_steps_down_and_stops_at_the_first_failure():
     # all pass: 0.001 <= 0.0167, 0.02 <= 0.025, 0.04 <= 0.05 (Bonferroni would reject only the first)
     assert holm({"a": 0.001, "b": 0.02, "c": 0.04}, alpha=0.05) == {"a": True, "b": True, "c": True}
     assert holm({"only": 0.02}, alpha=0.025) == {"only": True} and holm({}) == {}
+
+
+@pytest.mark.parametrize("sd, gain, alpha", [(1.0, 1.0, 0.025), (2.5, 1.0, 0.0125), (0.3, 1.0, 0.025),
+                                             (40.0, 1.0, 0.025)])
+def test_seeds_for_power_reach_80_percent_by_the_noncentral_t(sd, gain, alpha):
+    from nascli.stats import seeds_for_power
+
+    def exact(n):  # P(reject) of the one-sided paired t test when the true mean difference is `gain`
+        return 1 - scipy.stats.nct.cdf(scipy.stats.t.ppf(1 - alpha, n - 1), n - 1, gain * n ** 0.5 / sd)
+
+    n = seeds_for_power(sd, gain, alpha)
+    if n is None:
+        assert exact(100) < 0.8
+        return
+    assert exact(n) >= 0.75 and (n == 2 or exact(n - 1) < 0.8)
