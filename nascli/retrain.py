@@ -257,7 +257,8 @@ def _check_resumable(last: Path, config: TrainConfig) -> None:
 def _proxy_reward(store: RunStore, genotype, trial: int | None) -> float | None:
     """The run's proxy reward for a promoted architecture without a re-scored mean (an `--arch`
     genotype, a trial outside the search's re-scored top), defined as every other row's: the mean
-    over the run's re-scoring seeds and batch orders. A trial's scores are stored with it."""
+    over the run's re-scoring seeds and batch orders. A trial's scores are stored with it, marked
+    as the promotion's: the search's verdict and ranking never see them (store.scores)."""
     from .protocol import rescore_data_seed, rescore_seed
 
     meta, method = store.meta(), _method(store)
@@ -267,7 +268,7 @@ def _proxy_reward(store: RunStore, genotype, trial: int | None) -> float | None:
     if not meta.get("cache") or not spec_path.is_file() or not Path(meta["cache"]).is_file():
         return None
     spec, run_seed = load_spec(ProxySpec, spec_path), meta.get("seed", 0)
-    stored = store.scores(trial).get(trial, {}) if trial is not None else {}
+    stored = store.scores(trial, promotion=True).get(trial, {}) if trial is not None else {}
     supernet = Path(meta["supernet"]).parent if meta.get("supernet") else None
     proxy_evaluate = None
     rewards = []
@@ -283,7 +284,7 @@ def _proxy_reward(store: RunStore, genotype, trial: int | None) -> float | None:
         except CacheError:  # the run's cache is of an older format: no proxy reward for this row
             return None
         if trial is not None:
-            store.add_score(trial, seed, result.status, result.reward, result.to_dict())
+            store.add_score(trial, seed, result.status, result.reward, {**result.to_dict(), "promotion": True})
         rewards.append(result.reward if result.status == "done" else None)
     ok = [r for r in rewards if r is not None]
     return sum(ok) / len(ok) if ok else None

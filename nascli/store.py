@@ -219,12 +219,21 @@ class RunStore:
         row = self.db.execute("SELECT metrics FROM scores WHERE trial = ? ORDER BY seed", (trial_id,)).fetchone()
         return (self.decode_json(row[0], f"scores of trial {trial_id} field 'metrics'") or {}) if row else {}
 
-    def scores(self, trial_id: int | None = None) -> dict:
-        """{trial: {seed: reward or None (failed)}} of the re-scoring seeds (of one trial if given)."""
-        where, args = ("WHERE trial = ?", (trial_id,)) if trial_id is not None else ("", ())
+    def scores(self, trial_id: int | None = None, promotion: bool = False) -> dict:
+        """{trial: {seed: reward or None (failed)}} of the re-scoring seeds (of one trial if given).
+        Scores a promotion added (retrain's proxy reward of a trial the search did not re-score,
+        metrics 'promotion') are apart: only with `promotion`, so they never move the search's verdict."""
+        clauses, args = ([] if promotion else ["json_extract(metrics, '$.promotion') IS NULL"]), ()
+        if trial_id is not None:
+            clauses, args = clauses + ["trial = ?"], (trial_id,)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         out: dict = {}
-        for trial, seed, status, reward in self.db.execute(
-                f"SELECT trial, seed, status, reward FROM scores {where} ORDER BY trial, seed", args):
+        try:
+            rows = self.db.execute(f"SELECT trial, seed, status, reward FROM scores {where} ORDER BY trial, seed",
+                                   args).fetchall()
+        except sqlite3.OperationalError as e:  # json_extract on a damaged metrics field
+            raise NascliError(f"{self.path}: table 'scores' field 'metrics' is damaged ({e})") from None
+        for trial, seed, status, reward in rows:
             out.setdefault(trial, {})[seed] = reward if status == "done" else None
         return out
 

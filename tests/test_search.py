@@ -386,3 +386,58 @@ def test_runs_show_list_and_export(run_cli, tiny_cache, tiny_proxy, tmp_path):
     code, _, err = run_cli("search", "--method", "darts", "--cache", tiny_cache, "--trials", 1,
                            "--run", tmp_path / "x", "--proxy", tiny_proxy)
     assert code == 2 and "unknown method 'darts'" in err
+
+
+def test_the_proxy_verdict_tests_a_candidate_on_seeds_that_did_not_choose_it():
+    """Trial 1 drew two lucky fresh seeds (mean over all three -0.667 beats trial 2's -0.9), but its
+    search reward and first fresh seed (-1.0) lose to trial 2's (-0.9): trial 2 is chosen, and
+    tested on its last two fresh seeds only."""
+    from nascli.protocol import held_out_best, rescore_seed
+
+    rows = [{"trial": 1, "reward": -1.0, "mean": -2 / 3, "seeds": 3}, {"trial": 2, "reward": -0.9, "mean": -0.9, "seeds": 3}]
+    scores = {1: {rescore_seed(0, 1, k): r for k, r in enumerate([-1.0, -0.5, -0.5])},
+              2: {rescore_seed(0, 2, k): -0.9 for k in range(3)}}
+    best = held_out_best(rows, scores)
+    assert (best["trial"], best["mean"], best["seeds"], best["selection"]) == (2, -0.9, 2, -0.9)
+
+
+def test_held_out_selection_removes_the_winners_curse():
+    """Five candidates as good as the control (every reward N(0, 1)), three fresh seeds each: the
+    best by its mean over all fresh seeds 'beats' the control far more often than the 2.5 % a
+    fair test allows; the held-out half does not."""
+    import numpy as np
+
+    from nascli.protocol import held_out_best, noise_dof, rescore_seed, seed_noise, seed_stats, verdict
+
+    rng = np.random.default_rng(0)
+    wins = {"all seeds": 0, "held out": 0}
+    runs = 1500
+    for _ in range(runs):
+        scores = {t: {rescore_seed(0, t, k): float(rng.normal()) for k in range(3)} for t in range(6)}
+        control = {"trial": 0, **seed_stats(list(scores[0].values()))}
+        rows = [{"trial": t, "reward": float(rng.normal()), **seed_stats(list(scores[t].values()))}
+                for t in range(1, 6)]
+        stats = [control] + rows
+        noise, dof = seed_noise(stats), noise_dof(stats)
+        naive = max(rows, key=lambda r: r["mean"])
+        wins["all seeds"] += bool(verdict(naive, control, noise, dof)["beats_control"])
+        wins["held out"] += bool(verdict(held_out_best(rows, scores), control, noise, dof)["beats_control"])
+    assert wins["all seeds"] / runs > 0.06 and wins["held out"] / runs < 0.04, wins
+
+
+def test_scores_a_promotion_adds_never_move_the_search_verdict(tiny_cache, tiny_proxy, tmp_path):
+    """retrain scores a trial the search did not re-score (its proxy reward for compare): stored
+    apart, the search's ranking, noise and verdict stay the search's own."""
+    from nascli.protocol import summarize
+
+    run_search("random", tiny_proxy, tiny_cache, 3, tmp_path / "run", seed=0,
+               evaluate_fn=lambda g, spec, cache, seed, data_seed: TrialResult("done", reward=-1.0 - seed % 7 / 10))
+    store = RunStore(tmp_path / "run")
+    before = summarize(store)
+    outside = next(t.id for t in store.trials("id > 0") if t.id not in store.scores())
+    for k, reward in enumerate([5.0, 5.0, 5.0]):  # far better than anything: it would lead if counted
+        store.add_score(outside, 10 ** 7 + k, "done", reward, {"promotion": True})
+    after = summarize(store)
+    assert after["verdict"] == before["verdict"] and after["top"] == before["top"] and after["noise"] == before["noise"]
+    assert store.scores(outside, promotion=True)[outside] == {10 ** 7 + k: 5.0 for k in range(3)}
+    store.close()
