@@ -17,7 +17,7 @@ SEED ?= 0
 DEMO_TRAIN ?= --num-convs 2 --optimizer adamw --lr 8e-4
 BCCD_TRAIN ?= --num-convs 2 --lr 0.02
 
-.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity bccd-headline bccd-sgd sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu bench-latency bench-check bench-baseline-recipe clean
+.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity bccd-headline bccd-sgd sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu bench-latency bench-check bench-baseline-recipe fidelity-baselines clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -278,6 +278,11 @@ bench-gpu: $(STAMP)
 # twice (the repeat is the ceiling); about 20 minutes; run it alone (benchmarks/latency.json).
 bench-latency: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_latency --out benchmarks/latency.json
+
+# Is the proxy better than counting parameters? tau of the proxy and of each cost against test AP
+# over the promoted architectures of the BCCD promotions (benchmarks/fidelity-baselines.json; seconds).
+fidelity-baselines: $(STAMP)
+	$(BIN)/python -m benchmarks.fidelity_baselines benchmarks/bccd-promotion-adamw.json benchmarks/bccd-promotion.json --out benchmarks/fidelity-baselines.json
 
 # `nascli check` on 2,000 photos (640x480 JPEGs) against PIL decoding them on one thread: the
 # first scan and the remembered second one (benchmarks/check.json, about 10 s).

@@ -106,7 +106,13 @@ def retrained(run: Path, archs, test: Path, epochs: int | None, top: int, lr: fl
     summary = {a["arch"]: a for a in compare([run])["architectures"]}
     ap = {name: a.get("AP") for name, a in summary.items()}
     by_seed = {name: a["ap_by_seed"] for name, a in summary.items()}
-    return ap, by_seed, r["grid_seconds"] + r["final_seconds"]
+    costs = {name: {k: a.get(k) for k in COSTS} for name, a in summary.items()}
+    return ap, by_seed, r["grid_seconds"] + r["final_seconds"], costs
+
+
+#: What a fidelity row keeps of each architecture's cost: the baselines a proxy must beat
+#: ("is the proxy better than counting parameters?", issue 43).
+COSTS = ("params", "flops", "latency_ms")
 
 
 def figure(rows, result, path: Path) -> Path:
@@ -132,22 +138,26 @@ def run(run_dir, test, top: int, random: int, seeds: int, epochs: int | None, se
     run_dir = Path(run_dir)
     archs = architectures(run_dir, top, random, seed)
     proxy = proxy_scores(run_dir, archs, seeds)
-    ap, by_seed, retrain_seconds = retrained(run_dir, archs, Path(test), epochs, top, lr, train_seeds, lr_grid)
+    ap, by_seed, retrain_seconds, costs = retrained(run_dir, archs, Path(test), epochs, top, lr, train_seeds, lr_grid)
     times_path = run_dir / "fidelity" / "proxy-seconds.json"
     proxy_seconds = (sum(sum(v) for v in json.loads(times_path.read_text()).values())
                      if times_path.is_file() else None)
     rows = []
-    for name, _ in archs:
+    for name, genotype in archs:
         rewards = [r for r in proxy[name] if r is not None]
         if ap.get(name) is None or not rewards:
             continue
         rows.append({"name": name, "proxy_mean": statistics.fmean(rewards),
-                     "proxy_std": statistics.stdev(rewards) if len(rewards) > 1 else None, "AP": ap[name]})
+                     "proxy_std": statistics.stdev(rewards) if len(rewards) > 1 else None, "AP": ap[name],
+                     **costs.get(name, {}), "genotype": json.loads(genotype.to_json())})
     x, y = [r["proxy_mean"] for r in rows], [r["AP"] for r in rows]
+    # the same tau for what needs no proxy at all: bigger (more parameters, FLOPs, time) = better
+    baselines = {k: {"kendall_tau": kendall_tau(v, y), "tau_interval": bootstrap_tau(v, y, seed=seed)}
+                 for k in COSTS for v in [[r.get(k) for r in rows]] if all(c is not None for c in v)}
     variances = [r["proxy_std"] ** 2 for r in rows if r["proxy_std"] is not None]
     spreads = [(len(v) - 1, statistics.variance(v.values())) for v in by_seed.values() if len(v) > 1]
     result = {"n": len(rows), "kendall_tau": kendall_tau(x, y), "spearman_rho": spearman_rho(x, y),
-              "tau_interval": bootstrap_tau(x, y, seed=seed),
+              "tau_interval": bootstrap_tau(x, y, seed=seed), "baselines": baselines,
               "proxy_seed_noise": math.sqrt(statistics.fmean(variances)) if variances else None,
               # pooled std of test AP over training seeds, every architecture
               "ap_seed_noise": math.sqrt(sum(d * v for d, v in spreads) / sum(d for d, _ in spreads)) if spreads else None,

@@ -79,6 +79,8 @@ CLAIMS = [
           (2.1, lambda d: ratio(d, "trial-20", "latency_ms"))),
     *said("the control led 33.5 ± 0.4 to 29.4 ± 1.5", "bccd-promotion.json", "make bccd-sgd",
           (33.5, lambda d: arch(d, "baseline")["AP_mean"]), (29.4, lambda d: arch(d, "trial-18")["AP_mean"])),
+    *said("(over the 4 promoted: τ +0.67 for both;", "fidelity-baselines.json", "make fidelity-baselines",
+          (0.67, lambda d: d[0]["kendall_tau"]["proxy"]["tau"]), (0.67, lambda d: d[0]["kendall_tau"]["params"]["tau"])),
     # synthetic, demo-full (made with the old baseline recipe)
     *said("control 20.3 ± 0.9 test AP, the search's best decoder 15.5 ± 1.1", "demo-full.json",
           "make demo-full DEMO_TRAIN='--num-convs 2 --lr 0.02'",

@@ -955,6 +955,9 @@ def _print_compare(r: dict) -> None:
                 if f.get("tau_interval") else ""
             console.print(f"proxy fidelity {run}: Kendall tau {f['kendall_tau']:.3f}{interval}, "
                           f"Spearman rho {f['spearman_rho']:.3f} over {f['n']} architectures")
+            if f.get("baselines"):
+                console.print("  ranking by cost alone (more = better), Kendall tau: " +
+                              ", ".join(f"{k} {v:.3f}" for k, v in f["baselines"].items()))
 
 
 def _latency_cell(a: dict) -> str:

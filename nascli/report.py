@@ -225,6 +225,18 @@ def kendall_tau(x, y) -> float:
     return float(concordance / denom) if denom > 0 else float("nan")
 
 
+#: What a proxy must beat to be worth its minutes: ranking architectures by their cost alone.
+COST_BASELINES = ("params", "flops", "latency_ms")
+
+
+def cost_baselines(archs: list[dict]) -> dict:
+    """Kendall tau of each cost (more = better: the "count the parameters" predictor) against test
+    AP over the same architectures as the proxy's tau; a cost some architecture lacks is left out."""
+    ap = [a["AP"] for a in archs]
+    return {k: kendall_tau([a[k] for a in archs], ap) for k in COST_BASELINES
+            if all(a.get(k) is not None for a in archs)}
+
+
 def bootstrap_tau(x, y, rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
     """The 5th and 95th percentiles of Kendall tau-b over architectures resampled with replacement."""
     rng = np.random.default_rng(seed)
@@ -298,6 +310,7 @@ def compare(runs, *, min_gain: float = MIN_GAIN, latency_images: int = 0, latenc
         fidelity[str(run)] = {"n": len(scored), "kendall_tau": kendall_tau(*pairs) if enough else None,
                               "spearman_rho": spearman_rho(*pairs) if enough else None,
                               "tau_interval": bootstrap_tau(*pairs) if len(scored) >= MIN_INTERVAL_ROWS else None,
+                              "baselines": cost_baselines(scored) if enough else {},
                               "architectures": [a["arch"] for a in scored], "verdict": _verdict(run)}
         target = latency_target if latency_target is not None else meta.get("latency_target")
         verdicts[str(run)] = verdict_on_test(run_rows, min_gain, run_archs, target)

@@ -605,7 +605,7 @@ def test_fidelity_over_five_architectures_of_known_order(run, tiny_test):
     for k, (reward, ap) in enumerate(zip([-5.0, -4.0, -3.0, -2.0, -1.0], [0.10, 0.30, 0.20, 0.40, 0.35])):
         for seed, noise in ((0, -0.02), (1, 0.02)):
             add_final(store, "baseline" if k == 0 else f"arch-{k}", seed, ap + noise, ckpt, reward=reward,
-                      trial=k or None, flops=1e9 * (k + 1))
+                      trial=k or None, flops=1e9 * (k + 1), params=10 - k)
     store.set_retrained("diverged", 9, g, 10.0, "failed", None, {"reason": "loss became nan"})
     store.close()
     fid = compare([run])["fidelity"][str(run)]
@@ -613,6 +613,8 @@ def test_fidelity_over_five_architectures_of_known_order(run, tiny_test):
     assert fid["kendall_tau"] == pytest.approx(0.6) and fid["spearman_rho"] == pytest.approx(0.8)
     lo, hi = fid["tau_interval"]  # 5 architectures: the bootstrap interval is given, and is wide
     assert -1 <= lo < 0.6 < hi <= 1 and hi - lo > 0.5
+    # ranking by cost alone: FLOPs rise with the proxy here (tau 0.6), parameters fall (-0.6)
+    assert fid["baselines"]["flops"] == pytest.approx(0.6) and fid["baselines"]["params"] == pytest.approx(-0.6)
 
 
 def test_a_moved_run_folder_is_compared_and_resumed_where_it_now_is(run, tiny_test, tmp_path, monkeypatch):
