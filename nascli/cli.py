@@ -149,6 +149,7 @@ def data_convert_voc(
     console.print(f"wrote {summary['out']}: {summary['images']} images, {summary['annotations']} boxes, "
                   f"classes {summary['classes']}; skipped {summary['skipped_degenerate']} degenerate, "
                   f"clipped {summary['clipped']}")
+    console.print(f"next: `nascli check {summary['out']}` decodes every image before a long job does", highlight=False)
 
 
 @data_app.command("split")
