@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from .coco import read_json, resolve_image_dir, validate_coco
-from .photos import PhotoFacts, convention, scan, turns_upright
+from .photos import PhotoFacts, annotated_upright, convention, scan, turns_upright
 
 #: kind -> (is an error, what the commands do about it)
 KINDS = {
@@ -116,9 +116,8 @@ def _image_findings(im: dict, file: str, facts: PhotoFacts, boxes: list, upright
     else:
         upright = turns_upright(facts, declared, upright_default)
         if facts.orientation != 1:
-            reason = ("its declared size is the " + ("upright" if upright else "stored") + " one"
-                      if (facts.width, facts.height) != facts.upright_size and declared in
-                      ((facts.width, facts.height), facts.upright_size) else why)
+            said = annotated_upright(facts, declared)
+            reason = why if said is None else f"its declared size is the {'upright' if said else 'stored'} one"
             add("exif", f"EXIF orientation {facts.orientation}: {'turned upright' if upright else 'left as stored'} "
                         f"({reason})")
         if facts.mode != "RGB":

@@ -32,7 +32,7 @@ from ..errors import DataError
 
 ORIENTATION_TAG = 0x0112
 TRANSPOSED = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
-SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})  # ("I": how some Pillows open 16-bit PNGs)
 CONVENTIONS = ("upright", "stored")
 STATED = "exif_orientation"  # the json's info field that states the convention
 
