@@ -17,7 +17,7 @@ SEED ?= 0
 DEMO_TRAIN ?= --num-convs 2 --optimizer adamw --lr 8e-4
 BCCD_TRAIN ?= --num-convs 2 --lr 0.02
 
-.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity bccd-headline bccd-sgd sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu bench-latency bench-check bench-baseline-recipe fidelity-baselines clean
+.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity bccd-headline bccd-sgd bccd-latency-search bccd-latency-promote sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu bench-latency bench-check bench-baseline-recipe fidelity-baselines clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -199,6 +199,26 @@ bccd-headline: $(STAMP)
 	$(MAKE) bccd-fidelity PROMOTE_EXTEND=0 BCCD_GRID=$(BCCD_ADAMW_GRID) BCCD_FIDELITY_GRID=adamw:8e-4,adamw:1.6e-3,adamw:3.2e-3 BCCD_FIDELITY_SEEDS=1 BCCD_FIDELITY_TAG=-adamw
 bccd-sgd: $(STAMP)
 	$(MAKE) bccd-fidelity PROMOTE_EXTEND=0 BCCD_GRID=0.005,0.01,0.02 BCCD_FIDELITY_TAG=
+
+# Issue 42's BCCD piece, in two steps that each fit a session: a NAS-FCOS search under the control's
+# latency (bccd-fidelity's search: 20 trials, nas-fcos-demo proxy, C3-C5 cache of the meta-train
+# baseline, with --latency-target 1.0x), then its best two promoted with the control (PROMOTE: the
+# default grid on meta-val, 3 seeds of 8 epochs on test). Run folders live outside the work tree,
+# in LAT_DIR (splits, baseline, cache, run); both steps resume after a kill. Each writes its json.
+LAT_DIR ?= $(HOME)/.cache/nascli/work/bccd-latency
+LAT_CACHE = $(call cache_in,$(LAT_DIR)/cache)
+bccd-latency-search: $(STAMP)
+	mkdir -p $(LAT_DIR)
+	test -f $(LAT_DIR)/test.json || $(NASCLI) data convert-voc $(BCCD) --split test --out $(LAT_DIR)/test.json
+	test -f $(LAT_DIR)/meta-val.json || { $(NASCLI) data convert-voc $(BCCD) --split train --out $(LAT_DIR)/train.json && \
+	  $(NASCLI) data split $(LAT_DIR)/train.json --train $(LAT_DIR)/meta-train.json --val $(LAT_DIR)/meta-val.json --val-size 0.3 --seed $(SEED); }
+	test -f $(LAT_DIR)/baseline/last.pt || $(NASCLI) train --data $(LAT_DIR)/meta-train.json --val $(LAT_DIR)/meta-val.json --out $(LAT_DIR)/baseline --min-size 256 --epochs 24 $(BCCD_TRAIN) --seed $(SEED)
+	test -n "$(LAT_CACHE)" || $(NASCLI) cache-features --data $(LAT_DIR)/meta-train.json --val $(LAT_DIR)/meta-val.json --checkpoint $(LAT_DIR)/baseline/last.pt --levels c3,c4,c5 --out $(LAT_DIR)/cache --seed $(SEED)
+	$(NASCLI) search --method nas-fcos --proxy nas-fcos-demo --cache $(LAT_CACHE) --trials $(BCCD_FIDELITY_TRIALS) --latency-target 1.0x --run $(LAT_DIR)/run --seed $(SEED) $$(test -f $(LAT_DIR)/run/run.db && echo --resume $(LAT_DIR)/run)
+	$(NASCLI) runs show $(LAT_DIR)/run --json > benchmarks/bccd-latency-search.json
+bccd-latency-promote: $(STAMP)
+	$(NASCLI) retrain $(LAT_DIR)/run --top 2 --epochs $(BCCD_FIDELITY_EPOCHS) $(PROMOTE) --val $(LAT_DIR)/test.json
+	$(BIN)/python -m benchmarks.bench_promotion --run $(LAT_DIR)/run --out benchmarks/bccd-latency-promotion.json
 
 # SP-NAS on the demo's baseline (made first if missing): its meta-train / meta-val crops cached as
 # images, its ResNet-18 grown by swap / expand / reignite and given a parallel level, then the
