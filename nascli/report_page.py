@@ -256,8 +256,11 @@ def _fidelity(f: dict) -> str:
         return (f"<p class='muted'>Proxy fidelity needs 3 or more retrained architectures with a proxy reward "
                 f"(this run has {f['n']}).</p>")
     interval = _tau_interval(f)
+    costs = ", ".join(f"{k} {v:.3f}" for k, v in (f.get("baselines") or {}).items())
     return (f"<p>Proxy fidelity over {f['n']} architectures: Kendall τ {f['kendall_tau']:.3f}"
-            f"{interval}, Spearman ρ {f['spearman_rho']:.3f}.</p>")
+            f"{interval}, Spearman ρ {f['spearman_rho']:.3f}."
+            + (f" Ranking them by cost alone (more = better), Kendall τ: {html.escape(costs)}." if costs else "")
+            + "</p>")
 
 
 def _tau_interval(f: dict) -> str:
