@@ -468,8 +468,10 @@ def architectures(rows: list[dict]) -> list[dict]:
             chosen = mine[0]["chosen"] or {k: final[-1][k] for k in RECIPE_FIELDS}
             final = [r for r in final if same_recipe(r, chosen)]
         ok = [r for r in final if r["status"] == "done"]
-        grid = {point_label(r["optimizer"], r["lr"]): (r["AP"] if r["status"] == "done" else None)
-                for r in mine if r["stage"] == "grid"}
+        grid = {}
+        for r in sorted((r for r in mine if r["stage"] == "grid"), key=lambda r: r["seed"] or 0):
+            # a point's first seed (retrain --seeds auto trains the chosen point's next seed too)
+            grid.setdefault(point_label(r["optimizer"], r["lr"]), r["AP"] if r["status"] == "done" else None)
         summary = {"run": mine[0]["run"], "arch": arch, "trial": mine[0]["trial"], "reward": mine[0]["reward"],
                    "grid": grid, "lr": final[0]["lr"] if final else None,
                    "optimizer": final[0]["optimizer"] if final else None,

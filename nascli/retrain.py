@@ -302,7 +302,7 @@ def _with_reward(store: RunStore, cand: Candidate) -> Candidate:
 def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, data=None, val=None,
             image_dir=None, val_image_dir=None, epochs: int | None = None, width: int | None = None,
             head_width: int | None = None, seed: int | None = None, lr: float | None = None,
-            lr_grid=None, grid_epochs: int | None = None, seeds: int = 2, select_val=None,
+            lr_grid=None, grid_epochs: int | None = None, seeds: int | str = 2, select_val=None,
             select_image_dir=None, device: str = "auto", on_progress=None, train_fn=train,
             evaluate_fn=None, deep_supervision: bool = False, frozen_backbone_epochs: int | None = None,
             optimizer: str | None = None, extend_grid: int = 0) -> dict:
@@ -317,7 +317,9 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
     `optimizer` (sgd | adamw): the optimiser of bare rates (default sgd); a grid entry
     'adamw:4e-4' names its own; `extend_grid` K: an architecture whose best meta-val point is its
     optimiser's largest rate also tries twice that rate, up to K times (each architecture by
-    the same rule, so their grids may end apart). `grid` and `chosen` in the result are keyed by `point_label`."""
+    the same rule, so their grids may end apart). `grid` and `chosen` in the result are keyed by `point_label`.
+    `seeds` 'auto': the count the seed noise measured on meta-val asks for (`seeds_from_meta_val`),
+    decided before any test evaluation."""
     from .evaluate import evaluate
     from .spaces import load_genotype
 
@@ -349,7 +351,9 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
             overrides["init_from"] = str(start)
         epochs = epochs or base["config"]["epochs"]
         first_seed = base["config"]["seed"] if seed is None else seed
-        seed_list = [first_seed + k for k in range(seeds)]
+        if seeds != "auto" and not (isinstance(seeds, int) and seeds >= 1):
+            raise SpecError(f"--seeds {seeds}: a count >= 1 or 'auto'")
+        seed_list = [first_seed + k for k in range(2 if seeds == "auto" else seeds)]
         entries = (lr,) if lr else tuple(lr_grid) if lr_grid else default_grid(base["config"]["batch_size"])
         grid = tuple(dict.fromkeys(grid_point(e, optimizer or "sgd") for e in entries))
         grid_epochs = grid_epochs or max(1, epochs // 3)
@@ -378,6 +382,11 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
                 ap[point] = meta_val_ap(point)
             scores[cand.name] = {point_label(*point): v for point, v in ap.items()}
             chosen[cand.name] = choose_rate(ap)
+        auto = None
+        if seeds == "auto":  # before stage 2 reads any test image
+            auto = seeds_from_meta_val(job, promoted, chosen, grid_epochs, first_seed, rows)
+            seed_list = [first_seed + k for k in range(auto["seeds"])]
+            store.set_meta(auto_seeds=auto)
         # the choice is the run's record of this promotion: `compare` reports these recipes' seeds,
         # also where their rows were made before (a grid rerun that chooses an older recipe again)
         store.set_meta(promoted={**store.meta().get("promoted", {}),
@@ -395,9 +404,50 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
         return {"run": str(run_dir), "checkpoint": str(checkpoint), "val": str(where["val"]),
                 "select_val": where["select_val"], "grid": scores,
                 "chosen": {name: point and point_label(*point) for name, point in chosen.items()}, "seeds": seed_list,
+                "auto_seeds": auto,
                 "rows": rows, "grid_seconds": seconds["grid"], "final_seconds": seconds["final"]}
     finally:
         store.close()
+
+
+#: The most seeds `--seeds auto` asks of each architecture's full schedule.
+AUTO_SEEDS_CAP = 5
+
+
+def seeds_from_meta_val(job, promoted, chosen: dict, grid_epochs: int, first_seed: int, rows: list,
+                        min_gain: float = 1.0, cap: int = AUTO_SEEDS_CAP) -> dict:
+    """`retrain --seeds auto`: every architecture's chosen grid point trained again with the next
+    seed on meta-val (a grid row), the paired differences to the control's two give a pooled seed
+    noise (one degree of freedom an architecture), and the count is the seeds that noise needs to
+    find a `min_gain` AP gain at 80 % power at Holm's first step (stats.seeds_for_power), at least
+    2, at most `cap`. Short-schedule meta-val noise stands in for the final schedule's on test:
+    what matters is that the count is fixed before any test evaluation, never grown while watching
+    test results (which manufactures wins)."""
+    from .stats import seeds_for_power
+
+    ap = {}
+    for cand in promoted:
+        point = chosen[cand.name]
+        if point is None:
+            continue
+        for seed in (first_seed, first_seed + 1):
+            row = job.run(cand, Recipe("grid", point[1], grid_epochs, seed, point[0]))
+            if seed != first_seed:
+                rows.append(row)
+            ap.setdefault(cand.name, []).append(row["metrics"]["AP"] if row["status"] == "done" else None)
+    control = ap.get("baseline")
+    diffs = [[100 * (a - c) for a, c in zip(v, control)] for name, v in ap.items()
+             if name != "baseline" and control and None not in v + control]
+    if not diffs:
+        return {"seeds": 2, "sd": None, "dof": 0, "needed": None, "cap": cap,
+                "why": "no architecture and control finished both meta-val seeds: 2 seeds"}
+    sd = (sum((d[0] - d[1]) ** 2 / 2 for d in diffs) / len(diffs)) ** 0.5
+    needed = seeds_for_power(sd, min_gain, 0.025 / len(diffs))
+    count = cap if needed is None else min(cap, max(2, needed))
+    why = (f"meta-val seed noise {sd:.2f} AP (paired, {len(diffs)} dof) needs "
+           f"{'more than 100' if needed is None else needed} seeds for a {min_gain:g} AP gain at 80 % power"
+           + (f"; capped at {cap}: this promotion cannot resolve that gain" if needed is None or needed > cap else ""))
+    return {"seeds": count, "sd": sd, "dof": len(diffs), "needed": needed, "cap": cap, "why": why}
 
 
 #: What makes two final rows of one architecture the same recipe (their seeds are averaged together).

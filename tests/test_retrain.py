@@ -633,3 +633,41 @@ def test_a_moved_run_folder_is_compared_and_resumed_where_it_now_is(run, tiny_te
         raise AssertionError("retrained again")
     again = retrain(Path("moved"), val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu", train_fn=refuse)
     assert again["rows"][0]["status"] == "done"
+
+
+def test_seeds_auto_counts_from_meta_val_noise_before_any_test(run, tiny_test):
+    """`--seeds auto`: each architecture's chosen point trained again with the next seed on meta-val;
+    the paired meta-val differences set the count before a test row exists. A steady trial (its
+    meta-val AP 1.0 point above the control's at both seeds) needs the minimum 2; a noisy one
+    (+3 then -1 points: sd 2.83) needs more than the cap of 5, and says so."""
+    from nascli.retrain import AUTO_SEEDS_CAP
+
+    def run_with(noisy: bool, folder):
+        seen = []
+
+        def evaluate(checkpoint, data, *, image_dir=None, device="cpu", latency_images=20, detections_out=None):
+            config = load_checkpoint(checkpoint)["config"]
+            control = config["genotype"]["space"] == "fpn-fcos"
+            split = "test" if Path(data).name == "test.json" else "meta-val"
+            seen.append((split, config["seed"]))
+            first = config["seed"] == 0
+            ap = 0.30 if control else 0.31 if not noisy else (0.33 if first else 0.29)
+            return {"AP": ap, "AP50": ap, "AP75": ap, "APs": ap, "APm": ap, "APl": -1, "params": 1, "flops": 1,
+                    "flops_input": [64, 64], "latency_ms": 1.0, "device": "cpu"}
+
+        import shutil
+        copy = folder / "run"
+        shutil.copytree(run, copy)
+        r = retrain(copy, val=tiny_test, top=1, epochs=3, lr_grid=(0.01, 0.02), seeds="auto", device="cpu",
+                    train_fn=fake_train([]), evaluate_fn=evaluate)
+        first_test = next(i for i, (split, _) in enumerate(seen) if split == "test")
+        assert all(split == "meta-val" for split, _ in seen[:first_test])  # decided before test was read
+        assert ("meta-val", 1) in seen[:first_test]
+        return r
+
+    steady = run_with(False, run.parent / "steady")
+    assert steady["auto_seeds"]["seeds"] == 2 and steady["seeds"] == [0, 1]
+    noisy = run_with(True, run.parent / "noisy")
+    auto = noisy["auto_seeds"]
+    assert auto["sd"] == pytest.approx(2 * 2 ** 0.5) and auto["seeds"] == AUTO_SEEDS_CAP
+    assert len(noisy["seeds"]) == AUTO_SEEDS_CAP and "capped at 5" in auto["why"]
