@@ -24,12 +24,15 @@ def reward_figure(run_dir, out=None) -> Path:
     from .protocol import summarize
 
     store = RunStore(run_dir, create=False)
-    meta, rows = store.meta(), [t for t in store.trials("id > 0") if t.status == "done"]
+    meta, trials = store.meta(), store.trials("id > 0")
+    rows = [t for t in trials if t.status == "done"]
     summary = summarize(store)
     control, noise = summary["control"], summary["noise"]
     store.close()
     out = Path(out or Path(run_dir) / "rewards.png")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    timed = [t for t in trials if t.metrics.get("predicted_latency_ms") is not None]
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(12 if timed else 7, 4), squeeze=False)
+    ax = axes[0][0]
     if rows:
         ids, rewards = [t.id for t in rows], [t.reward for t in rows]
         best = [max(rewards[:i + 1]) for i in range(len(rewards))]
@@ -45,10 +48,35 @@ def reward_figure(run_dir, out=None) -> Path:
     ax.set_xlabel("trial")
     ax.set_ylabel(reward_label(run_dir))
     ax.set_title(f"{Path(run_dir).name}: {meta.get('method', '?')}")
+    if timed:
+        latency_panel(axes[0][1], timed, meta, control)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def latency_panel(ax, trials, meta: dict, control: dict | None) -> None:
+    """A search under a latency target: proxy reward against predicted latency once promoted, the
+    trials' Pareto front (faster and better), the control, the target; candidates skipped untrained
+    for being over it marked on the axis."""
+    done = [t for t in trials if t.status == "done"]
+    skipped = [t for t in trials if t.metrics.get("skipped")]
+    if done:
+        ms, rewards = [t.metrics["predicted_latency_ms"] for t in done], [t.reward for t in done]
+        ax.scatter(ms, rewards, s=14, alpha=0.7, label="trained trial")
+        front = pareto_front(ms, rewards)
+        ax.plot([ms[k] for k in front], [rewards[k] for k in front], "C3-", lw=1, label="Pareto front")
+    if skipped:
+        ax.plot([t.metrics["predicted_latency_ms"] for t in skipped], [0] * len(skipped), "x", color="0.5",
+                transform=ax.get_xaxis_transform(), clip_on=False, label=f"skipped untrained ({len(skipped)})")
+    if control and control["mean"] is not None and meta.get("latency_control_ms"):
+        ax.plot([meta["latency_control_ms"]], [control["mean"]], "k*", ms=11, label="control")
+    if meta.get("latency_limit_ms"):
+        ax.axvline(meta["latency_limit_ms"], color="C2", ls="--", lw=1, label=f"target {meta.get('latency_target')}")
+    ax.set_xlabel("predicted latency once promoted (ms/image)")
+    ax.set_ylabel("proxy reward")
+    ax.legend(fontsize=7)
 
 
 def export_best(run_dir, *, top: int, out) -> list[str]:

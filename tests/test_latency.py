@@ -262,6 +262,12 @@ def test_a_search_under_a_latency_target_never_trains_a_candidate_over_it(tiny_c
         run_search("random", tiny_proxy, tiny_cache, None, run, resume=True, evaluate_fn=fake, latency_target="2x")
     again = run_search("random", tiny_proxy, tiny_cache, 5, run, resume=True, evaluate_fn=fake)
     assert again["latency_target"] == target and RunStore(run, create=False).count() == 5
+    # runs show's figure gains a panel: reward against predicted latency, the target, the skipped
+    from PIL import Image
+
+    from nascli.report import reward_figure
+
+    assert Image.open(reward_figure(run, tmp_path / "r.png")).width == 1200  # two panels (one: 700)
 
 
 def test_a_strategy_that_finds_nothing_within_the_target_stops_and_says_so(tiny_cache, tiny_proxy, tmp_path,
