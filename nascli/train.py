@@ -227,8 +227,10 @@ def train(config: TrainConfig, resume: bool = False, on_progress=None) -> dict:
             losses = model.loss(model(images.to(device)), targets)
             loss = sum(losses.values())
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"{config.out}: loss became {loss.item()} at epoch {epoch + 1} "
-                                       f"step {step + 1}; lower --lr or raise --warmup-iters")
+                reason = f"loss became {loss.item()} at epoch {epoch + 1} step {step + 1}"
+                if config.watch and last.is_file():  # so that nothing builds on it, nor resumes into it silently
+                    save_checkpoint({**load_checkpoint(last), "diverged": reason}, last)
+                raise TrainingDiverged(f"{config.out}: {reason}; lower --lr or raise --warmup-iters")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 35.0)  # mmdetection's FCOS setting
