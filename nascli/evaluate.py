@@ -216,10 +216,10 @@ def fast_coco_ap(coco_gt, detections: list[dict]) -> dict:
     faster): ground truth from a pycocotools COCO object, detections as COCO results entries."""
     from .kernels import coco_precision, summarize
 
-    return summarize(coco_precision(*_kernel_arrays(coco_gt, detections)))
+    return summarize(coco_precision(*kernel_arrays(coco_gt, detections)))
 
 
-def _kernel_arrays(coco_gt, detections: list[dict]) -> tuple:
+def kernel_arrays(coco_gt, detections: list[dict]) -> tuple:
     """Ground truth and detections as the AP kernels take them (categories and images indexed in
     sorted id order), with the two counts last."""
     img_ids, cat_ids = sorted(coco_gt.getImgIds()), sorted(coco_gt.getCatIds())
@@ -259,7 +259,7 @@ def image_bootstrap(coco_gt, arm: list[list[dict]], control: list[list[dict]], d
     rows = np.vstack([np.arange(n_imgs)[None], rng.integers(0, n_imgs, (draws, n_imgs))])
 
     def seed_mean(runs):
-        return np.mean([resampled_ap(*_kernel_arrays(coco_gt, dets), rows) for dets in runs], axis=0) * 100
+        return np.mean([resampled_ap(*kernel_arrays(coco_gt, dets), rows) for dets in runs], axis=0) * 100
 
     diff = seed_mean(arm) - seed_mean(control)
     low, high = np.percentile(diff[1:], [2.5, 97.5])

@@ -8,6 +8,7 @@ and tested against scipy.stats.t.ppf.
 
 from __future__ import annotations
 
+import functools
 import math
 
 
@@ -27,8 +28,10 @@ def t_cdf(x: float, dof: float) -> float:
     return 0.5 + total * h / 3
 
 
+@functools.lru_cache(maxsize=1024)
 def t_quantile(p: float, dof: float) -> float:
-    """The x with P(T <= x) = p, for 0.5 <= p < 1 (bisection to 1e-9)."""
+    """The x with P(T <= x) = p, for 0.5 <= p < 1 (bisection to 1e-9; remembered, as verdicts
+    ask for the same few quantiles again and again)."""
     if not 0.5 <= p < 1 or dof <= 0:
         raise ValueError(f"t_quantile needs 0.5 <= p < 1 and dof > 0, got p={p}, dof={dof}")
     lo, hi = 0.0, 1.0
@@ -97,7 +100,14 @@ def seeds_for_power(sd: float, gain: float, alpha: float = 0.025, power: float =
     approximation of the noncentral power; tested against scipy's noncentral t). None above `cap`."""
     if sd <= 0:
         return 2
-    for n in range(2, cap + 1):
-        if gain * math.sqrt(n) / sd >= t_quantile(1 - alpha, n - 1) + t_quantile(power, n - 1):
-            return n
-    return None
+
+    def enough(n: int) -> bool:  # grows with n (the left side rises, the quantiles fall): bisect
+        return gain * math.sqrt(n) / sd >= t_quantile(1 - alpha, n - 1) + t_quantile(power, n - 1)
+
+    if not enough(cap):
+        return None
+    lo, hi = 2, cap
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid + 1, hi)
+    return lo

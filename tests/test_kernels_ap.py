@@ -129,14 +129,14 @@ def test_a_resample_scores_what_cocoeval_gives_the_duplicated_images(seed):
     pycocotools' on a dataset holding those images as distinct copies in that order. Rounded
     scores tie often, and COCOeval breaks ties by image order: the draws here keep images in
     ascending order, as the duplicated dataset does."""
-    from nascli.evaluate import _kernel_arrays
+    from nascli.evaluate import kernel_arrays
     from nascli.kernels import resampled_ap
 
     gt, dets = random_set(seed, crowd=0.2, tie_decimals=6)
     rng = np.random.default_rng(seed)
     n = len(gt.getImgIds())
     draws = np.vstack([np.arange(n), np.sort(rng.integers(0, n, n)), np.sort(rng.integers(0, n, n))])
-    ours = resampled_ap(*_kernel_arrays(gt, dets)[:-1], n, draws)
+    ours = resampled_ap(*kernel_arrays(gt, dets)[:-1], n, draws)
     assert ours[0] == pytest.approx(coco_ap(gt, dets)["AP"], abs=1e-12)
     for row, ap in zip(draws[1:], ours[1:]):
         assert ap == pytest.approx(coco_ap(*_duplicated(gt, dets, row))["AP"], abs=1e-12)
