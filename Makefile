@@ -20,7 +20,7 @@ BCCD_TRAIN ?= --num-convs 2 --lr 0.02
 # (benchmarks/baseline-recipe-bccd.json); the BCCD latency run's baseline.
 BCCD_LAT_TRAIN ?= --num-convs 2 --optimizer adamw --lr 1.6e-3
 
-.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity bccd-headline bccd-sgd bccd-latency-search bccd-latency-promote sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu bench-latency bench-check bench-baseline-recipe fidelity-baselines clean
+.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity bccd-headline bccd-sgd bccd-latency-search bccd-latency-promote bench-latency-space sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu bench-latency bench-check bench-baseline-recipe fidelity-baselines clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -219,6 +219,10 @@ bccd-latency-search: $(STAMP)
 	test -n "$(LAT_CACHE)" || $(NASCLI) cache-features --data $(LAT_DIR)/meta-train.json --val $(LAT_DIR)/meta-val.json --checkpoint $(LAT_DIR)/baseline/last.pt --levels c3,c4,c5 --out $(LAT_DIR)/cache --seed $(SEED)
 	$(NASCLI) search --method nas-fcos --proxy nas-fcos-demo --cache $(LAT_CACHE) --trials $(BCCD_FIDELITY_TRIALS) --latency-target 1.0x --run $(LAT_DIR)/run --seed $(SEED) $$(test -f $(LAT_DIR)/run/run.db && echo --resume $(LAT_DIR)/run)
 	$(NASCLI) runs show $(LAT_DIR)/run --json > benchmarks/bccd-latency-search.json
+# Whether the space can reach the control's latency at all: 1,000 random decoders' predicted latency
+# on the latency run's cache (benchmarks/latency-space-bccd.json; ~5 min).
+bench-latency-space: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_latency_space --cache $(LAT_CACHE) --proxy nas-fcos-demo --out benchmarks/latency-space-bccd.json
 bccd-latency-promote: $(STAMP)
 	$(NASCLI) retrain $(LAT_DIR)/run --top 2 --epochs $(BCCD_FIDELITY_EPOCHS) $(PROMOTE) --val $(LAT_DIR)/test.json
 	$(BIN)/python -m benchmarks.bench_promotion --run $(LAT_DIR)/run --out benchmarks/bccd-latency-promotion.json

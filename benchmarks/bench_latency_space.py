@@ -1,0 +1,52 @@
+"""Can a space reach the control's latency at all? The predicted latency once promoted (the per-op
+table of latency_table.py, this machine) of N uniformly random genotypes of a proxy's space, against
+the control's, on a cache's baseline and shape: quantiles, and how many are within 1.0x.
+
+`python -m benchmarks.bench_latency_space --cache CACHE.h5 --proxy nas-fcos-demo --out benchmarks/latency-space-bccd.json`
+(`make bench-latency-space` after `make bccd-latency-search`). The table is built once beside the
+cache (minutes); then each prediction sums looked-up ops. Run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", required=True)
+    parser.add_argument("--proxy", default="nas-fcos-demo")
+    parser.add_argument("--genotypes", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    from nascli.config import ProxySpec, load_spec, resolve_proxy
+    from nascli.search import control_genotype, latency_budget
+    from nascli.spaces import space_for
+    from nascli.strategies.random import RandomStrategy
+
+    proxy = resolve_proxy(args.proxy)
+    spec = load_spec(ProxySpec, proxy)
+    space = space_for(spec)
+    budget = latency_budget("1.0x", args.cache, control_genotype(spec, args.cache, proxy), space, 0)
+    started = time.perf_counter()
+    ms = sorted(budget.predict(g) for g in RandomStrategy(space, seed=args.seed).ask(args.genotypes))
+    control = budget.control_ms
+
+    def at(q: float) -> float:
+        return ms[min(len(ms) - 1, int(q * len(ms)))]
+
+    result = {"cache": str(args.cache), "proxy": args.proxy, "genotypes": len(ms), "seed": args.seed,
+              "control_ms": control, "table": str(budget.candidates.table.path),
+              "predicted_ms": {"min": ms[0], "p01": at(0.01), "p05": at(0.05), "median": at(0.5), "max": ms[-1]},
+              "ratio_to_control": {"min": ms[0] / control, "p05": at(0.05) / control, "median": at(0.5) / control},
+              "within_control": sum(m <= control for m in ms), "seconds": time.perf_counter() - started}
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
