@@ -2,7 +2,7 @@
 table of latency_table.py, this machine) of N uniformly random genotypes of a proxy's space, against
 the control's, on a cache's baseline and shape: quantiles, and how many are within 1.0x.
 
-`python -m benchmarks.bench_latency_space --cache CACHE.h5 --proxy nas-fcos-demo --out benchmarks/latency-space-bccd.json`
+`python -m benchmarks.bench_latency_space --cache CACHE.h5 --proxy nas-fcos-demo --out benchmarks/latency-space-bccd-nas-fcos-demo.json`
 (`make bench-latency-space` after `make bccd-latency-search`). The table is built once beside the
 cache (minutes); then each prediction sums looked-up ops. Run it alone.
 """
