@@ -31,6 +31,7 @@ from .methods import IMAGES, for_space, lookup
 from .protocol import rescore_data_seed, rescore_seed, seed_stats, summarize
 from .spaces import load_genotype, space_for
 from .store import RunStore, pack_state, unpack_state
+from .strategies.base import StrategyExhausted
 from .strategies.darts import resolve_lambda
 
 
@@ -207,7 +208,11 @@ def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, s
             if not queue:
                 over = minutes is not None and clock.seconds() >= 60 * minutes
                 room = 0 if over else min(trials - store.count(), pool.slots - pool.busy())
-                asked = strategy.ask(room) if room > 0 else []
+                try:
+                    asked = strategy.ask(room) if room > 0 else []
+                except StrategyExhausted as e:  # stop asking; the control, the finished trials and the
+                    store.set_meta(stopped=str(e))  # re-scoring stand
+                    asked = []
                 if gate is not None and asked:  # over the target: recorded and told, never trained
                     asked = _within_target(store, strategy, gate, asked, seed)
                     if not asked and not gate.exhausted:

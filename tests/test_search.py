@@ -441,3 +441,30 @@ def test_scores_a_promotion_adds_never_move_the_search_verdict(tiny_cache, tiny_
     assert after["verdict"] == before["verdict"] and after["top"] == before["top"] and after["noise"] == before["noise"]
     assert store.scores(outside, promotion=True)[outside] == {10 ** 7 + k: 5.0 for k in range(3)}
     store.close()
+
+
+def test_a_strategy_that_can_draw_nothing_valid_stops_the_search_not_crashes_it(tiny_cache, tiny_proxy, tmp_path,
+                                                                                 monkeypatch):
+    """A controller told many failures can collapse onto choices the space rejects (seen on BCCD under a
+    latency target): its 'no valid architecture' ends the asking with the reason kept; the finished
+    trials, the control and the re-scoring stand."""
+    from nascli.protocol import summarize
+    from nascli.strategies.base import StrategyExhausted
+
+    calls = {"n": 0}
+    original = RandomStrategy.ask
+
+    def collapsing(self, n=1):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise StrategyExhausted("the strategy drew no valid architecture in 1000 draws")
+        return original(self, n)
+
+    monkeypatch.setattr(RandomStrategy, "ask", collapsing)
+    r = run_search("random", tiny_proxy, tiny_cache, 10, tmp_path / "run",
+                   evaluate_fn=lambda g, spec, cache, seed, data_seed: TrialResult("done", reward=-1.0 - seed % 5 / 10))
+    store = RunStore(tmp_path / "run")
+    assert 0 < store.count() < 10 and "no valid architecture" in store.meta()["stopped"]
+    assert summarize(store)["top"][0]["mean"] is not None  # the best was re-scored all the same
+    assert r["stopped"] == store.meta()["stopped"]  # the search's summary says why it stopped
+    store.close()

@@ -39,4 +39,9 @@ class Strategy:
             choices = draw()
             if self.space.is_valid(choices):
                 return choices
-        raise RuntimeError(f"no valid architecture in {max_tries} draws; the space spec is too tight")
+        raise StrategyExhausted(f"the strategy drew no valid architecture in {max_tries} draws (its sampling "
+                                f"collapsed onto invalid choices, or the space spec is too tight)")
+
+
+class StrategyExhausted(RuntimeError):
+    """The strategy can propose nothing more: the search stops asking and says why (a run, not a crash)."""
