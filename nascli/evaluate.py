@@ -246,21 +246,21 @@ def kernel_arrays(coco_gt, detections: list[dict]) -> tuple:
 BOOTSTRAP_DRAWS = 2000
 
 
-def image_bootstrap(coco_gt, arm: list[list[dict]], control: list[list[dict]], draws: int = BOOTSTRAP_DRAWS,
-                    seed: int = 0) -> dict:
-    """How much the test AP difference would move on other images from the same distribution:
-    the test images resampled with replacement (the same draws for both arms and every seed),
-    each draw's difference of seed-mean AP (arm - control), in AP points. Returns the observed
-    difference, the 95 % percentile interval and the number of draws."""
+def resampled_aps(coco_gt, detections: list[dict], draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> np.ndarray:
+    """AP points of one set of detections on the test images as they are (first) and on `draws`
+    resamples of them with replacement; the same resamples for every call with that `seed` and
+    ground truth, so arms and seeds stay paired."""
     from .kernels import resampled_ap
 
     n_imgs = len(coco_gt.getImgIds())
-    rng = np.random.default_rng(seed)
-    rows = np.vstack([np.arange(n_imgs)[None], rng.integers(0, n_imgs, (draws, n_imgs))])
+    rows = np.vstack([np.arange(n_imgs)[None], np.random.default_rng(seed).integers(0, n_imgs, (draws, n_imgs))])
+    return resampled_ap(*kernel_arrays(coco_gt, detections), rows) * 100
 
-    def seed_mean(runs):
-        return np.mean([resampled_ap(*kernel_arrays(coco_gt, dets), rows) for dets in runs], axis=0) * 100
 
-    diff = seed_mean(arm) - seed_mean(control)
+def image_bootstrap(arm: list[np.ndarray], control: list[np.ndarray]) -> dict:
+    """How much the test AP difference would move on other images from the same distribution:
+    per resample (`resampled_aps` of each seed, paired), the difference of seed-mean AP (arm -
+    control). Returns the observed difference, the 95 % percentile interval and the draws."""
+    diff = np.mean(arm, axis=0) - np.mean(control, axis=0)
     low, high = np.percentile(diff[1:], [2.5, 97.5])
-    return {"difference": float(diff[0]), "low": float(low), "high": float(high), "draws": draws}
+    return {"difference": float(diff[0]), "low": float(low), "high": float(high), "draws": len(diff) - 1}

@@ -23,7 +23,7 @@ def _coco(path: Path, image_dir=None) -> dict:
     return {"images": len(report.data["images"]), "annotations": len(report.data["annotations"]),
             "categories": len(report.data["categories"]), "image folder": str(report.folder),
             "exif convention": ("upright" if report.upright_default else "stored") + f" ({report.why_upright})",
-            "problems": report.counts(), "unusable": len({f.image_id for f in report.errors}),
+            "problems": report.counts(), "unusable": len(report.unusable),
             "findings": [{"file": f.file, "image_id": f.image_id, "kind": f.kind, "detail": f.detail,
                           "error": f.error} for f in report.findings]}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .latency import check_runtime, within_target
-from .stats import holm, mean_std, paired_difference, paired_p_value
+from .stats import MIN_GAIN, holm, mean_std, paired_difference, paired_p_value
 from .store import RunStore
 
 
@@ -295,9 +295,6 @@ def pareto_front(costs, scores) -> list[int]:
     return sorted(front, key=lambda k: costs[k])
 
 
-#: The smallest test-AP gain (AP points) that counts as a win: seed noise from 2-3 seeds can be
-#: estimated near zero by chance, and near AP 0 every difference is; the goal is >= 1 AP.
-MIN_GAIN = 1.0
 
 
 def compare(runs, *, min_gain: float = MIN_GAIN, latency_images: int = 0, latency_target=None,
@@ -536,7 +533,7 @@ def verdict_on_test(rows: list[dict], min_gain: float = MIN_GAIN, archs: list[di
     control = archs.get("baseline")
     if control is None or not control["ap_by_seed"]:
         return {"beats_control": None, "per_arch": {}, "text": "no test verdict: the control has no finished seed"}
-    per_arch = {}
+    per_arch, resampled = {}, {}
     for name, a in archs.items():
         if name == "baseline" or not a["ap_by_seed"]:
             continue
@@ -544,7 +541,7 @@ def verdict_on_test(rows: list[dict], min_gain: float = MIN_GAIN, archs: list[di
         d = {**d, **({k: 100 * d[k] for k in ("difference", "se", "threshold") if d[k] is not None})}
         d["p"] = paired_p_value(d["difference"], d["se"], d["n"])
         d["within_latency_target"] = within_target(a.get("latency"), latency_target)
-        d["images"] = paired_image_bootstrap(a, control) if d["beats"] is not None else None
+        d["images"] = paired_image_bootstrap(a, control, resampled) if d["beats"] is not None else None
         per_arch[name] = d
     # Holm over the promoted family: "any of K beats the control" at the level one test has alone
     tested = {k: d["p"] for k, d in per_arch.items() if d["beats"] is not None}
@@ -614,22 +611,26 @@ def what_it_would_take(d: dict, min_gain: float) -> str:
             f"test split is read (adding seeds after seeing this result would bias it)")
 
 
-def paired_image_bootstrap(arch: dict, control: dict) -> dict | None:
+def paired_image_bootstrap(arch: dict, control: dict, memo: dict) -> dict | None:
     """evaluate.image_bootstrap of an architecture against the control over the seeds both kept
-    detections for, on the test json they were scored on; None when none were kept."""
+    detections for, on the test json they were scored on; None when none were kept. `memo` keeps
+    each detections file's resampled APs, so the control's are computed once per verdict."""
     from .data.coco import load_coco
-    from .evaluate import image_bootstrap
+    from .evaluate import image_bootstrap, resampled_aps
 
     seeds = sorted(set(arch["detections_by_seed"]) & set(control["detections_by_seed"]))
     if not seeds or not arch.get("data") or not Path(arch["data"]).is_file():
         return None
-    gt = load_coco(arch["data"], usable_boxes=True)  # the ground truth eval scored against
 
-    def read(path):
-        return json.loads(Path(path).read_text())
+    def aps(path):
+        if path not in memo:
+            if arch["data"] not in memo:  # the ground truth eval scored against
+                memo[arch["data"]] = load_coco(arch["data"], usable_boxes=True)
+            memo[path] = resampled_aps(memo[arch["data"]], json.loads(Path(path).read_text()))
+        return memo[path]
 
-    return {**image_bootstrap(gt, [read(arch["detections_by_seed"][s]) for s in seeds],
-                              [read(control["detections_by_seed"][s]) for s in seeds]), "seeds": len(seeds)}
+    return {**image_bootstrap([aps(arch["detections_by_seed"][s]) for s in seeds],
+                              [aps(control["detections_by_seed"][s]) for s in seeds]), "seeds": len(seeds)}
 
 
 def _verdict(run) -> str | None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from .config import ProxySpec, TrainConfig, load_spec, validate
 from .errors import CacheError, DataError, NascliError, SpecError
 from .runtime import load_checkpoint, save_checkpoint
+from .stats import MIN_GAIN
 from .store import RunStore
 from .train import TrainingDiverged, train
 
@@ -415,7 +416,7 @@ AUTO_SEEDS_CAP = 5
 
 
 def seeds_from_meta_val(job, promoted, chosen: dict, grid_epochs: int, first_seed: int, rows: list,
-                        min_gain: float = 1.0, cap: int = AUTO_SEEDS_CAP) -> dict:
+                        min_gain: float = MIN_GAIN, cap: int = AUTO_SEEDS_CAP) -> dict:
     """`retrain --seeds auto`: every architecture's chosen grid point trained again with the next
     seed on meta-val (a grid row), the paired differences to the control's two give a pooled seed
     noise (one degree of freedom an architecture), and the count is the seeds that noise needs to

@@ -12,6 +12,11 @@ import functools
 import math
 
 
+#: The smallest test-AP gain (AP points) that counts as a win: seed noise from 2-3 seeds can be
+#: estimated near zero by chance, and near AP 0 every difference is; the goal is >= 1 AP.
+MIN_GAIN = 1.0
+
+
 def t_pdf(x: float, dof: float) -> float:
     log_norm = math.lgamma((dof + 1) / 2) - math.lgamma(dof / 2) - 0.5 * math.log(dof * math.pi)
     return math.exp(log_norm - (dof + 1) / 2 * math.log1p(x * x / dof))

@@ -143,14 +143,18 @@ def test_a_resample_scores_what_cocoeval_gives_the_duplicated_images(seed):
 
 
 def test_image_bootstrap_interval_excludes_zero_only_for_a_real_difference():
-    from nascli.evaluate import image_bootstrap
+    from nascli.evaluate import image_bootstrap, resampled_aps
+
+    def bootstrap(arm, control):  # every run resampled alike (the same seed): paired
+        return image_bootstrap([resampled_aps(gt, d, draws=300) for d in arm],
+                               [resampled_aps(gt, d, draws=300) for d in control])
 
     gt, dets = random_set(5, images=40, classes=2)
     perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
                for a in gt.dataset["annotations"]]
-    better = image_bootstrap(gt, [perfect, perfect], [dets, dets], draws=300)
-    assert better["low"] > 0 and better["difference"] > better["low"]
-    same = image_bootstrap(gt, [dets], [dets], draws=300)
+    better = bootstrap([perfect, perfect], [dets, dets])
+    assert better["low"] > 0 and better["difference"] > better["low"] and better["draws"] == 300
+    same = bootstrap([dets], [dets])
     assert same["low"] == same["high"] == same["difference"] == 0
     ids = sorted(gt.getImgIds())
     half = set(ids[::2])  # each arm perfect on one half of the images and mediocre on the other
@@ -159,5 +163,5 @@ def test_image_bootstrap_interval_excludes_zero_only_for_a_real_difference():
         return [d for d in perfect if (d["image_id"] in half) == on] + \
             [d for d in dets if (d["image_id"] in half) != on]
 
-    tie = image_bootstrap(gt, [mixed(True)], [mixed(False)], draws=300)
+    tie = bootstrap([mixed(True)], [mixed(False)])
     assert tie["low"] < 0 < tie["high"] and tie["high"] - tie["low"] > 5  # AP points

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from .coco import read_json, resolve_image_dir, validate_coco
-from .photos import PhotoFacts, annotated_upright, convention, scan, turns_upright
+from .coco import clipped_annotation, clipped_box, read_json, resolve_image_dir, validate_coco
+from .photos import PhotoFacts, annotated_upright, convention, decoded_size, scan, turns_upright
 
 #: kind -> (is an error, what the commands do about it)
 KINDS = {
@@ -57,6 +57,21 @@ class Audit:
     def errors(self) -> list[Finding]:
         return [f for f in self.findings if f.error]
 
+    @property
+    def unusable(self) -> set[int]:
+        """Ids of the images the commands would refuse."""
+        return {f.image_id for f in self.errors}
+
+    def rescalable(self, image_id: int) -> tuple[int, int] | None:
+        """The decoded size an image's boxes can be rescaled to (declared and decoded sizes are
+        proportional: the photo was resized after annotation), else None."""
+        im = next(im for im in self.data["images"] if im["id"] == image_id)
+        facts, declared = self.facts[image_id], (im["width"], im["height"])
+        if facts.error:
+            return None
+        size = decoded_size(facts, declared, self.upright_default)
+        return size if size != declared and proportional(size, declared) else None
+
     def counts(self) -> dict[str, int]:
         """Files per kind of finding, in KINDS order."""
         counted = {k: len({f.image_id for f in self.findings if f.kind == k}) for k in KINDS}
@@ -67,17 +82,10 @@ class Audit:
         errors = self.errors
         if errors:
             first = errors[0]
-            raise DataError(f"{first.file}: {first.detail} ({len({f.image_id for f in errors})} of "
+            raise DataError(f"{first.file}: {first.detail} ({len(self.unusable)} of "
                             f"{len(self.data['images'])} images of {self.path} cannot be used; "
                             f"`nascli check {self.path}` lists them, `nascli data clean {self.path} "
                             f"--out CLEAN.json` drops them)")
-
-
-def clipped_box(box, width, height) -> list[float] | None:
-    """[x, y, w, h] clipped to the image; None when no area is left."""
-    x0, y0 = min(max(box[0], 0), width), min(max(box[1], 0), height)
-    x1, y1 = min(max(box[0] + box[2], 0), width), min(max(box[1] + box[3], 0), height)
-    return [x0, y0, x1 - x0, y1 - y0] if x1 > x0 and y1 > y0 else None
 
 
 def audit(ann_path, image_dir=None, workers: int | None = None) -> Audit:
@@ -102,6 +110,11 @@ def audit(ann_path, image_dir=None, workers: int | None = None) -> Audit:
     return report
 
 
+def proportional(size, declared) -> bool:
+    """The same picture at another resolution (aspect ratios within 1 %)."""
+    return math.isclose(size[0] / declared[0], size[1] / declared[1], rel_tol=0.01)
+
+
 def _image_findings(im: dict, file: str, facts: PhotoFacts, boxes: list, upright_default: bool,
                     why: str) -> list[Finding]:
     found = []
@@ -122,11 +135,11 @@ def _image_findings(im: dict, file: str, facts: PhotoFacts, boxes: list, upright
                         f"({reason})")
         if facts.mode != "RGB":
             add("mode", f"mode {facts.mode} converted to RGB")
-        size = facts.upright_size if upright else (facts.width, facts.height)
+        size = decoded_size(facts, declared, upright_default)
         if size != declared:
-            proportional = math.isclose(size[0] / declared[0], size[1] / declared[1], rel_tol=0.01)
             add("size", f"decodes to {size[0]}x{size[1]}{' upright' if upright else ''} but the json declares "
-                        f"{declared[0]:g}x{declared[1]:g} ({'proportional' if proportional else 'not proportional'})")
+                        f"{declared[0]:g}x{declared[1]:g} "
+                        f"({'proportional' if proportional(size, declared) else 'not proportional'})")
     clipped = dropped = 0
     for box in boxes:
         kept = clipped_box(box, *declared)
@@ -149,40 +162,31 @@ def clean(report: Audit, out_path) -> dict:
 
     if Path(out_path).resolve() == report.path.resolve():
         raise DataError(f"{out_path}: --out is the input file; write the cleaned dataset elsewhere")
-    dropped_images, rescaled = [], {}
-    for f in report.errors:
-        if f.kind == "size" and "(proportional)" in f.detail:
-            facts = report.facts[f.image_id]
-            im = next(im for im in report.data["images"] if im["id"] == f.image_id)
-            upright = turns_upright(facts, (im["width"], im["height"]), report.upright_default)
-            rescaled[f.image_id] = facts.upright_size if upright else (facts.width, facts.height)
-        else:
-            dropped_images.append(f)
+    rescaled = {i: size for i in report.unusable for size in [report.rescalable(i)] if size}
+    dropped_images = [f for f in report.errors if f.image_id not in rescaled]
     gone = {f.image_id for f in dropped_images}
-    images = []
+    images, scale = [], {}
     for im in report.data["images"]:
         if im["id"] in gone:
             continue
         if im["id"] in rescaled:
-            im = {**im, "width": rescaled[im["id"]][0], "height": rescaled[im["id"]][1]}
+            width, height = rescaled[im["id"]]
+            scale[im["id"]] = (width / im["width"], height / im["height"])
+            im = {**im, "width": width, "height": height}
         images.append(im)
     sizes = {im["id"]: (im["width"], im["height"]) for im in images}
-    scale = {i: (rescaled[i][0] / im["width"], rescaled[i][1] / im["height"])
-             for im in report.data["images"] for i in [im["id"]] if i in rescaled}
     annotations, boxes_dropped, boxes_clipped = [], 0, 0
     for a in report.data["annotations"]:
         if a["image_id"] in gone:
             continue
-        sx, sy = scale.get(a["image_id"], (1.0, 1.0))
-        x, y, w, h = a["bbox"]
-        scaled = [x * sx, y * sy, w * sx, h * sy]
-        box = clipped_box(scaled, *sizes[a["image_id"]])
-        if box is None:
+        kept = clipped_annotation(a, *sizes[a["image_id"]], scale.get(a["image_id"], (1.0, 1.0)))
+        if kept is None:
             boxes_dropped += 1
             continue
-        boxes_clipped += box != scaled
-        area = a.get("area", w * h) * (box[2] * box[3]) / (w * h)
-        annotations.append({**a, "bbox": box, "area": area})
+        x, y, w, h = a["bbox"]
+        sx, sy = scale.get(a["image_id"], (1.0, 1.0))
+        boxes_clipped += kept["bbox"] != [x * sx, y * sy, w * sx, h * sy]
+        annotations.append(kept)
     info = {**(report.data.get("info") if isinstance(report.data.get("info"), dict) else {}),
             "image_dir": str(report.folder.resolve()),
             "exif_orientation": "upright" if report.upright_default else "stored",

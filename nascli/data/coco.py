@@ -121,16 +121,33 @@ def load_coco(path, usable_boxes: bool = False):
 
 def _usable(data: dict):
     """The annotations with boxes clipped to their image's declared size; no-area ones left out."""
-    from .audit import clipped_box
-
     sizes = {im["id"]: (im["width"], im["height"]) for im in data["images"]}
     for a in data["annotations"]:
-        box = clipped_box(a["bbox"], *sizes[a["image_id"]])
-        if box is None:
-            continue
-        if box != list(a["bbox"]) and "area" in a:
-            a = {**a, "area": a["area"] * box[2] * box[3] / (a["bbox"][2] * a["bbox"][3])}
-        yield {**a, "bbox": box}
+        kept = clipped_annotation(a, *sizes[a["image_id"]])
+        if kept is not None:
+            yield kept
+
+
+def clipped_box(box, width, height) -> list[float] | None:
+    """[x, y, w, h] clipped to the image; None when no area is left."""
+    x0, y0 = min(max(box[0], 0), width), min(max(box[1], 0), height)
+    x1, y1 = min(max(box[0] + box[2], 0), width), min(max(box[1] + box[3], 0), height)
+    return [x0, y0, x1 - x0, y1 - y0] if x1 > x0 and y1 > y0 else None
+
+
+def clipped_annotation(a: dict, width, height, scale=(1.0, 1.0)) -> dict | None:
+    """An annotation with its box scaled by `scale` (x, y) and clipped to the image, its `area` (a
+    mask's, in COCO) scaled alike; None when no area is left."""
+    x, y, w, h = a["bbox"]
+    scaled = [x * scale[0], y * scale[1], w * scale[0], h * scale[1]]
+    box = clipped_box(scaled, width, height)
+    if box is None:
+        return None
+    if box == list(a["bbox"]):
+        return a
+    if "area" in a:
+        a = {**a, "area": a["area"] * box[2] * box[3] / (w * h)}
+    return {**a, "bbox": box}
 
 
 def write_json(data: dict, path) -> Path:

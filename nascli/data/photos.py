@@ -124,6 +124,11 @@ def turns_upright(facts: PhotoFacts, declared, default: bool) -> bool:
     return default if said is None else said
 
 
+def decoded_size(facts: PhotoFacts, declared, default: bool) -> tuple[int, int]:
+    """(width, height) the image has once read by the policy: upright or as stored."""
+    return facts.upright_size if turns_upright(facts, declared, default) else (facts.width, facts.height)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB: 16-bit scaled (not clipped), every other mode through PIL's conversion."""
     if image.mode in SIXTEEN_BIT:
