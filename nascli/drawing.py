@@ -8,6 +8,7 @@ they apply); one drawer lays every graph out the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from .errors import SpecError
@@ -141,8 +142,7 @@ def _auto_fpn(g) -> Graph:
     return graph
 
 
-def _hand_fpn(g) -> Graph:
-    head = "RetinaNet" if g.space == "fpn-retinanet" else "FCOS"
+def _hand_fpn(g, head: str) -> Graph:
     graph = Graph(f"hand-designed FPN + {head} head ({g.num_convs} tower convs)")
     for lv in ("c3", "c4", "c5"):
         graph.node(lv, lv.upper(), "input")
@@ -205,8 +205,8 @@ def _detnas(g) -> Graph:
     return graph
 
 
-GRAPHS = {"nas-fcos": _nas_fcos, "nas-fpn": _nas_fpn, "auto-fpn": _auto_fpn, "fpn-fcos": _hand_fpn,
-          "fpn-retinanet": _hand_fpn, "sp-nas": _spnas,
+GRAPHS = {"nas-fcos": _nas_fcos, "nas-fpn": _nas_fpn, "auto-fpn": _auto_fpn, "fpn-fcos": partial(_hand_fpn, head="FCOS"),
+          "fpn-retinanet": partial(_hand_fpn, head="RetinaNet"), "sp-nas": _spnas,
           "detnas": _detnas}
 
 

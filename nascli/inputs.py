@@ -44,9 +44,11 @@ def _train_spec(path: Path) -> dict:
 
 def _proxy_spec(path: Path) -> dict:
     from .config import ProxySpec, load_spec
+    from .methods import check_sections
     from .spaces import space_for
 
     spec = load_spec(ProxySpec, path)
+    check_sections(spec, path)
     try:
         space_for(spec)
     except SpecError as e:

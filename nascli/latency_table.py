@@ -129,10 +129,13 @@ class LatencyTable:
     def trace(self, model, example) -> dict:
         """One forward pass of `model(example)` at batch 1 under the recorder: the ops it calls (the
         new ones timed now), their sum in ms and their count."""
-        device = example.device
+        return self.trace_call(lambda: model(example), example.device)
+
+    def trace_call(self, fn, device) -> dict:
+        """`fn()` under the recorder (any piece of a forward pass, e.g. one edge of a decoder)."""
         recorder = _OpRecorder(self, device)
         with torch.inference_mode(), recorder:
-            model(example)
+            fn()
         return {"sum_ms": float(sum(self.ops[k] for k in recorder.calls)), "ops": len(recorder.calls),
                 "new": recorder.new}
 
@@ -141,14 +144,18 @@ class LatencyTable:
         """Fits measured - Σ op ≈ per_op·ops + fixed by least squares over detectors (one detector:
         the fixed part alone) and returns the fit. The ops' sum keeps its unit weight: a free
         scale fitted on a handful of detectors overfits (measured: 4.4 % median error on held-out
-        decoders against 2.2 % with the scale fixed at 1)."""
+        decoders against 2.2 % with the scale fixed at 1). The per-op part is an overhead, never
+        negative: a noisy fit that makes it so is refitted with the fixed part alone (seen on a
+        loaded machine, where a negative per-op part extrapolated to a detector of many more ops
+        predicted -292 ms)."""
         sums = np.array([t["sum_ms"] for t in traced])
         rest = np.asarray(measured_ms, dtype=np.float64) - sums
+        per_op, fixed = 0.0, float(rest.mean())
         if len(rest) >= 2:
             x = np.array([[t["ops"], 1.0] for t in traced], dtype=np.float64)
-            (per_op, fixed), *_ = np.linalg.lstsq(x, rest, rcond=None)
-        else:
-            per_op, fixed = 0.0, float(rest.mean())
+            (slope, intercept), *_ = np.linalg.lstsq(x, rest, rcond=None)
+            if slope >= 0:
+                per_op, fixed = slope, intercept
         return {"per_op": float(per_op), "fixed": float(fixed), "detectors": int(len(rest)),
                 "fitted": time.strftime("%Y-%m-%d %H:%M:%S")}
 
@@ -226,6 +233,14 @@ class CandidateLatency:
             traced = self.table.trace(self.detector(genotype), self.example)
             self._predicted[key] = corrected(traced, self.table.fits.get(self.context))
         return self._predicted[key]
+
+    def cost(self, fn) -> float:
+        """Predicted ms of a piece of a forward pass, `fn()`: its ops' sum plus the fitted per-op
+        part (the fixed part belongs to the whole detector). Pieces add up to `predict`: one
+        detector's prediction is the sum of the costs of the pieces it runs, plus the fit's fixed."""
+        traced = self.table.trace_call(fn, self.device)
+        fit = self.table.fits.get(self.context) or {"per_op": 0.0}
+        return traced["sum_ms"] + fit["per_op"] * traced["ops"]
 
     def calibrate(self, genotypes, images: int = 30) -> dict:
         """Measures the detectors of `genotypes` end to end (interleaved, `images` each) and fits

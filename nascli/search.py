@@ -27,7 +27,7 @@ from .cache import describe
 from .config import ProxySpec, load_spec, resolve_proxy
 from .errors import CheckpointError, NascliError, SpecError
 from .executors import check_executor, make_executor
-from .methods import IMAGES, for_space, lookup
+from .methods import IMAGES, check_sections, for_space, lookup
 from .protocol import rescore_data_seed, rescore_seed, seed_stats, summarize
 from .spaces import load_genotype, space_for
 from .store import RunStore, pack_state, unpack_state
@@ -105,9 +105,8 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, *, seed: int = 0
             raise NascliError(f"{run_dir}: run already has {store.count()} trials; pass --resume or a new --run")
         if lam is not None and not entry.resource_weight:
             raise SpecError(f"--lambda: only auto-fpn has a resource weight, not --method {method}")
-        if latency_target and entry.resource_weight:
-            raise SpecError(f"--latency-target: not implemented for --method {method} yet (its trials are supernet "
-                            f"epochs, not candidates to skip; its resource term is --lambda)")
+        if latency_target and entry.resource_weight and entry.latency_term is None:
+            raise SpecError(f"--latency-target: --method {method} has a resource term but no latency term yet")
         device = trial_device(device, executor, spec)
         pool = make_executor(executor, spec, ray_address, workers)
         try:
@@ -130,6 +129,7 @@ def _checked_spec(method: str, proxy_path, cache):
         entry = lookup(method, spec.space)
     except SpecError as e:
         raise SpecError(f"{proxy_path}: {e}") from None
+    check_sections(spec, proxy_path)
     _check_cache(entry, spec, cache, proxy_path)
     return spec, entry
 
@@ -189,6 +189,9 @@ def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, s
     if gate is not None:
         store.set_meta(latency_target=latency_target, latency_limit_ms=gate.limit_ms,
                        latency_control_ms=gate.control_ms, latency_table=str(gate.candidates.table.path))
+    if gate is not None and entry.latency_term is not None:
+        options.update(entry.latency_term(gate, space, seed))
+        store.set_meta(latency_term=f"expected latency once promoted / {gate.limit_ms:.1f} ms, weighted by lambda")
     strategy = entry.strategy(space, seed=seed, **options)
     blob = store.load_state()
     if blob is not None:
@@ -197,6 +200,8 @@ def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, s
         strategy.tell(space.genotype_class.from_json(t.genotype), t.reward)
         store.mark_told([t.id], pack_state(strategy.state_dict()))
 
+    # a strategy whose asks train (Auto-FPN: one supernet epoch each) spends its budget on a skipped ask too
+    spent = entry.budget_fixed
     started, evaluated, rescored = time.perf_counter(), 0, 0
     run = lambda key, g, s, d=None: pool.submit(key, score, g, s, d)  # noqa: E731
     store.add_control(control.to_json())
@@ -207,7 +212,7 @@ def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, s
             queue = [t for t in store.pending() if t.id not in in_flight]
             if not queue:
                 over = minutes is not None and clock.seconds() >= 60 * minutes
-                room = 0 if over else min(trials - store.count(), pool.slots - pool.busy())
+                room = 0 if over else min(trials - store.count(spent), pool.slots - pool.busy())
                 try:
                     asked = strategy.ask(room) if room > 0 else []
                 except StrategyExhausted as e:  # stop asking; the control, the finished trials and the
@@ -342,11 +347,10 @@ class SearchClock:
 
 
 def _drop_discarded_weights(strategy, run_dir: Path) -> None:
-    """SP-NAS candidates leave their weights for their children; a strategy that knows which can
-    never be a parent (`discarded`) gets those files deleted, so a long search does not fill the disk."""
-    if hasattr(strategy, "discarded"):
-        for tag in strategy.discarded():
-            (Path(run_dir) / "weights" / f"{tag}.pt").unlink(missing_ok=True)
+    """SP-NAS candidates leave their weights for their children; the files of those the strategy
+    says can never be a parent (`discarded`) are deleted, so a long search does not fill the disk."""
+    for tag in strategy.discarded():
+        (Path(run_dir) / "weights" / f"{tag}.pt").unlink(missing_ok=True)
 
 
 def control_genotype(spec: ProxySpec, cache, source):

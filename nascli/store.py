@@ -201,11 +201,12 @@ class RunStore:
         """The k best search trials by their (single-seed) search reward."""
         return self.trials("status = 'done' AND id > 0", "reward DESC, id")[:k]
 
-    def count(self) -> int:
+    def count(self, skipped: bool = False) -> int:
         """Search trials asked so far (the budget; the control and candidates skipped untrained for
-        being over the latency target are outside it)."""
-        return self.db.execute("SELECT COUNT(*) FROM trials WHERE id > 0 "
-                               "AND json_extract(metrics, '$.skipped') IS NULL").fetchone()[0]
+        being over the latency target are outside it, unless `skipped`: a supernet epoch was
+        spent on each)."""
+        where = "" if skipped else " AND json_extract(metrics, '$.skipped') IS NULL"
+        return self.db.execute(f"SELECT COUNT(*) FROM trials WHERE id > 0{where}").fetchone()[0]
 
     # -- re-scoring seeds
 

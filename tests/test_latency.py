@@ -11,6 +11,7 @@ from nascli.latency import parse_latency_target, within_target
 from nascli.report import compare
 from nascli.retrain import retrain
 from nascli.store import RunStore
+from nascli.trial import TrialResult
 
 from test_retrain import add_final, run, searched_run  # noqa: F401  (fixtures)
 
@@ -195,6 +196,9 @@ def test_calibration_fits_the_per_op_and_fixed_parts():
     assert fit["per_op"] == pytest.approx(0.01) and fit["fixed"] == pytest.approx(3.0) and fit["detectors"] == 3
     one = LatencyTable.calibrate(traced[:1], measured[:1])
     assert one["per_op"] == 0.0 and one["fixed"] == pytest.approx(4.0)
+    noisy = [t["sum_ms"] - 0.01 * t["ops"] + 3.0 for t in traced]  # the fit's slope would be negative
+    fit = LatencyTable.calibrate(traced, noisy)
+    assert fit["per_op"] == 0.0 and fit["fixed"] == pytest.approx(1.0)  # the mean of what is left: 2, 0 and 1 ms
 
 
 # ---------------------------------------------------------------- searching under a target
@@ -283,11 +287,72 @@ def test_a_strategy_that_finds_nothing_within_the_target_stops_and_says_so(tiny_
     assert trained and {g.space for g in trained} == {"fpn-fcos"}  # the control's seeds only: no candidate trained
 
 
-def test_auto_fpn_refuses_a_latency_target_until_it_has_a_latency_term(tiny_cache, tmp_path):
+def _auto_fpn_term(checkpoint, folder, layers=2, head_cells=1, limit_ms=100.0):
+    from nascli.latency_table import CandidateLatency
+    from nascli.methods.auto_fpn import latency_term
+    from nascli.spaces import auto_fpn
+
+    class Gate:  # what latency_term reads of a search's LatencyBudget
+        candidates = CandidateLatency.for_checkpoint(checkpoint, folder)
+
+    Gate.limit_ms = limit_ms
+    space = auto_fpn.Space(auto_fpn.SpaceSpec(layers=layers, head_cells=head_cells, width=8))
+    return Gate.candidates, space, latency_term(Gate, space)["latency"]
+
+
+def test_auto_fpn_latency_term_equals_the_tables_sum_for_a_one_hot_alpha_and_is_differentiable(tiny_checkpoint,
+                                                                                                 tmp_path):
+    """Per edge as FBNet: with α one-hot on a genotype, the term's expected latency is the table's
+    prediction of that genotype's promoted detector (traced whole, every op); and its gradient moves α
+    towards a faster network."""
+    import torch
+
+    from nascli.latency_table import random_genotypes
+    from nascli.spaces import auto_fpn
+
+    cand, space, term = _auto_fpn_term(tiny_checkpoint, tmp_path, layers=3)
+    net = auto_fpn.Supernet(space.spec, {"c3": 8, "c4": 8, "c5": 8}, 3)
+    for genotype in random_genotypes(space, 4, seed=3):
+        with torch.no_grad():
+            net.alpha_neck.zero_().scatter_(-1, torch.tensor(genotype.neck).unsqueeze(-1), 1e3)
+            net.alpha_head.zero_().scatter_(-1, torch.tensor(genotype.head).unsqueeze(-1), 1e3)
+        assert term.expected_ms(net).item() == pytest.approx(cand.predict(genotype), rel=1e-4)
+        assert term.expected_ms(net).item() == pytest.approx(term.fixed_ms + auto_fpn.edges_ms(genotype, term.edge_ms),
+                                                             rel=1e-5)
+    assert (term.edge_ms[0][..., 0] == 0).all() and (term.edge_ms[0][..., 1:] > 0).all()  # none is free
+    with torch.no_grad():
+        net.alpha_neck.normal_()
+        net.alpha_head.normal_()
+    before = term.expected_ms(net).item()
+    (grad_neck, grad_head) = torch.autograd.grad(term(net), net.arch_parameters())
+    assert torch.isfinite(grad_neck).all() and grad_neck.abs().sum() > 0 and grad_head.abs().sum() > 0
+    with torch.no_grad():
+        net.alpha_neck -= 10 * grad_neck / grad_neck.abs().max()
+        net.alpha_head -= 10 * grad_head / grad_head.abs().max()
+    assert term.expected_ms(net).item() < before
+
+
+def test_auto_fpn_searches_under_a_latency_target(tiny_cache, tmp_path, quick_calibration):
+    """The supernet's resource term becomes the expected latency, and a decoded network over the
+    target is recorded as skipped, never scored: with a target nothing meets, no trial trains."""
     from nascli.search import run_search
 
-    with pytest.raises(SpecError, match="--latency-target: not implemented for --method auto-fpn"):
-        run_search("auto-fpn", "auto-fpn", tiny_cache, 1, tmp_path / "run", latency_target="1.0x")
+    spec = tmp_path / "auto.yaml"
+    spec.write_text("space: auto-fpn\ninputs: [c3, c4, c5]\nwidth: 8\nlayers: 1\nhead_cells: 1\n"
+                    "darts: {batch_size: 4, alpha_start: 0.0, collapse_share: 1.0}\nrescore_top: 0\nrescore_seeds: 2\n")
+    for target in ("1000x", "0.01x"):
+        trained = []
+        run = tmp_path / target
+        run_search("auto-fpn", str(spec), tiny_cache, 2, run, latency_target=target,
+                   evaluate_fn=lambda g, *a, **k: trained.append(g) or TrialResult("done", reward=-1.0))
+        store = RunStore(run, create=False)
+        meta, rows = store.meta(), store.trials("id > 0")
+        assert "expected latency once promoted" in meta["latency_term"] and len(rows) == 2
+        if target == "1000x":
+            assert all(t.status == "done" and t.metrics["predicted_latency_ms"] <= meta["latency_limit_ms"] for t in rows)
+        else:
+            assert all(t.metrics.get("skipped") == "latency" for t in rows)
+            assert {g.space for g in trained} == {"fpn-fcos"}  # the control's seeds only
 
 
 def test_the_baseline_of_a_cache_is_found_from_another_folder(tmp_path, monkeypatch):

@@ -43,3 +43,37 @@ def test_one_trial_search_by_builtin_name_from_elsewhere(tiny_cache, tmp_path, m
     assert code == 0, err
     assert json.loads(out)["finished"] == 1 and (elsewhere / "r" / "run.db").is_file()
     assert load_spec(ProxySpec, elsewhere / "r" / "spec.yaml").width == 8  # the tiny spec, copied into the run
+
+
+@pytest.mark.parametrize("section, text, key", [
+    ("controller", "space: nas-fcos\ncontroller: {lr: 0.005, bach: 4}\n", "bach"),
+    ("darts", "space: auto-fpn\ninputs: [c3, c4, c5]\ndarts: {lamda: small}\n", "lamda"),
+    ("evolution", "space: detnas\nevolution: {population: 1}\n", "population"),
+])
+def test_a_typo_in_an_options_section_is_one_line_naming_the_file_section_and_key(section, text, key, tmp_path,
+                                                                                  tiny_cache, run_cli):
+    """Was: a misspelt controller key passed silently and the default ran. Now `check` and `search`
+    refuse it before anything is written (exit 2), whatever the method."""
+    spec = tmp_path / "mine.yaml"
+    spec.write_text(text)
+    code, _, err = run_cli("check", spec)
+    assert code == 2 and f"mine.yaml: section '{section}': field '{key}'" in err and len(err.strip().splitlines()) == 1
+    method = {"controller": "nas-fcos", "darts": "auto-fpn", "evolution": "detnas"}[section]
+    from nascli.search import run_search
+
+    with pytest.raises(SpecError, match=f"section '{section}': field '{key}'"):
+        run_search(method, str(spec), tiny_cache, 1, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_registry_refuses_a_second_entry_of_one_name():
+    from dataclasses import replace
+
+    from nascli.methods import METHODS, registry
+
+    nas_fcos = METHODS["nas-fcos"]
+    assert list(registry(nas_fcos, METHODS["detnas"])) == ["nas-fcos", "detnas"]
+    with pytest.raises(ValueError, match="'nas-fcos' is registered twice"):
+        registry(nas_fcos, replace(METHODS["nas-fpn"], name="nas-fcos"))
+    with pytest.raises(ValueError, match="'random' is random search's name"):
+        registry(replace(nas_fcos, name="random"))

@@ -13,21 +13,35 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..config import validate
 from ..errors import SpecError, unknown_name
 from ..strategies.random import RandomStrategy
 from . import auto_fpn, detnas, nas_fcos, nas_fpn, sp_nas
 from .base import FEATURES, IMAGES, Method, TrialSetup, no_options
 
-METHODS: dict[str, Method] = {m.name: m for m in (nas_fcos.METHOD, nas_fpn.METHOD, auto_fpn.METHOD,
-                                                   detnas.METHOD, sp_nas.METHOD)}
+#: random search: any registered space under a uniform strategy
 RANDOM = "random"
+
+
+def registry(*methods: Method) -> dict[str, Method]:
+    """Name -> entry; two entries of one name are an error, not the later one silently winning."""
+    out: dict[str, Method] = {}
+    for m in methods:
+        if m.name in out or m.name == RANDOM:
+            taken = "random search's name" if m.name == RANDOM else "registered twice"
+            raise ValueError(f"method registry: {m.name!r} is {taken}")
+        out[m.name] = m
+    return out
+
+
+METHODS = registry(nas_fcos.METHOD, nas_fpn.METHOD, auto_fpn.METHOD, detnas.METHOD, sp_nas.METHOD)
 #: every name `--method` takes
 METHOD_NAMES = (*METHODS, RANDOM)
 #: the space random search uses when no spec is given
 DEFAULT_SPACE = nas_fcos.METHOD.space.SPACE
 
 __all__ = ["FEATURES", "IMAGES", "METHODS", "METHOD_NAMES", "Method", "TrialSetup", "default_proxy", "for_space",
-           "lookup", "reward_kind"]
+           "check_sections", "lookup", "registry", "reward_kind"]
 
 
 def for_space(space: str) -> Method:
@@ -47,7 +61,7 @@ def lookup(name: str, space: str | None = None) -> Method:
             raise SpecError(f"the {entry.space.SPACE} space is searched by --method {entry.name} only "
                             f"(it grows one network)")
         return replace(entry, name=RANDOM, strategy=RandomStrategy, options=no_options, resource_weight=False,
-                       budget_fixed=False)
+                       budget_fixed=False, latency_term=None)
     if name not in METHODS:
         raise unknown_name("method", name, METHOD_NAMES)
     entry = METHODS[name]
@@ -60,6 +74,14 @@ def lookup(name: str, space: str | None = None) -> Method:
 def default_proxy(name: str) -> str:
     """The proxy spec `--method name` uses when none is given (random: the default space's)."""
     return lookup(name).proxy
+
+
+def check_sections(spec, source) -> None:
+    """Every options section of a proxy spec (controller, darts, ...) through the model of the
+    method that reads it: one line naming the file, the section and the key for a typo."""
+    for m in METHODS.values():
+        for name, model in m.sections.items():
+            validate(model, getattr(spec, name), f"{source}: section '{name}'")
 
 
 def reward_kind(spec) -> str:

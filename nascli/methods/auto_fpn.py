@@ -19,6 +19,27 @@ def darts_options(spec, cache, trials: int, lam=None) -> dict:
     return {**darts, "cache": str(cache), "epochs": trials}
 
 
+def latency_term(gate, space, seed: int = 0) -> dict:
+    """Under --latency-target, the supernet's resource term is the promoted network's expected
+    latency (strategies/darts.LatencyTerm): every op on every edge costed on the machine's table at
+    the promoted shape, the fixed part read off one random decoded network (its prediction less
+    its edges). Returned as the strategy's `latency` option."""
+    import torch
+
+    from ..latency_table import random_genotypes
+    from ..strategies.darts import LatencyTerm
+
+    cand = gate.candidates
+    [reference] = random_genotypes(space, 1, seed)
+    detector = cand.detector(reference)
+    with torch.inference_mode():
+        feats = detector.backbone(cand.example)
+        pyramid = [tuple(p.shape[-2:]) for p in detector.decoder.fpn(feats)]
+    edge_ms = auto_fpn.edge_latency(cand.cost, feats, pyramid, cand.model_args["width"], space.spec)
+    fixed = cand.predict(reference) - auto_fpn.edges_ms(reference, edge_ms)
+    return {"latency": LatencyTerm(edge_ms, fixed, gate.limit_ms)}
+
+
 def decoded_ops_panel(run_dir, out_dir=None) -> dict:
     """The decoded network after each supernet epoch (one trial each): the share of none, skip and
     parametric ops, so that a collapse of α onto parameter-free ops is seen as it happens."""
@@ -45,4 +66,5 @@ def decoded_ops_panel(run_dir, out_dir=None) -> dict:
 # a supernet's schedule (cosine, α frozen for the first third) is fixed by its epochs at start
 METHOD = Method(name="auto-fpn", space=auto_fpn, strategy=DartsStrategy, proxy="auto-fpn", reward="loss",
                 cache=FEATURES, control=decoder.fcos_control, trial=decoder.trial, options=darts_options,
-                resource_weight=True, budget_fixed=True, panels=decoded_ops_panel)
+                resource_weight=True, budget_fixed=True, panels=decoded_ops_panel,
+                latency_term=latency_term, sections={"darts": DartsOptions})

@@ -53,11 +53,17 @@ class Method:
     backbone starts from instead of the baseline checkpoint (DetNAS: the supernet);
     `backbone_state(genotype, checkpoint)`: a searched backbone's start weights from that file.
 
-    Flags: `resource_weight` (takes --lambda), `budget_fixed` (a resume keeps the first --trials),
+    Flags: `resource_weight` (takes --lambda), `budget_fixed` (its asks train, a supernet epoch each: a
+    resume keeps the first --trials, and an ask skipped over the latency target spends the budget),
     `random_search` (random may search this space), `scores_any_genotype` (a genotype from outside
     the run can get a proxy reward: not so where candidates inherit their parents' weights).
     `panels(run_dir, out_dir)`: the method's own results for `runs show` and the report:
-    {"notes": [line], "tables": {title: (columns, rows)}, "figures": {title: PNG path, drawn into out_dir}}."""
+    {"notes": [line], "tables": {title: (columns, rows)}, "figures": {title: PNG path, drawn into out_dir}}.
+    `sections`: the options sections of a proxy spec it reads, each with the model that types it
+    (a misspelt key is an error naming the file and the key, not a silent default).
+    `latency_term(gate, space, seed)`: options that make a resource-weighted strategy search under
+    a latency target (the LatencyBudget `gate`); a method with a resource weight and none refuses
+    --latency-target."""
 
     name: str
     space: ModuleType
@@ -76,3 +82,5 @@ class Method:
     random_search: bool = True
     scores_any_genotype: bool = True
     panels: Callable | None = None
+    latency_term: Callable | None = None
+    sections: dict = field(default_factory=dict)

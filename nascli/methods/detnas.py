@@ -38,7 +38,7 @@ from ..config import ProxySpec, Spec, validate
 from ..errors import CheckpointError
 from ..runtime import training_precision
 from ..spaces import detnas
-from ..strategies.evolution import EvolutionStrategy
+from ..strategies.evolution import EvolutionOptions, EvolutionStrategy
 from ..trial import (ImageDetector, TrialResult, cosine, normalize, open_split, outcome, recompute_batchnorm, score,
                      sgd_step)
 from .base import IMAGES, Method, TrialSetup
@@ -303,4 +303,4 @@ def supernet_of(run_dir, meta: dict) -> Path:
 
 METHOD = Method(name="detnas", space=detnas, strategy=EvolutionStrategy, proxy="detnas", reward="ap", cache=IMAGES,
                 control=shufflenet_control, trial=trial, options=evolution_options, retrain_init=supernet_of,
-                backbone_state=path_backbone_state)
+                backbone_state=path_backbone_state, sections={"supernet": SupernetOptions, "evolution": EvolutionOptions})

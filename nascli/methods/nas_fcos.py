@@ -4,7 +4,7 @@ rewarded by its negated meta-val loss. Space: spaces/nas_fcos.py; strategy:
 strategies/controller.py; trial: methods/decoder.py; control: the FPN + FCOS head."""
 
 from ..spaces import nas_fcos
-from ..strategies.controller import ControllerStrategy
+from ..strategies.controller import ControllerOptions, ControllerStrategy
 from . import decoder
 from .base import FEATURES, Method
 
@@ -15,4 +15,5 @@ def controller_options(spec, cache, trials: int, lam=None) -> dict:
 
 
 METHOD = Method(name="nas-fcos", space=nas_fcos, strategy=ControllerStrategy, proxy="nas-fcos", reward="loss",
-                cache=FEATURES, control=decoder.fcos_control, trial=decoder.trial, options=controller_options)
+                cache=FEATURES, control=decoder.fcos_control, trial=decoder.trial, options=controller_options,
+                sections={"controller": ControllerOptions})

@@ -4,7 +4,7 @@ spaces/nas_fpn.py; strategy: strategies/controller.py; trial: methods/decoder.py
 RetinaNet head (spaces/fpn_retinanet.py)."""
 
 from ..spaces import fpn_retinanet, nas_fpn
-from ..strategies.controller import ControllerStrategy
+from ..strategies.controller import ControllerOptions, ControllerStrategy
 from . import decoder
 from .base import FEATURES, Method
 from .nas_fcos import controller_options
@@ -16,4 +16,5 @@ def retinanet_control(spec, cache):
 
 
 METHOD = Method(name="nas-fpn", space=nas_fpn, strategy=ControllerStrategy, proxy="nas-fpn", reward="ap",
-                cache=FEATURES, control=retinanet_control, trial=decoder.trial, options=controller_options)
+                cache=FEATURES, control=retinanet_control, trial=decoder.trial, options=controller_options,
+                sections={"controller": ControllerOptions})

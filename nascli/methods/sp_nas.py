@@ -40,7 +40,7 @@ from ..config import ProxySpec, validate
 from ..errors import CheckpointError, SpecError
 from ..runtime import training_precision
 from ..spaces import spnas
-from ..strategies.morphism import MorphismStrategy
+from ..strategies.morphism import MorphismOptions, MorphismStrategy
 from ..trial import (TRIAL_ERRORS, ImageDetector, TrialResult, cosine, failure, image_detector_cost, open_split,
                      outcome, score, sgd_step)
 from .base import IMAGES, Method, TrialSetup
@@ -168,7 +168,6 @@ def evaluate(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_seed: in
     """The reward of one candidate: inherit, train briefly (or reignite), score on meta-val, and
     leave its weights in `weights_dir/<tag>.pt`. `seed` draws new layers and the batch order (with
     `data_seed`, the run's). A diverging candidate is a failed trial."""
-    from ..strategies.morphism import MorphismOptions
     from . import reward_kind
 
     started = time.perf_counter()
@@ -254,4 +253,4 @@ def trajectory_panel(run_dir, out_dir=None) -> dict:
 METHOD = Method(name="sp-nas", space=spnas, strategy=MorphismStrategy, proxy="sp-nas", reward="ap", cache=IMAGES,
                 control=start_control, trial=trial, options=morphism_options, promoted=lineage_start,
                 backbone_state=baseline_backbone_state, random_search=False, scores_any_genotype=False,
-                panels=trajectory_panel)
+                panels=trajectory_panel, sections={"morphism": MorphismOptions})

@@ -337,6 +337,13 @@ class Supernet(nn.Module):
         edges = neck.shape[:-1].numel() + head.shape[:-1].numel()
         return ((neck * op_cost[0]).sum() + (head * op_cost[1]).sum()) / edges
 
+    def expected_latency(self, edge_ms: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Σ softmax(α)·ms over every link and head edge (`edge_latency`'s tables): the decoded
+        network's predicted latency less its fixed part, in expectation over the supernet's
+        distribution (FBNet's latency term); for one-hot α exactly that network's (`edges_ms`)."""
+        neck, head = self.mixing()
+        return (neck * edge_ms[0]).sum() + (head * edge_ms[1]).sum()
+
     def extract(self, genotype: Genotype) -> nn.Module:
         """The decoded network of `genotype` with the supernet's weights for its ops (the path's
         weights, inherited): run on the same features it computes what the supernet computes
@@ -402,6 +409,48 @@ def op_costs(names, width: int, size: int = 8) -> torch.Tensor:
         rows.append((params, flops, mac))
     table = torch.tensor(rows, dtype=torch.float64)
     return (table / table.max(0).values.clamp(min=1)).sum(1).float()
+
+
+def edge_latency(cost, feats: dict, pyramid: list, width: int, spec: SpaceSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted ms of every op on every link (L, 3, 3, |NECK_OPS|) and head edge (M, 14,
+    |HEAD_OPS|) of a decoded network at `width`, each timed as it runs there by `cost(fn)` (the
+    machine's table, latency_table.py): a link's 1×1 conv, its op, the resize to its level and its
+    add into the level's sum, on `feats` (C3..C5 at the promoted input size); a head edge's op and
+    its add into the node's sum on every level of `pyramid` (P3..P7 sizes), in both towers. none
+    costs 0. The rest of a decoded network (backbone, P6/P7, the cells' input and output convs,
+    the first add of every sum, post-processing) is the same for every genotype: a network's
+    latency is that fixed part plus `edges_ms`."""
+    n, device = len(LEVELS), feats[LEVELS[0]].device
+    sizes = [tuple(feats[lv].shape[-2:]) for lv in LEVELS]
+    gen = torch.Generator().manual_seed(0)
+    wide = [torch.randn(1, width, *size, generator=gen).to(device) for size in sizes]
+    neck = torch.zeros(spec.layers, n, n, len(NECK_OPS))
+    for l in range(min(spec.layers, 2)):  # layers after the first read the same shapes
+        xs = [feats[lv] for lv in LEVELS] if l == 0 else wide
+        for i in range(n):
+            node = torch.zeros(1, width, *sizes[i], device=device)
+            for j in range(n):
+                for k, name in enumerate(NECK_OPS[1:], start=1):
+                    link = Link(xs[j].shape[1], width, (name,)).to(device).eval()
+                    neck[l, i, j, k] = cost(lambda: node + resize_level(link(xs[j]), sizes[i]))
+    if spec.layers > 2:
+        neck[2:] = neck[1]
+    per_op = torch.zeros(len(HEAD_OPS))  # every head edge runs on the width at every level
+    for size in pyramid:
+        x = torch.randn(1, width, *size, generator=gen).to(device)
+        node = torch.zeros_like(x)
+        for k, name in enumerate(HEAD_OPS[1:], start=1):
+            edge = Edge((name,), width).to(device).eval()
+            per_op[k] += 2 * cost(lambda: node + edge(x))  # the classification and the box tower
+    return neck, per_op.expand(spec.head_cells, len(head_edges()), len(HEAD_OPS)).clone()
+
+
+def edges_ms(genotype: Genotype, edge_ms: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """The sum of `edge_latency`'s tables over the ops a genotype chose."""
+    neck, head = edge_ms
+    return float(sum(neck[l, i, j, o] for l, layer in enumerate(genotype.neck) for i, row in enumerate(layer)
+                     for j, o in enumerate(row)) +
+                 sum(head[m, e, o] for m, cell in enumerate(genotype.head) for e, o in enumerate(cell)))
 
 
 class Space(base.Space):

@@ -30,6 +30,11 @@ class Strategy:
     def state_dict(self) -> dict:
         return {"rng": self.rng.bit_generator.state}
 
+    def discarded(self) -> list[str]:
+        """Tags of candidates whose saved weights no later candidate will inherit (SP-NAS's
+        morphism): the search deletes their files. Strategies that inherit nothing keep none."""
+        return []
+
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
+from ..config import Spec, validate
 from .base import Strategy
 
 
@@ -50,15 +52,23 @@ def _normalised(p: np.ndarray) -> np.ndarray:
     return p / p.sum()
 
 
-class ControllerStrategy(Strategy):
-    """PPO-trained LSTM controller. Options: hidden (64), lr (3.5e-4 as in Zoph & Le's PPO runs),
-    batch (trials per update, 8), ppo_epochs (4), clip (0.2), entropy (1e-3), baseline_decay (0.95)."""
+class ControllerOptions(Spec):
+    """`controller:` in a nas-fcos or nas-fpn proxy spec (lr 3.5e-4 as in Zoph & Le's PPO runs)."""
 
-    defaults = {"hidden": 64, "lr": 3.5e-4, "batch": 8, "ppo_epochs": 4, "clip": 0.2,
-                "entropy": 1e-3, "baseline_decay": 0.95}
+    hidden: int = Field(64, ge=1, description="LSTM width")
+    lr: float = Field(3.5e-4, gt=0)
+    batch: int = Field(8, ge=1, description="trials per policy update")
+    ppo_epochs: int = Field(4, ge=1)
+    clip: float = Field(0.2, gt=0)
+    entropy: float = Field(1e-3, ge=0, description="entropy bonus weight")
+    baseline_decay: float = Field(0.95, ge=0, lt=1, description="of the moving-average reward baseline")
+
+
+class ControllerStrategy(Strategy):
+    """PPO-trained LSTM controller; its options: ControllerOptions."""
 
     def __init__(self, space, seed: int = 0, **options):
-        super().__init__(space, seed, **{**self.defaults, **options})
+        super().__init__(space, seed, **validate(ControllerOptions, options, "proxy spec field 'controller'").model_dump())
         torch.manual_seed(seed)
         o = self.options
         self.policy = Policy([d.options for d in self.decisions], o["hidden"])

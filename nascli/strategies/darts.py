@@ -6,7 +6,9 @@ Each `ask` trains the supernet for one epoch and returns the genotype decoded fr
 into two disjoint halves: the weights learn on trainA (SGD, cosine schedule lr -> lr_min), the
 architecture parameters α on trainB (Adam, lr 3e-3, weight decay 1e-3), by the detection loss plus
 λ·C(α), C the mean over edges of softmax(α)·C(op), C(op) the normalised params + FLOPs + MAC of each
-op. α stays frozen for the first third of the epochs (`alpha_start`).
+op; under a latency target C(α) is instead the promoted network's expected latency as a fraction
+of the limit (`LatencyTerm`, docs/latency.md). α stays frozen for the first third of the epochs
+(`alpha_start`).
 
 Collapse guard (DARTS+'s early stopping, Liang et al. 2019): differentiable search drifts towards
 parameter-free ops; once α is being searched and the decoded network has more than `collapse_share`
@@ -20,6 +22,7 @@ the run database after every epoch, so a killed search resumes exactly. A batch 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -65,10 +68,30 @@ def resolve_lambda(value) -> float:
     return lam
 
 
-class DartsStrategy:
-    """Trains the Auto-FPN supernet an epoch per `ask`; see the module docstring."""
+@dataclass(frozen=True)
+class LatencyTerm:
+    """The resource term of a search under a latency target (FBNet's, in place of the paper's
+    params + FLOPs + MAC): the promoted network's predicted latency in expectation over softmax(α),
+    as a fraction of the target's limit. `edge_ms`: auto_fpn.edge_latency's tables; `fixed_ms`:
+    what every decoded network pays besides its edges; `limit_ms`: the search's limit."""
 
-    def __init__(self, space, seed: int = 0, cache=None, epochs: int = 1, **options):
+    edge_ms: tuple
+    fixed_ms: float
+    limit_ms: float
+
+    def expected_ms(self, net) -> torch.Tensor:
+        return self.fixed_ms + net.expected_latency(self.edge_ms)
+
+    def __call__(self, net) -> torch.Tensor:
+        return self.expected_ms(net) / self.limit_ms
+
+
+class DartsStrategy:
+    """Trains the Auto-FPN supernet an epoch per `ask`; see the module docstring. `latency`: a
+    LatencyTerm replaces the paper's resource term (a search under --latency-target)."""
+
+    def __init__(self, space, seed: int = 0, cache=None, epochs: int = 1, latency: LatencyTerm | None = None,
+                 **options):
         from ..trial import open_split
 
         if not isinstance(space, auto_fpn.Space):
@@ -89,6 +112,7 @@ class DartsStrategy:
                                       weight_decay=o.alpha_weight_decay)
         self.costs = (auto_fpn.op_costs(auto_fpn.NECK_OPS, space.spec.width),
                       auto_fpn.op_costs(auto_fpn.HEAD_OPS, space.spec.width))
+        self.latency = latency
         self.skipped, self.stopped = 0, ""
 
     def lr_at(self, epoch: int) -> float:
@@ -117,8 +141,17 @@ class DartsStrategy:
     def tell(self, genotype, reward: float | None) -> None:
         """Nothing to learn from: the supernet follows its own loss; rewards live in the run database."""
 
+    def discarded(self) -> list[str]:
+        """Decoded networks inherit nothing from each other (strategies/base.py's contract)."""
+        return []
+
     def _loss(self, batch) -> torch.Tensor:
         return sum(self.net.loss_from_batch(self.net(batch), batch).values())
+
+    def resource(self) -> torch.Tensor:
+        """C(α): the paper's normalised cost per edge, or under a latency target the expected
+        latency as a fraction of the limit."""
+        return self.net.resource(self.costs) if self.latency is None else self.latency(self.net)
 
     def _train_epoch(self) -> None:
         o, e = self.options, self.epoch
@@ -138,7 +171,7 @@ class DartsStrategy:
             else:
                 self.skipped += 1
             if self.searching_alpha(e):  # α, on trainB (first order: the weights are taken as they are)
-                loss = self._loss(batch_b) + self.lam * self.net.resource(self.costs)
+                loss = self._loss(batch_b) + self.lam * self.resource()
                 if torch.isfinite(loss):
                     grads = torch.autograd.grad(loss, self.net.arch_parameters())
                     for p, g in zip(self.net.arch_parameters(), grads):
