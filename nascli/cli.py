@@ -57,8 +57,14 @@ def _use_threads(threads: int | None, workers: int | None = None) -> None:
 
 
 @contextmanager
-def _progress(description: str, enabled: bool = True):
-    """A rich progress bar with ETA; yields the `on_progress(dict)` callback library calls take."""
+def _progress(description: str, enabled: bool = True, unit: str | None = None):
+    """A rich progress bar with ETA; yields the `on_progress(dict)` callback library calls take.
+    Where stderr is not a terminal (a log), one line per finished `unit` instead (log_progress.py)."""
+    if enabled and not err_console.is_terminal:
+        from .log_progress import LogProgress
+
+        yield LogProgress(description, lambda line: err_console.print(line, highlight=False, soft_wrap=True), unit)
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -265,7 +271,7 @@ def train_cmd(
                  "image_dir": str(image_dir) if image_dir else None, "seed": seed, "device": device}
     cfg = load_spec(TrainConfig, config, overrides)
     _use_threads(threads)
-    with _progress("train", not as_json) as on_progress:
+    with _progress("train", not as_json, "epoch") as on_progress:
         if lr_grid:
             summary = train_with_grid(cfg, _grid_points(lr_grid, cfg.batch_size), grid_epochs, on_progress)
         else:
@@ -603,7 +609,7 @@ def search_cmd(
     if resume is None and (cache is None or trials is None):
         raise NascliError("search: give --cache and --trials (or --resume RUN)")
     _use_threads(threads, workers if executor == "local" else None)
-    with _progress("search", not as_json) as on_progress:
+    with _progress("search", not as_json, "trial") as on_progress:
         r = run_search(method, proxy or default_proxy(method), cache, trials, resume or run, seed=seed,
                        resume=resume is not None, on_progress=on_progress, lam=lam, device=device,
                        executor=executor, ray_address=ray_address, workers=workers, supernet=supernet,
@@ -816,7 +822,7 @@ def retrain_cmd(
 
     grid = _rates(lr_grid) if lr_grid else None
     _use_threads(threads)
-    with _progress("retrain", not as_json) as on_progress:
+    with _progress("retrain", not as_json, "epoch") as on_progress:
         r = retrain(run, top, arch or (), checkpoint=checkpoint, weights=weights, data=data, val=val,
                     image_dir=image_dir, val_image_dir=val_image_dir, epochs=epochs, width=width,
                     head_width=head_width, seed=seed, seeds=_seed_count(seeds), lr=lr, lr_grid=grid, grid_epochs=grid_epochs,
