@@ -58,6 +58,20 @@ def said(words: str, json_name: str, target: str, *numbers) -> list[Claim]:
 
 
 PROMOTED = "bccd-promotion-adamw.json"
+LATENCY = "make bench-latency"
+
+
+def over_spaces(data: dict, key: str, pick=min, spaces=None) -> float:
+    """`key` of benchmarks/latency.json's decoder spaces (all, or `spaces`), reduced by `pick`."""
+    return pick(v[key] for name, v in data["spaces"].items() if spaces is None or name in spaces)
+
+
+def torch_ratios_of_onnx_decoders(data: dict, space: str) -> list[float]:
+    """Under torch, the ratio to the control of the decoders also timed under ONNX Runtime (the
+    mean of the two end-to-end measurements of each)."""
+    detectors = data["spaces"][space]["detectors"]
+    control = sum(detectors[0]["measured_ms"]) / 2
+    return [sum(d["measured_ms"]) / 2 / control for d in detectors[1:] if "onnxruntime_ms" in d]
 CLAIMS = [
     # BCCD under the fair promotion
     *said("39.8 ± 0.3 AP against the control's 37.7 ± 0.3", PROMOTED, BCCD,
@@ -81,6 +95,21 @@ CLAIMS = [
           (33.5, lambda d: arch(d, "baseline")["AP_mean"]), (29.4, lambda d: arch(d, "trial-18")["AP_mean"])),
     *said("(over the 4 promoted: τ +0.67 for both;", "fidelity-baselines.json", "make fidelity-baselines",
           (0.67, lambda d: d[0]["kendall_tau"]["proxy"]["tau"]), (0.67, lambda d: d[0]["kendall_tau"]["params"]["tau"])),
+    *said("within 5-13 % median error in every decoder space (each decoder's ratio to the control\n  within 2-8 %)",
+          "latency.json", LATENCY, (5, lambda d: 100 * over_spaces(d, "median_error")),
+          (13, lambda d: 100 * over_spaces(d, "median_error", max)),
+          (2, lambda d: 100 * over_spaces(d, "median_ratio_error")),
+          (8, lambda d: 100 * over_spaces(d, "median_ratio_error", max))),
+    *said("Kendall τ 0.93 where decoders' latencies spread (NAS-FCOS with deformable ops),\n  0.61-0.89 where they lie close",
+          "latency.json", LATENCY, (0.93, lambda d: d["spaces"]["nas-fcos"]["kendall_tau"]),
+          (0.61, lambda d: over_spaces(d, "kendall_tau", min, ("nas-fcos-demo", "nas-fpn", "auto-fpn"))),
+          (0.89, lambda d: over_spaces(d, "kendall_tau", max, ("nas-fcos-demo", "nas-fpn", "auto-fpn")))),
+    *said("decoders run at 1.04-1.17× the control under ONNX Runtime against 1.41-1.79× under torch**",
+          "latency.json", LATENCY,
+          (1.04, lambda d: d["spaces"]["nas-fcos-demo"]["onnxruntime"]["ratio_to_control"]["min"]),
+          (1.17, lambda d: d["spaces"]["nas-fcos-demo"]["onnxruntime"]["ratio_to_control"]["max"]),
+          (1.41, lambda d: min(torch_ratios_of_onnx_decoders(d, "nas-fcos-demo"))),
+          (1.79, lambda d: max(torch_ratios_of_onnx_decoders(d, "nas-fcos-demo")))),
     *said("of 1,000 random decoders of the space the\n  fastest is 1.22× the control**", "latency-space-bccd-nas-fcos-demo.json",
           "make bench-latency-space LAT_PROXY=nas-fcos-demo", (1.22, lambda d: d["ratio_to_control"]["min"])),
     *said("15 of 1,000 random decoders are predicted within\n  1.0× (fastest 0.90×)", "latency-space-bccd-nas-fcos-cpu.json",
