@@ -131,7 +131,8 @@ def _checked_spec(method: str, proxy_path, cache):
         raise SpecError(f"{proxy_path}: {e}") from None
     check_sections(spec, proxy_path)
     _check_cache(entry, spec, cache, proxy_path)
-    return spec, entry
+    # resolved once: every trial reads the reward kind off the spec, not the registry
+    return spec.model_copy(update={"reward": spec.reward or entry.reward}), entry
 
 
 def trial_device(device: str, executor: str, spec: ProxySpec) -> str:
@@ -184,7 +185,7 @@ def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, s
                    proxy=str(proxy_path), **({"lambda": options["lambda"]} if "lambda" in options else {}),
                    **({"minutes": minutes} if minutes is not None else {}), **score.meta)
     space = space_for(spec)
-    control = control_genotype(spec, cache, proxy_path)
+    control = control_genotype(spec, cache, proxy_path, entry)
     gate = latency_budget(latency_target, cache, control, space, seed) if latency_target else None
     if gate is not None:
         store.set_meta(latency_target=latency_target, latency_limit_ms=gate.limit_ms,
@@ -353,12 +354,12 @@ def _drop_discarded_weights(strategy, run_dir: Path) -> None:
         (Path(run_dir) / "weights" / f"{tag}.pt").unlink(missing_ok=True)
 
 
-def control_genotype(spec: ProxySpec, cache, source):
-    """The control arm: the spec's `control`, else the hand design of the spec's method (its
-    registry entry's `control`)."""
+def control_genotype(spec: ProxySpec, cache, source, entry=None):
+    """The control arm: the spec's `control`, else the hand design of the spec's method (`entry`,
+    the search's resolved registry entry, or the one of the spec's space)."""
     if spec.control:
         return load_genotype(spec.control, f"{source}: field 'control'")
-    return for_space(spec.space).control(spec, cache)
+    return (entry or for_space(spec.space)).control(spec, cache)
 
 
 def _rescore(store: RunStore, trial_ids: list[int], seeds: int, run_seed: int, run, pool, on_progress) -> int:

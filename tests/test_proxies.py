@@ -77,3 +77,16 @@ def test_the_registry_refuses_a_second_entry_of_one_name():
         registry(nas_fcos, replace(METHODS["nas-fpn"], name="nas-fcos"))
     with pytest.raises(ValueError, match="'random' is random search's name"):
         registry(replace(nas_fcos, name="random"))
+
+
+def test_trials_receive_the_spec_with_its_reward_kind_resolved_once(tiny_cache, tiny_proxy, tmp_path):
+    """The method is resolved when the search starts: the spec every trial gets says which reward
+    it scores (the tiny spec leaves `reward` out: NAS-FCOS's is the loss), so no trial consults the
+    registry again."""
+    from nascli.search import run_search
+    from nascli.trial import TrialResult
+
+    seen = []
+    run_search("nas-fcos", tiny_proxy, tiny_cache, 1, tmp_path / "run",
+               evaluate_fn=lambda g, spec, *a, **k: seen.append(spec.reward) or TrialResult("done", reward=-1.0))
+    assert load_spec(ProxySpec, tiny_proxy).reward is None and seen and set(seen) == {"loss"}
