@@ -311,6 +311,17 @@ def baseline_of(cache) -> Path:
                     f"cache ({checkpoint or 'none'}); a promoted candidate's latency is predicted on it")
 
 
+def skip_reward(worst: float | None, over: float) -> float | None:
+    """What a learning strategy is told of a candidate predicted `over` times the latency limit
+    and skipped: the worst reward seen so far, made worse in proportion (MnasNet's hard-constraint
+    exponent, -1: twice the limit scores half an AP reward, twice a loss). A flat "worst" for
+    every skip gives the controller no direction: on BCCD its 252 skips ended in a policy that drew
+    only invalid choices (benchmarks/bench_skip_feedback.py compares the two)."""
+    if worst is None:
+        return None
+    return worst / over if worst >= 0 else worst * over
+
+
 def _within_target(store, strategy, gate, asked: list, seed: int) -> list:
     """The asked candidates the latency target admits; each other one becomes a failed trial
     ('skipped': 'latency', outside the budget) that the strategy is told about at once."""
@@ -321,9 +332,11 @@ def _within_target(store, strategy, gate, asked: list, seed: int) -> list:
             gate.skipped_in_a_row = 0
             continue
         [trial_id] = store.add_pending([g.to_json()], [seed], pack_state(strategy.state_dict()))
+        told = skip_reward(store.worst_reward(), gate.predict(g) / gate.limit_ms) if strategy.graded_skips else None
         store.finish(trial_id, "failed", None, {"reason": gate.reason(g), "skipped": "latency",
-                                                "predicted_latency_ms": gate.predict(g)})
-        strategy.tell(g, None)
+                                                "predicted_latency_ms": gate.predict(g),
+                                                **({"told_reward": told} if told is not None else {})})
+        strategy.tell(g, told)
         store.mark_told([trial_id], pack_state(strategy.state_dict()))
         gate.skipped_in_a_row += 1
     if gate.skipped_in_a_row >= MAX_SKIPS_IN_A_ROW:

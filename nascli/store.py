@@ -190,6 +190,10 @@ class RunStore:
         return [Trial(r[0], r[1], r[2], r[3], self.decode_json(r[4], f"trials row {r[0]} field 'metrics'") or {}, r[5],
                       bool(r[6]), r[7], r[8]) for r in rows]
 
+    def worst_reward(self) -> float | None:
+        """The lowest reward a finished trial (or the control) scored; None before any."""
+        return self.db.execute("SELECT MIN(reward) FROM trials WHERE status = 'done'").fetchone()[0]
+
     def pending(self) -> list[Trial]:
         """Search trials asked but not finished (the control, trial 0, is scored on its own)."""
         return self.trials("status = 'pending' AND id > 0")

@@ -287,6 +287,45 @@ def test_a_strategy_that_finds_nothing_within_the_target_stops_and_says_so(tiny_
     assert trained and {g.space for g in trained} == {"fpn-fcos"}  # the control's seeds only: no candidate trained
 
 
+def test_a_skip_is_told_the_worst_reward_made_worse_by_how_far_over_the_target():
+    from nascli.search import skip_reward
+
+    assert skip_reward(-8.0, 2.0) == -16.0 and skip_reward(0.4, 2.0) == pytest.approx(0.2)  # a loss, an AP
+    assert skip_reward(-8.0, 1.1) > skip_reward(-8.0, 1.5) and skip_reward(None, 3.0) is None
+
+
+def test_the_controller_learns_from_graded_skips_and_evolution_never_from_one(tiny_cache, tiny_proxy, tmp_path,
+                                                                             quick_calibration):
+    """Under a target the controller is told each skipped candidate's graded reward (the worst reward
+    finished before it, made worse by its predicted ratio to the limit), recorded with the skip; the
+    strategies that must never make a skip a parent are told nothing."""
+    from nascli.config import ProxySpec, load_spec
+    from nascli.search import control_genotype, latency_budget, run_search, skip_reward
+    from nascli.spaces import space_for
+    from nascli.strategies.controller import ControllerStrategy
+    from nascli.strategies.evolution import EvolutionStrategy
+    from nascli.strategies.random import RandomStrategy
+
+    assert ControllerStrategy.graded_skips and not EvolutionStrategy.graded_skips and not RandomStrategy.graded_skips
+    spec = load_spec(ProxySpec, tiny_proxy)
+    space = space_for(spec)
+    budget = latency_budget("1.0x", tiny_cache, control_genotype(spec, tiny_cache, tiny_proxy), space, 0)
+    limit = sorted(budget.predict(g) for g in RandomStrategy(space, seed=1).ask(20))[10]
+    budget.candidates.table.save()
+    run = tmp_path / "run"
+    run_search("nas-fcos", tiny_proxy, tiny_cache, 4, run, latency_target=f"{limit:.6f}ms",
+               evaluate_fn=lambda g, spec, cache, seed, data_seed=0: TrialResult("done", reward=-1.0 - seed % 7))
+    store = RunStore(run, create=False)
+    rows = store.trials("1")  # the control first, then every trial in the order it was asked
+    skipped = [t for t in rows if t.metrics.get("skipped") == "latency"]
+    assert skipped, "the target skipped nothing: the test checks nothing"
+    for t in skipped:
+        worst = min(r.reward for r in rows if r.status == "done" and r.id < t.id)
+        over = t.metrics["predicted_latency_ms"] / store.meta()["latency_limit_ms"]
+        assert over > 1 and t.metrics["told_reward"] == pytest.approx(skip_reward(worst, over))
+        assert t.metrics["told_reward"] < worst
+
+
 def _auto_fpn_term(checkpoint, folder, layers=2, head_cells=1, limit_ms=100.0):
     from nascli.latency_table import CandidateLatency
     from nascli.methods.auto_fpn import latency_term

@@ -12,7 +12,11 @@ import numpy as np
 
 
 class Strategy:
-    """Base of the discrete strategies: samples valid decision sequences of `space`."""
+    """Base of the discrete strategies: samples valid decision sequences of `space`.
+    `graded_skips`: a candidate skipped over the latency target is told a reward graded by how far
+    over it is (a learner gets a direction), not None (never a parent; random ignores both)."""
+
+    graded_skips = False
 
     def __init__(self, space, seed: int = 0, **options):
         self.space = space

@@ -67,6 +67,8 @@ class ControllerOptions(Spec):
 class ControllerStrategy(Strategy):
     """PPO-trained LSTM controller; its options: ControllerOptions."""
 
+    graded_skips = True  # told only "failed", ~250 skips in a row collapsed it on BCCD (search.skip_reward)
+
     def __init__(self, space, seed: int = 0, **options):
         super().__init__(space, seed, **validate(ControllerOptions, options, "proxy spec field 'controller'").model_dump())
         torch.manual_seed(seed)
