@@ -147,7 +147,8 @@ class LatencyTable:
         decoders against 2.2 % with the scale fixed at 1). The per-op part is an overhead, never
         negative: a noisy fit that makes it so is refitted with the fixed part alone (seen on a
         loaded machine, where a negative per-op part extrapolated to a detector of many more ops
-        predicted -292 ms)."""
+        predicted -292 ms); the fixed part is bounded below too (BCCD's fit: -3.1 ms on sums of
+        80-150 ms)."""
         sums = np.array([t["sum_ms"] for t in traced])
         rest = np.asarray(measured_ms, dtype=np.float64) - sums
         per_op, fixed = 0.0, float(rest.mean())
@@ -156,6 +157,9 @@ class LatencyTable:
             (slope, intercept), *_ = np.linalg.lstsq(x, rest, rcond=None)
             if slope >= 0:
                 per_op, fixed = slope, intercept
+        # nor may the fixed part take away more than half of the smallest detector's ops (on a loaded
+        # machine ops timed alone read slow, and a control predicted at <= 0 ms breaks every '1.0x')
+        fixed = max(fixed, -0.5 * float(sums.min()))
         return {"per_op": float(per_op), "fixed": float(fixed), "detectors": int(len(rest)),
                 "fitted": time.strftime("%Y-%m-%d %H:%M:%S")}
 

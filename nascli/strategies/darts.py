@@ -90,6 +90,8 @@ class DartsStrategy:
     """Trains the Auto-FPN supernet an epoch per `ask`; see the module docstring. `latency`: a
     LatencyTerm replaces the paper's resource term (a search under --latency-target)."""
 
+    graded_skips = False  # the supernet learns from its own loss (strategies/base.py's contract)
+
     def __init__(self, space, seed: int = 0, cache=None, epochs: int = 1, latency: LatencyTerm | None = None,
                  **options):
         from ..trial import open_split

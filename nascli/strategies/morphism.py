@@ -49,6 +49,8 @@ class MorphismOptions(Spec):
 class MorphismStrategy:
     """Swap-expand-reignite, then the parallel level; see the module docstring."""
 
+    graded_skips = False  # a skipped morph must never become a parent (strategies/base.py's contract)
+
     def __init__(self, space, seed: int = 0, trials: int = 10, start=None, **options):
         if not isinstance(space, spnas.Space):
             raise SpecError(f"the morphism strategy searches the sp-nas space, not {space.name!r}")
