@@ -20,7 +20,7 @@ BCCD_TRAIN ?= --num-convs 2 --lr 0.02
 # (benchmarks/baseline-recipe-bccd.json); the BCCD latency run's baseline.
 BCCD_LAT_TRAIN ?= --num-convs 2 --optimizer adamw --lr 1.6e-3
 
-.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity bccd-headline bccd-sgd bccd-latency-search bccd-latency-promote bench-latency-space sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu bench-latency bench-check bench-baseline-recipe fidelity-baselines clean
+.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity bccd-headline bccd-sgd bccd-latency-search bccd-latency-promote bench-latency-space bench-skip-feedback sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu bench-latency bench-check bench-baseline-recipe fidelity-baselines clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -227,6 +227,10 @@ bccd-latency-search: $(STAMP)
 # on the latency run's cache (benchmarks/latency-space-bccd-LAT_PROXY.json; ~5 min).
 bench-latency-space: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_latency_space --cache $(LAT_CACHE) --proxy $(LAT_PROXY) --out benchmarks/latency-space-bccd-$(LAT_PROXY).json
+# What the controller should be told of a skipped candidate: both feedbacks replayed on the latency
+# run's table without training (benchmarks/skip-feedback.json; ~1 h on 2 cores, run it alone).
+bench-skip-feedback: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_skip_feedback --cache $(LAT_CACHE) --proxy $(LAT_PROXY) --asks 200 --seeds 2 --out benchmarks/skip-feedback.json
 bccd-latency-promote: $(STAMP)
 	$(NASCLI) retrain $(LAT_RUN) --top 2 --epochs $(BCCD_FIDELITY_EPOCHS) $(PROMOTE) --val $(LAT_DIR)/test.json
 	$(BIN)/python -m benchmarks.bench_promotion --run $(LAT_RUN) --out benchmarks/bccd-latency-promotion-$(LAT_PROXY).json

@@ -15,6 +15,19 @@ import time
 from pathlib import Path
 
 
+def control_budget(proxy_name: str, cache):
+    """The proxy's space and the search's latency budget at 1.0x its control, on the cache's baseline
+    and this machine's table (beside the cache), as `search --latency-target 1.0x` builds it."""
+    from nascli.config import ProxySpec, load_spec, resolve_proxy
+    from nascli.search import control_genotype, latency_budget
+    from nascli.spaces import space_for
+
+    proxy = resolve_proxy(proxy_name)
+    spec = load_spec(ProxySpec, proxy)
+    space = space_for(spec)
+    return spec, space, latency_budget("1.0x", cache, control_genotype(spec, cache, proxy), space, 0)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", required=True)
@@ -23,15 +36,9 @@ def main():
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    from nascli.config import ProxySpec, load_spec, resolve_proxy
-    from nascli.search import control_genotype, latency_budget
-    from nascli.spaces import space_for
     from nascli.strategies.random import RandomStrategy
 
-    proxy = resolve_proxy(args.proxy)
-    spec = load_spec(ProxySpec, proxy)
-    space = space_for(spec)
-    budget = latency_budget("1.0x", args.cache, control_genotype(spec, args.cache, proxy), space, 0)
+    _, space, budget = control_budget(args.proxy, args.cache)
     started = time.perf_counter()
     ms = sorted(budget.predict(g) for g in RandomStrategy(space, seed=args.seed).ask(args.genotypes))
     control = budget.control_ms

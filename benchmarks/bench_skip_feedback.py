@@ -10,7 +10,8 @@ worst ("flat", before) or `search.skip_reward` ("graded", MnasNet's hard-constra
 Reported per arm and controller seed: distinct candidates within the target among the asks, the
 asks until the 20th, and whether and when the controller stopped drawing valid candidates.
 
-`python -m benchmarks.bench_skip_feedback --cache CACHE --proxy nas-fcos-cpu --asks 300 --out benchmarks/skip-feedback.json`
+`make bench-skip-feedback` (after `make bccd-latency-search`; ~1 h on 2 cores, run it alone), or
+`python -m benchmarks.bench_skip_feedback --cache CACHE --proxy nas-fcos-cpu --asks 200 --seeds 2 --out benchmarks/skip-feedback.json`
 """
 
 from __future__ import annotations
@@ -64,14 +65,9 @@ def main():
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    from nascli.config import ProxySpec, load_spec, resolve_proxy
-    from nascli.search import control_genotype, latency_budget
-    from nascli.spaces import space_for
+    from .bench_latency_space import control_budget
 
-    proxy = resolve_proxy(args.proxy)
-    spec = load_spec(ProxySpec, proxy)
-    space = space_for(spec)
-    gate = latency_budget("1.0x", args.cache, control_genotype(spec, args.cache, proxy), space, 0)
+    spec, space, gate = control_budget(args.proxy, args.cache)
     started, rows = time.perf_counter(), []
     for seed in range(args.seeds):
         for graded in (False, True):

@@ -23,8 +23,8 @@ def duration(seconds: float) -> str:
 class LogProgress:
     """The `on_progress(event)` callback for logs. `unit`: "epoch" (a line as each epoch ends),
     "trial" (every event is a finished trial: a line each) or None (throttled). Events carry step /
-    steps, and epoch / epochs for training; `arch`, `point` or `phase` name the piece of work, and
-    a new name restarts the piece's clock."""
+    steps, and epoch / epochs for training; `arch` or `point` names the piece of work (a promoted
+    arm, a grid point), and a new name restarts the piece's clock; other fields are shown as they are."""
 
     def __init__(self, description: str, write, unit: str | None = None, clock=time.monotonic,
                  every_s: float = EVERY_S):

@@ -295,8 +295,6 @@ def pareto_front(costs, scores) -> list[int]:
     return sorted(front, key=lambda k: costs[k])
 
 
-
-
 def compare(runs, *, min_gain: float = MIN_GAIN, latency_images: int = 0, latency_target=None,
             device: str = "cpu", runtime: str = "torch") -> dict:
     """Every promoted architecture of the given runs: its rows (grid on meta-val, final seeds on

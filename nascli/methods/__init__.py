@@ -79,9 +79,9 @@ def default_proxy(name: str) -> str:
 def check_sections(spec, source) -> None:
     """Every options section of a proxy spec (controller, darts, ...) through the model of the
     method that reads it: one line naming the file, the section and the key for a typo."""
-    for m in METHODS.values():
-        for name, model in m.sections.items():
-            validate(model, getattr(spec, name), f"{source}: section '{name}'")
+    models = {name: model for m in METHODS.values() for name, model in m.sections.items()}
+    for name, model in models.items():  # (nas-fcos and nas-fpn share `controller`: checked once)
+        validate(model, getattr(spec, name), f"{source}: section '{name}'")
 
 
 def reward_kind(spec) -> str:
