@@ -12,13 +12,15 @@ import json
 from pathlib import Path
 
 
-def summary(run: Path) -> dict:
+def summary(run: Path, latency_images: int = 0) -> dict:
+    """`latency_images` > 0: every architecture re-timed with the control in one process,
+    interleaved (compare's latency), each with its ratio to the control and an interval."""
     import torch
 
     from nascli.report import compare
     from nascli.retrain import same_recipe
 
-    c = compare([run])
+    c = compare([run], latency_images=latency_images)
     archs = []
     for a in c["architectures"]:
         seeds = {}
@@ -34,6 +36,7 @@ def summary(run: Path) -> dict:
                       "AP_std": None if a.get("AP_std") is None else 100 * a["AP_std"],
                       "AP50_mean": None if a.get("AP50") is None else 100 * a["AP50"],
                       "params": a.get("params"), "flops": a.get("flops"), "latency_ms": a.get("latency_ms"),
+                      "latency": a.get("latency"),
                       "train_minutes": a["minutes"]})
     # compute per stage (training + evaluation; wall time of the rows, pauses included)
     minutes = {stage: sum((r.get("train_seconds") or 0) + (r.get("eval_seconds") or 0)
@@ -47,8 +50,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--latency-images", type=int, default=0,
+                        help="re-time every architecture with the control, interleaved, on this many test images")
     args = parser.parse_args()
-    result = summary(Path(args.run))
+    result = summary(Path(args.run), args.latency_images)
     Path(args.out).write_text(json.dumps(result, indent=1))
     for a in result["architectures"]:
         per_seed = ", ".join(f"{v['AP']:.1f}" for v in a["seeds"].values())

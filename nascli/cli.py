@@ -804,6 +804,7 @@ def retrain_cmd(
     deep_supervision: Annotated[bool, typer.Option("--deep-supervision", help="NAS-FPN: train the head on every stacked pyramid (anytime detection).")] = False,
     frozen_backbone_epochs: Annotated[int | None, typer.Option(min=0, help="Each row's first epochs train the decoder on the frozen backbone, then everything (LP-FT; default 0).")] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd (default, FCOS's) | adamw: the optimiser of the bare rates of --lr / --lr-grid.")] = None,
+    ledger: Annotated[Path | None, typer.Option(help="Also keep each finished row in this folder (small: commit it); on another machine the same request rebuilds matching rows from it instead of training them.")] = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
@@ -828,12 +829,16 @@ def retrain_cmd(
                     head_width=head_width, seed=seed, seeds=_seed_count(seeds), lr=lr, lr_grid=grid, grid_epochs=grid_epochs,
                     select_val=select_val, device=device, on_progress=on_progress,
                     deep_supervision=deep_supervision, frozen_backbone_epochs=frozen_backbone_epochs,
-                    optimizer=optimizer, extend_grid=extend_grid)
+                    optimizer=optimizer, extend_grid=extend_grid, ledger=ledger)
     if as_json:
         return _emit_json(r)
     console.print(f"promotion budget: grid {r['grid_seconds'] / 60:.1f} min "
                   f"({sum(len(v) for v in r['grid'].values())} runs on meta-val), final "
                   f"{r['final_seconds'] / 60:.1f} min ({len(r['chosen'])} architectures x {len(r['seeds'])} seeds on test)")
+    if r["ledger_not_reused"]:
+        differ = sorted({k for keys in r["ledger_not_reused"].values() for k in keys})
+        console.print(f"note: {len(r['ledger_not_reused'])} row(s) of --ledger {ledger} were trained again: this "
+                      f"machine's {', '.join(differ)} differ from what they were trained from (sha256)", highlight=False)
     if r.get("auto_seeds"):
         console.print(f"--seeds auto: {r['auto_seeds']['seeds']} ({r['auto_seeds']['why']})", highlight=False)
     edge = [name for name, label in r["chosen"].items()

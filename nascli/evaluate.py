@@ -18,10 +18,11 @@ from .train import build_detector, collate, padded_size
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def load_detector(checkpoint, device="cpu", exit_after: int | None = None):
+def load_detector(checkpoint, device="cpu", exit_after: int | None = None, stand_in_ok: bool = False):
     """(model in eval mode, checkpoint dict) from a nascli checkpoint; `exit_after` = K stops a
-    stacked NAS-FPN after K pyramids (anytime detection)."""
-    ckpt = load_checkpoint(checkpoint)
+    stacked NAS-FPN after K pyramids (anytime detection); `stand_in_ok`: a ledger's stand-in will
+    do (timing only: its weights are not trained)."""
+    ckpt = load_checkpoint(checkpoint, stand_in_ok=stand_in_ok)
     model = build_detector(ckpt["model_args"])
     try:
         model.load_state_dict(ckpt["model"])
@@ -156,12 +157,12 @@ def onnx_runner(checkpoint, model, dataset):
     the largest padded image of `dataset` (from the json's sizes), then the detector's post-processing."""
     import tempfile
 
-    from .deploy import OnnxDetector, export_onnx
+    from .deploy import OnnxDetector, export_model
 
     sizes = [padded_size(dataset.transform, im["width"], im["height"]) for im in dataset.coco.imgs.values()]
     size = [max(h for h, _ in sizes), max(w for _, w in sizes)]
-    with tempfile.TemporaryDirectory() as folder:
-        path = export_onnx(checkpoint, Path(folder) / "detector.onnx", size=size)["onnx"]
+    with tempfile.TemporaryDirectory() as folder:  # the model in hand (a ledger's stand-in times as well)
+        path = export_model(model.cpu(), Path(folder) / "detector.onnx", size, {"checkpoint": str(checkpoint)})["onnx"]
         detector = OnnxDetector(path, model.postprocess)
     return lambda batch: detector(batch[0], [t["size"] for t in batch[1]])
 

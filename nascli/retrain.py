@@ -30,13 +30,14 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .config import ProxySpec, TrainConfig, load_spec, validate
 from .errors import CacheError, DataError, NascliError, SpecError
 from .runtime import load_checkpoint, save_checkpoint
 from .stats import MIN_GAIN
+from .ledger import RowLedger, file_digest, fingerprint, weights_digest
 from .store import RunStore
 from .train import TrainingDiverged, train
 
@@ -247,7 +248,7 @@ def recipe_key(config: TrainConfig) -> str:
 
 def _check_resumable(last: Path, config: TrainConfig) -> None:
     """A checkpoint left by an earlier retrain must come from the same request."""
-    old = load_checkpoint(last)["config"]
+    old = load_checkpoint(last, stand_in_ok=True)["config"]
     new = config.model_dump()
     for k in new:
         if k not in _NOT_RECIPE and old.get(k, _ADDED_LATER.get(k)) != new[k]:
@@ -306,10 +307,10 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
             lr_grid=None, grid_epochs: int | None = None, seeds: int | str = 2, select_val=None,
             select_image_dir=None, device: str = "auto", on_progress=None, train_fn=train,
             evaluate_fn=None, deep_supervision: bool = False, frozen_backbone_epochs: int | None = None,
-            optimizer: str | None = None, extend_grid: int = 0) -> dict:
+            optimizer: str | None = None, extend_grid: int = 0, ledger=None) -> dict:
     """Promotes a run: grid on meta-val, then the chosen rate with `seeds` seeds on test (module
     docstring). Returns {run, checkpoint, val, select_val, grid, chosen, rows, grid_seconds,
-    final_seconds}; `rows` holds every row, grid and final.
+    final_seconds, ledger_not_reused}; `rows` holds every row, grid and final.
 
     Defaults come from the baseline checkpoint's config (data, schedule, width, batch, seed): only
     what is given here changes, identically for every architecture. `lr` pins one rate (no grid);
@@ -320,7 +321,9 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
     optimiser's largest rate also tries twice that rate, up to K times (each architecture by
     the same rule, so their grids may end apart). `grid` and `chosen` in the result are keyed by `point_label`.
     `seeds` 'auto': the count the seed noise measured on meta-val asks for (`seeds_from_meta_val`),
-    decided before any test evaluation."""
+    decided before any test evaluation.
+    `ledger` (a folder): finished rows are kept there too and rebuilt from there on another machine
+    (ledger.py)."""
     from .evaluate import evaluate
     from .spaces import load_genotype
 
@@ -364,6 +367,8 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
         promoted = [_with_reward(store, c) for c in candidates(store, top, archs, base["model_args"]["num_convs"])]
         job = _Job(store, base_cfg, overrides, where, device, on_progress, train_fn, evaluate_fn or evaluate,
                    {"deep_supervision": True} if deep_supervision else {})
+        if ledger is not None:
+            job.ledger, job.sources = RowLedger(ledger), row_sources(base, weights, start, data, where)
         rows, chosen, scores = [], {}, {}
         for cand in promoted:  # stage 1: every architecture at every point, short schedule, meta-val
             if len(grid) == 1:
@@ -406,9 +411,25 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
                 "select_val": where["select_val"], "grid": scores,
                 "chosen": {name: point and point_label(*point) for name, point in chosen.items()}, "seeds": seed_list,
                 "auto_seeds": auto,
-                "rows": rows, "grid_seconds": seconds["grid"], "final_seconds": seconds["final"]}
+                "rows": rows, "grid_seconds": seconds["grid"], "final_seconds": seconds["final"],
+                "ledger_not_reused": job.not_reused}
     finally:
         store.close()
+
+
+def row_sources(base: dict, weights, start, data, where: dict) -> dict:
+    """Digests of everything a promotion's rows train from and are judged on, besides their own
+    recipe: the start weights (the baseline's, a weights file, a method's start), the training
+    data and the meta-val and test jsons (a row's ledger fingerprint)."""
+    train_data = data or base["config"]["data"]
+    sources = {"baseline": weights_digest(base["model"]), "data": file_digest(train_data),
+               "test": file_digest(where["val"])}
+    if where["select_val"]:
+        sources["meta_val"] = file_digest(where["select_val"])
+    for name, path in (("weights", weights), ("start", start)):
+        if path is not None and Path(path).is_file():
+            sources[name] = file_digest(path)
+    return sources
 
 
 #: The most seeds `--seeds auto` asks of each architecture's full schedule.
@@ -485,6 +506,9 @@ class _Job:
     train_fn: object
     evaluate: object
     deep: dict
+    ledger: object = None  # ledger.RowLedger: rows kept beyond this machine (module docstring)
+    sources: dict | None = None  # digests of what every row trains from: part of each row's fingerprint
+    not_reused: dict = field(default_factory=dict)  # ledger rows trained again: {row: the sources that differ}
 
     def fail(self, cand: Candidate, recipe: Recipe, reason: str) -> dict:
         name = f"{cand.name}/{recipe.folder}"
@@ -504,10 +528,19 @@ class _Job:
         config = _config(self.base_cfg, cand, out, options)
         last = out / "last.pt"
         previous = {r["name"]: r for r in self.store.retrained()}.get(name)
+        print_ = fingerprint(name, self.sources) if self.ledger is not None else None
         if previous and previous["status"] == "done" and (recipe.stage == "grid" or last.is_file()):
             if last.is_file():
                 _check_resumable(last, config)
+            if self.ledger is not None and not self.ledger.find(name, print_):  # done before the ledger came
+                self._keep(name, print_, previous, last, out)
             return previous
+        kept = self.ledger.find(name, print_) if self.ledger is not None else None
+        if kept:
+            return self._from_ledger(cand, name, config, out, kept)
+        differs = self.ledger.differs(name, self.sources) if self.ledger is not None else None
+        if differs is not None:  # kept, but trained from other inputs
+            self.not_reused[name] = differs
         reward = cand.reward
         genotype, fields = cand.genotype.to_json(), {"arch": cand.name, **recipe.fields()}
         self.store.set_retrained(name, cand.trial, genotype, reward, "training", str(last), fields)
@@ -522,8 +555,11 @@ class _Job:
         except TrainingDiverged as e:
             metrics = {**fields, "reason": str(e)}
             self.store.set_retrained(name, cand.trial, genotype, reward, "failed", str(last), metrics)
-            return {"name": name, "trial": cand.trial, "genotype": genotype, "reward": reward,
-                    "status": "failed", "checkpoint": str(last), "metrics": metrics}
+            row = {"name": name, "trial": cand.trial, "genotype": genotype, "reward": reward,
+                   "status": "failed", "checkpoint": str(last), "metrics": metrics}
+            if self.ledger is not None:
+                self._keep(name, print_, row, last, out)
+            return row
         ckpt = load_checkpoint(last)
         started = time.perf_counter()
         if recipe.stage == "grid":  # meta-val: what chooses the rate; latency is measured on test only
@@ -537,9 +573,52 @@ class _Job:
                        train_seconds=sum(h["seconds"] for h in ckpt["history"]))
         kept = str(last) if recipe.stage == "final" else None
         self.store.set_retrained(name, cand.trial, genotype, reward, "done", kept, metrics)
+        row = {"name": name, "trial": cand.trial, "genotype": genotype, "reward": reward,
+               "status": "done", "checkpoint": kept, "metrics": metrics}
+        if self.ledger is not None:
+            self._keep(name, print_, row, last, out)
         _prune(last, keep_model=kept is not None)
-        return {"name": name, "trial": cand.trial, "genotype": genotype, "reward": reward,
-                "status": "done", "checkpoint": kept, "metrics": metrics}
+        return row
+
+    def _keep(self, name: str, print_: str, row: dict, last: Path, out: Path) -> None:
+        """Writes a finished row to the ledger, with its training record and test detections."""
+        ckpt = load_checkpoint(last, stand_in_ok=True) if last.is_file() else {}
+        record = {k: ckpt[k] for k in ("history", "model_args", "classes") if k in ckpt}
+        detections = out / DETECTIONS if row["metrics"].get("detections") else None
+        self.ledger.keep(name, print_, row, record, detections, self.sources)
+
+    def _from_ledger(self, cand: Candidate, name: str, config: TrainConfig, out: Path, kept: dict) -> dict:
+        """The row as the ledger kept it: in run.db, with its detections and, for a finished final
+        row, a stand-in checkpoint (ledger.py) where compare times it."""
+        checkpoint = None
+        if kept["status"] == "done" and kept["metrics"].get("stage") == "final":
+            checkpoint = out / "last.pt"
+            out.mkdir(parents=True, exist_ok=True)
+            detections = self.ledger.detections(kept)
+            if detections is not None:
+                (out / DETECTIONS).write_bytes(detections)
+            save_stand_in(checkpoint, config, kept["record"], f"rebuilt from the promotion ledger {self.ledger.folder} "
+                                                              f"(row {name}); its weights are seeded, not trained")
+        self.store.set_retrained(name, cand.trial, kept["genotype"], kept["reward"], kept["status"],
+                                 str(checkpoint) if checkpoint else None, kept["metrics"])
+        return {"name": name, "trial": cand.trial, "genotype": kept["genotype"], "reward": kept["reward"],
+                "status": kept["status"], "checkpoint": str(checkpoint) if checkpoint else None,
+                "metrics": kept["metrics"]}
+
+
+def save_stand_in(path: Path, config: TrainConfig, record: dict, why: str) -> None:
+    """A checkpoint of the row's architecture with seeded initial weights, its config and training
+    record, marked `stand_in` (ledger.py): what timing and reports need of a row trained elsewhere."""
+    import torch
+
+    from .train import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector(record["model_args"])
+    save_checkpoint({"kind": "fcos", "model": model.state_dict(), "epoch": config.epochs,
+                     "history": record.get("history", []), "config": config.model_dump(),
+                     "model_args": record["model_args"], "classes": record.get("classes", {}),
+                     "genotype": config.genotype, "stand_in": why}, path)
 
 
 def _prune(last: Path, keep_model: bool) -> None:

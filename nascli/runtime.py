@@ -178,8 +178,10 @@ def save_checkpoint(payload: dict, path) -> Path:
     return path
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Loads with weights_only=True; a missing, foreign or truncated file is a CheckpointError."""
+def load_checkpoint(path, map_location="cpu", stand_in_ok: bool = False) -> dict:
+    """Loads with weights_only=True; a missing, foreign or truncated file is a CheckpointError, and
+    so is a stand-in without trained weights (ledger.py) unless the caller only needs its
+    architecture or record (`stand_in_ok`)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -190,6 +192,9 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: field 'format' is not {CHECKPOINT_FORMAT!r}; not a nascli checkpoint")
     _validate_checkpoint(ckpt, path)
+    if ckpt.get("stand_in") and not stand_in_ok:
+        raise CheckpointError(f"{path}: field 'stand_in': {ckpt['stand_in']}; it has no trained weights to "
+                              f"evaluate or export: retrain its row on this machine without --ledger")
     return ckpt
 
 

@@ -671,3 +671,80 @@ def test_seeds_auto_counts_from_meta_val_noise_before_any_test(run, tiny_test):
     auto = noisy["auto_seeds"]
     assert auto["sd"] == pytest.approx(2 * 2 ** 0.5) and auto["seeds"] == AUTO_SEEDS_CAP
     assert len(noisy["seeds"]) == AUTO_SEEDS_CAP and "capped at 5" in auto["why"]
+
+
+# ---------------------------------------------------------------- a promotion beyond one machine
+
+
+def evaluate_with_detections(seen, meta_val_ap, test_ap):
+    """fake_evaluate that also writes a test row's detections, as the real one does."""
+    evaluate = fake_evaluate(seen, meta_val_ap, test_ap)
+
+    def with_detections(checkpoint, data, *, detections_out=None, **kw):
+        metrics = evaluate(checkpoint, data, **kw)
+        if detections_out is not None:
+            seed = load_checkpoint(checkpoint)["config"]["seed"]
+            Path(detections_out).write_text(json.dumps([{"image_id": 1, "category_id": 1,
+                                                         "bbox": [1, 2, 3, 4], "score": 0.5 + seed / 10}]))
+        return metrics
+    return with_detections
+
+
+def test_a_promotion_resumes_on_another_machine_from_its_ledger(searched_run, tmp_path, tiny_test):
+    """Rows kept in --ledger rebuild the promotion in a fresh copy of the run (a new machine)
+    without training: the same choices, APs, verdict and detections; final rows get stand-in
+    checkpoints that time but refuse to evaluate. Changed data trains again."""
+    import shutil
+
+    from nascli.errors import CheckpointError
+    from nascli.evaluate import load_detector
+
+    ledger, rates = tmp_path / "ledger", {0.005: 0.2, 0.01: 0.3}
+    first, calls, seen = shutil.copytree(searched_run, tmp_path / "here"), [], []
+    job = dict(val=tiny_test, top=1, epochs=3, lr_grid=tuple(rates), seeds=2, device="cpu", ledger=ledger)
+    done = retrain(first, **job, train_fn=fake_train(calls), evaluate_fn=evaluate_with_detections(seen, rates.get, rates.get))
+    kept = json.loads((ledger / "rows.json").read_text())["rows"]
+    assert len(kept) == len(done["rows"]) == 8 and len(calls) == 8
+    assert sorted(k.split()[0] for k in kept) == sorted(r["name"] for r in done["rows"])
+    assert {v["status"] for v in kept.values()} == {"done"} and done["ledger_not_reused"] == {}
+
+    def refuse(*a, **k):
+        raise AssertionError("trained again")
+    elsewhere = shutil.copytree(searched_run, tmp_path / "elsewhere")  # the run as a new machine rebuilds it
+    again = retrain(elsewhere, **job, train_fn=refuse, evaluate_fn=refuse)
+    assert again["chosen"] == done["chosen"] == {"baseline": "0.01", again["rows"][-1]["metrics"]["arch"]: "0.01"}
+    assert [(r["name"], r["metrics"]["AP"]) for r in again["rows"]] == [(r["name"], r["metrics"]["AP"]) for r in done["rows"]]
+    verdicts = [compare([run])["test_verdict"][str(run)] for run in (first, elsewhere)]
+    assert verdicts[0]["per_arch"] == verdicts[1]["per_arch"]
+    for row in (r for r in again["rows"] if r["metrics"]["stage"] == "final"):
+        original = Path(next(r for r in done["rows"] if r["name"] == row["name"])["checkpoint"])
+        stand_in = Path(row["checkpoint"])
+        assert (stand_in.parent / "detections.json").read_bytes() == (original.parent / "detections.json").read_bytes()
+        with pytest.raises(CheckpointError, match="stand_in"):
+            load_detector(stand_in)
+        model, ckpt = load_detector(stand_in, stand_in_ok=True)  # the architecture, for timing
+        assert ckpt["history"] == load_checkpoint(original)["history"] and sum(p.numel() for p in model.parameters()) > 0
+
+    other_test = tmp_path / "test.json"  # the same images, another file: not the rows' test split
+    data = json.loads(Path(tiny_test).read_text())
+    other_test.write_text(json.dumps({**data, "info": {**data["info"], "note": "edited"}}))
+    third, calls = shutil.copytree(searched_run, tmp_path / "third"), []
+    r = retrain(third, **{**job, "val": other_test}, train_fn=fake_train(calls),
+                evaluate_fn=evaluate_with_detections([], rates.get, rates.get))
+    assert len(calls) == 8 and len(r["ledger_not_reused"]) == 8
+    assert set(map(tuple, r["ledger_not_reused"].values())) == {("test",)}  # says why they were not reused
+    assert len(json.loads((ledger / "rows.json").read_text())["rows"]) == 16  # the first rows are kept too
+
+
+def test_training_is_bit_identical_across_runs_of_one_seed(tiny_coco, tiny_config, tmp_path):
+    """What lets a ledger's rows be reused on another machine: the baseline rebuilt with the same
+    seed has the same weights (ledger.weights_digest)."""
+    from nascli.ledger import weights_digest
+
+    digests = []
+    for k in range(2):
+        train(tiny_config(tiny_coco[0], tmp_path / str(k), epochs=1))
+        digests.append(weights_digest(load_checkpoint(tmp_path / str(k) / "last.pt")["model"]))
+    assert digests[0] == digests[1]
+    train(tiny_config(tiny_coco[0], tmp_path / "other-seed", epochs=1, seed=1))
+    assert weights_digest(load_checkpoint(tmp_path / "other-seed" / "last.pt")["model"]) != digests[0]
