@@ -90,7 +90,7 @@ def retrained(run: Path, archs, test: Path, epochs: int | None, top: int, lr: fl
     included). Every architecture is promoted by `nascli retrain`: its rate chosen on meta-val
     from the grid (or `lr` pinned), then `train_seeds` seeds of the full schedule on test."""
     from nascli.report import compare
-    from nascli.retrain import retrain
+    from nascli.retrain import Promotion, retrain
 
     folder = run / "fidelity"
     files = []
@@ -101,8 +101,8 @@ def retrained(run: Path, archs, test: Path, epochs: int | None, top: int, lr: fl
             files.append(str(path))
     progress = lambda e: print(f"  {e['arch']} epoch {e['epoch']}/{e['epochs']} step {e['step']}/{e['steps']}",  # noqa: E731
                                flush=True) if e["step"] == e["steps"] else None
-    r = retrain(run, top=top, archs=files, val=test, epochs=epochs, lr=lr, lr_grid=lr_grid, seeds=train_seeds,
-                device="cpu", on_progress=progress)
+    r = retrain(run, Promotion(top=top, archs=tuple(files), val=test, epochs=epochs, lr=lr, lr_grid=lr_grid,
+                               seeds=train_seeds, device="cpu"), on_progress=progress)
     summary = {a["arch"]: a for a in compare([run])["architectures"]}
     ap = {name: a.get("AP") for name, a in summary.items()}
     by_seed = {name: a["ap_by_seed"] for name, a in summary.items()}

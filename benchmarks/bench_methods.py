@@ -176,11 +176,11 @@ def stopped_because(run: Path) -> str:
 def promote(run: Path, test: str, epochs: int | None, seeds: int, lr: float | None, shared: Path | None) -> None:
     """The winner and the control by the fair protocol; the control's finished rows are copied from
     `shared` first when that run promoted the same control genotype (retrain then skips them)."""
-    from nascli.retrain import retrain
+    from nascli.retrain import Promotion, retrain
 
     if shared is not None:
         share_control(shared, run)
-    retrain(run, top=1, val=test, epochs=epochs, seeds=seeds, lr=lr, device="cpu", extend_grid=EXTEND_GRID)
+    retrain(run, Promotion(top=1, val=test, epochs=epochs, seeds=seeds, lr=lr, device="cpu", extend_grid=EXTEND_GRID))
 
 
 def same_control(a: Path, b: Path) -> bool:

@@ -731,10 +731,9 @@ def _show_arch(store, trial_id: int, as_json: bool) -> None:
     from .drawing import draw_genotype
     from .inputs import stored_genotype
 
-    rows = store.trials(f"id = {int(trial_id)}")
-    if not rows:
+    t = store.trial(trial_id)
+    if t is None:
         raise NascliError(f"--arch {trial_id}: {store.path} has no trial {trial_id} (trials 0..{store.count()})")
-    t = rows[0]
     genotype = stored_genotype(store, t.genotype, f"trials row {t.id} field 'genotype'")
     name = "control" if t.id == 0 else f"trial {t.id}"
     reward = "" if t.reward is None else f", reward {t.reward:.4f}"
@@ -819,17 +818,17 @@ def retrain_cmd(
     Example: [cyan]nascli retrain runs/s1 --top 0 --arch zoo:nas-fcos --width 128 --head-width 256 --lr 0.01[/]
     """
     from .report import compare
-    from .retrain import retrain
+    from .retrain import Promotion, retrain
 
     grid = _rates(lr_grid) if lr_grid else None
     _use_threads(threads)
     with _progress("retrain", not as_json, "epoch") as on_progress:
-        r = retrain(run, top, arch or (), checkpoint=checkpoint, weights=weights, data=data, val=val,
-                    image_dir=image_dir, val_image_dir=val_image_dir, epochs=epochs, width=width,
-                    head_width=head_width, seed=seed, seeds=_seed_count(seeds), lr=lr, lr_grid=grid, grid_epochs=grid_epochs,
-                    select_val=select_val, device=device, on_progress=on_progress,
-                    deep_supervision=deep_supervision, frozen_backbone_epochs=frozen_backbone_epochs,
-                    optimizer=optimizer, extend_grid=extend_grid, ledger=ledger)
+        r = retrain(run, Promotion(
+            val=val, top=top, archs=tuple(arch or ()), checkpoint=checkpoint, weights=weights, data=data,
+            image_dir=image_dir, val_image_dir=val_image_dir, select_val=select_val, epochs=epochs, width=width,
+            head_width=head_width, seed=seed, seeds=_seed_count(seeds), lr=lr, lr_grid=grid, grid_epochs=grid_epochs,
+            extend_grid=extend_grid, optimizer=optimizer, deep_supervision=deep_supervision,
+            frozen_backbone_epochs=frozen_backbone_epochs, device=device, ledger=ledger), on_progress=on_progress)
     if as_json:
         return _emit_json(r)
     console.print(f"promotion budget: grid {r['grid_seconds'] / 60:.1f} min "

@@ -101,7 +101,7 @@ def ranked(store: RunStore) -> list[dict]:
     seconds, losses, genotype."""
     scores = store.scores()
     rows = []
-    for t in store.trials("status = 'done' AND id > 0", "reward DESC, id"):
+    for t in store.top():
         stats = seed_stats(list(scores[t.id].values())) if t.id in scores else \
             {"mean": None, "std": None, "seeds": 0, "failed_seeds": 0}
         rows.append({"trial": t.id, "reward": t.reward, **stats, "params": t.metrics.get("params"),
@@ -115,7 +115,7 @@ def ranked(store: RunStore) -> list[dict]:
 def summarize(store: RunStore, top: int = 5) -> dict:
     """Counts, the control, the best trials (re-scored first, by mean), the seed noise, the
     verdict and the reward curve."""
-    rows = store.trials("id > 0")
+    rows = store.trials(control=False)
     best = ranked(store)
     control, scores = store.control(), store.scores()
     control_row = None

@@ -24,7 +24,7 @@ def reward_figure(run_dir, out=None) -> Path:
     from .protocol import summarize
 
     store = RunStore(run_dir, create=False)
-    meta, trials = store.meta(), store.trials("id > 0")
+    meta, trials = store.meta(), store.trials(control=False)
     rows = [t for t in trials if t.status == "done"]
     summary = summarize(store)
     control, noise = summary["control"], summary["noise"]
@@ -118,7 +118,7 @@ def trajectory(run_dir) -> list[dict]:
     from .store import unpack_state
 
     store = RunStore(run_dir, create=False, readonly=True)
-    blob, trials = store.load_state(), {t.id: t for t in store.trials("id > 0")}
+    blob, trials = store.load_state(), {t.id: t for t in store.trials(control=False)}
     store.close()
     if blob is None:
         return []
@@ -146,7 +146,7 @@ def trajectory_figure(run_dir, steps=None, out=None) -> Path:
     import matplotlib.pyplot as plt
 
     store = RunStore(run_dir, create=False, readonly=True)
-    rows = [t for t in store.trials("id > 0") if t.status == "done"]
+    rows = [t for t in store.trials(control=False) if t.status == "done"]
     store.close()
     steps = [s for s in (trajectory(run_dir) if steps is None else steps)
              if s["trial"] is not None and s["reward"] is not None]
@@ -210,7 +210,7 @@ def list_runs(root="runs") -> list[dict]:
     for db in sorted(Path(root).glob("*/run.db")):
         store = RunStore(db.parent, create=False)
         meta, best = store.meta(), store.top(1)
-        rows = store.trials("id > 0")
+        rows = store.trials(control=False)
         out.append({"run": str(db.parent), "method": meta.get("method"), "target": meta.get("trials"),
                     "finished": sum(t.status != "pending" for t in rows),
                     "failed": sum(t.status == "failed" for t in rows),

@@ -107,7 +107,7 @@ def read_run(run: Path) -> dict:
     store = RunStore(run, create=False, readonly=True)
     try:
         summary = summarize(store, top=10**9)
-        trials, scores, retrained = store.trials("1"), store.scores(), store.retrained()
+        trials, scores, retrained = store.trials(), store.scores(), store.retrained()
     finally:
         store.close()
     spec = run / "spec.yaml"

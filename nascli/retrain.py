@@ -301,74 +301,103 @@ def _with_reward(store: RunStore, cand: Candidate) -> Candidate:
     return replace(cand, reward=known[0] if known else _proxy_reward(store, cand.genotype, cand.trial))
 
 
-def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, data=None, val=None,
-            image_dir=None, val_image_dir=None, epochs: int | None = None, width: int | None = None,
-            head_width: int | None = None, seed: int | None = None, lr: float | None = None,
-            lr_grid=None, grid_epochs: int | None = None, seeds: int | str = 2, select_val=None,
-            select_image_dir=None, device: str = "auto", on_progress=None, train_fn=train,
-            evaluate_fn=None, deep_supervision: bool = False, frozen_backbone_epochs: int | None = None,
-            optimizer: str | None = None, extend_grid: int = 0, ledger=None) -> dict:
-    """Promotes a run: grid on meta-val, then the chosen rate with `seeds` seeds on test (module
-    docstring). Returns {run, checkpoint, val, select_val, grid, chosen, rows, grid_seconds,
-    final_seconds, ledger_not_reused}; `rows` holds every row, grid and final.
+@dataclass(frozen=True)
+class Promotion:
+    """One promotion request, the same for every architecture: which architectures (the run's
+    `top` best and `archs` genotype files, besides the control), from which baseline and data,
+    what of the recipe changes, where rows are judged (`val`: test; `select_val`: the meta-val the
+    grid chooses on) and where they are kept (`ledger`: a folder, ledger.py).
 
     Defaults come from the baseline checkpoint's config (data, schedule, width, batch, seed): only
-    what is given here changes, identically for every architecture. `lr` pins one rate (no grid);
-    `lr_grid` replaces the default grid; `grid_epochs` defaults to a third of the schedule;
-    `frozen_backbone_epochs`: each row's first epochs train the decoder on the frozen backbone;
-    `optimizer` (sgd | adamw): the optimiser of bare rates (default sgd); a grid entry
-    'adamw:4e-4' names its own; `extend_grid` K: an architecture whose best meta-val point is its
-    optimiser's largest rate also tries twice that rate, up to K times (each architecture by
-    the same rule, so their grids may end apart). `grid` and `chosen` in the result are keyed by `point_label`.
+    what is given here changes. `lr` pins one rate (no grid); `lr_grid` replaces the default grid;
+    `grid_epochs` defaults to a third of the schedule; `frozen_backbone_epochs`: each row's first
+    epochs train the decoder on the frozen backbone; `optimizer` (sgd | adamw): the optimiser of
+    bare rates (default sgd); a grid entry 'adamw:4e-4' names its own; `extend_grid` K: an
+    architecture whose best meta-val point is its optimiser's largest rate also tries twice that
+    rate, up to K times (each architecture by the same rule, so their grids may end apart).
     `seeds` 'auto': the count the seed noise measured on meta-val asks for (`seeds_from_meta_val`),
-    decided before any test evaluation.
-    `ledger` (a folder): finished rows are kept there too and rebuilt from there on another machine
-    (ledger.py)."""
+    decided before any test evaluation."""
+
+    val: str | Path | None = None
+    top: int = 3
+    archs: tuple = ()
+    checkpoint: str | Path | None = None
+    weights: str | Path | None = None
+    data: str | Path | None = None
+    image_dir: str | Path | None = None
+    val_image_dir: str | Path | None = None
+    select_val: str | Path | None = None
+    select_image_dir: str | Path | None = None
+    epochs: int | None = None
+    width: int | None = None
+    head_width: int | None = None
+    seed: int | None = None
+    seeds: int | str = 2
+    lr: float | None = None
+    lr_grid: tuple | None = None
+    grid_epochs: int | None = None
+    extend_grid: int = 0
+    optimizer: str | None = None
+    deep_supervision: bool = False
+    frozen_backbone_epochs: int | None = None
+    device: str = "auto"
+    ledger: str | Path | None = None
+
+
+def retrain(run_dir, promotion: Promotion, *, on_progress=None, train_fn=train, evaluate_fn=None) -> dict:
+    """Promotes a run as `promotion` asks: grid on meta-val, then the chosen rate with its seeds on
+    test (module docstring). Returns {run, checkpoint, val, select_val, grid, chosen, rows,
+    grid_seconds, final_seconds, ledger_not_reused}; `rows` holds every row, grid and final; `grid`
+    and `chosen` are keyed by `point_label`. `train_fn` and `evaluate_fn` stand in for training
+    and evaluation (tests)."""
     from .evaluate import evaluate
     from .spaces import load_genotype
 
+    p = promotion
+    archs, seeds, device = tuple(p.archs), p.seeds, p.device
     run_dir = Path(run_dir)
     new_run = archs and not (run_dir / "run.db").is_file()
     if new_run:  # a new run of given architectures: checked before it exists
         for arch in archs:
             load_genotype(arch)
-        first = _inputs({}, run_dir, checkpoint, val, val_image_dir)
+        first = _inputs({}, run_dir, p.checkpoint, p.val, p.val_image_dir)
         _check_unseen_by_baseline(load_checkpoint(first["checkpoint"]), first["checkpoint"], first["val"],
-                                  val_image_dir)
+                                  p.val_image_dir)
     store = RunStore(run_dir, create=bool(archs))
     try:
-        where = _inputs(store.meta(), run_dir, checkpoint, val, val_image_dir, select_val, select_image_dir)
+        where = _inputs(store.meta(), run_dir, p.checkpoint, p.val, p.val_image_dir, p.select_val,
+                        p.select_image_dir)
         checkpoint = where["checkpoint"]
         base = load_checkpoint(checkpoint)
         if not new_run:  # a new run's was checked above
-            _check_unseen_by_baseline(base, checkpoint, where["val"], val_image_dir)
+            _check_unseen_by_baseline(base, checkpoint, where["val"], p.val_image_dir)
         # the backbone starts from the baseline's trained weights, or from a weights file if given
-        base_cfg = {**base["config"], "init_from": None if weights else str(checkpoint),
-                    "weights": str(weights) if weights else None,
+        base_cfg = {**base["config"], "init_from": None if p.weights else str(checkpoint),
+                    "weights": str(p.weights) if p.weights else None,
                     "warmup_fraction": WARMUP_FRACTION, "warmup_start": WARMUP_START}
-        overrides = {"data": str(data) if data else None, "image_dir": str(image_dir) if image_dir else None,
-                     "width": width, "head_width": head_width, "device": device, "val": str(where["val"]),
-                     "frozen_backbone_epochs": frozen_backbone_epochs}
+        overrides = {"data": str(p.data) if p.data else None, "image_dir": str(p.image_dir) if p.image_dir else None,
+                     "width": p.width, "head_width": p.head_width, "device": device, "val": str(where["val"]),
+                     "frozen_backbone_epochs": p.frozen_backbone_epochs}
         method = _method(store)
         start = method.retrain_init(run_dir, store.meta()) if method else None
         if start is not None:  # e.g. DetNAS: paths start from the supernet's weights, the control too
             overrides["init_from"] = str(start)
-        epochs = epochs or base["config"]["epochs"]
-        first_seed = base["config"]["seed"] if seed is None else seed
+        epochs = p.epochs or base["config"]["epochs"]
+        first_seed = base["config"]["seed"] if p.seed is None else p.seed
         if seeds != "auto" and not (isinstance(seeds, int) and seeds >= 1):
             raise SpecError(f"--seeds {seeds}: a count >= 1 or 'auto'")
         seed_list = [first_seed + k for k in range(2 if seeds == "auto" else seeds)]
-        entries = (lr,) if lr else tuple(lr_grid) if lr_grid else default_grid(base["config"]["batch_size"])
-        grid = tuple(dict.fromkeys(grid_point(e, optimizer or "sgd") for e in entries))
-        grid_epochs = grid_epochs or max(1, epochs // 3)
+        entries = (p.lr,) if p.lr else tuple(p.lr_grid) if p.lr_grid else default_grid(base["config"]["batch_size"])
+        grid = tuple(dict.fromkeys(grid_point(e, p.optimizer or "sgd") for e in entries))
+        grid_epochs = p.grid_epochs or max(1, epochs // 3)
         if len(grid) > 1 and not where["select_val"]:
             raise SpecError(f"{run_dir}: the learning-rate grid chooses on the search's meta-val, and this run "
                             f"records none: give --select-val META_VAL.json, or pin one rate with --lr")
-        promoted = [_with_reward(store, c) for c in candidates(store, top, archs, base["model_args"]["num_convs"])]
+        promoted = [_with_reward(store, c) for c in candidates(store, p.top, archs, base["model_args"]["num_convs"])]
         job = _Job(store, base_cfg, overrides, where, device, on_progress, train_fn, evaluate_fn or evaluate,
-                   {"deep_supervision": True} if deep_supervision else {})
-        if ledger is not None:
-            job.ledger, job.sources = RowLedger(ledger), row_sources(base, weights, start, data, where)
+                   {"deep_supervision": True} if p.deep_supervision else {})
+        if p.ledger is not None:
+            job.ledger, job.sources = RowLedger(p.ledger), row_sources(base, p.weights, start, p.data, where)
         rows, chosen, scores = [], {}, {}
         for cand in promoted:  # stage 1: every architecture at every point, short schedule, meta-val
             if len(grid) == 1:
@@ -380,7 +409,7 @@ def retrain(run_dir, top: int = 3, archs=(), *, checkpoint=None, weights=None, d
                 return row["metrics"]["AP"] if row["status"] == "done" else None
 
             ap = {point: meta_val_ap(point) for point in grid}
-            for _ in range(extend_grid):  # the best point at its optimiser's largest rate: try twice that rate
+            for _ in range(p.extend_grid):  # the best point at its optimiser's largest rate: try twice that rate
                 best = choose_rate(ap)
                 if best is None or not at_edge(best, ap):
                     break

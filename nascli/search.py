@@ -238,7 +238,7 @@ def _search(store, spec, entry, proxy_path, cache, trials, run_dir, seed, lam, s
             break
         trial_id, result = pool.next_done()
         in_flight.discard(trial_id)
-        genotype = space.genotype_class.from_json(store.trials(f"id = {int(trial_id)}")[0].genotype)
+        genotype = space.genotype_class.from_json(store.trial(trial_id).genotype)
         predicted = {"predicted_latency_ms": gate.predict(genotype)} if gate is not None else {}
         store.finish(trial_id, result.status, result.reward, {**result.to_dict(), **predicted})
         clock.save()
@@ -381,7 +381,7 @@ def _rescore(store: RunStore, trial_ids: list[int], seeds: int, run_seed: int, r
     were evaluated now."""
     todo = []
     for trial_id in trial_ids:
-        trial = store.trials(f"id = {int(trial_id)}")[0]
+        trial = store.trial(trial_id)
         genotype = load_genotype(trial.genotype, f"trial {trial_id}")
         done = store.scores(trial_id).get(trial_id, {})
         todo += [(trial_id, genotype, rescore_seed(run_seed, trial_id, k), rescore_data_seed(run_seed, k))

@@ -162,8 +162,7 @@ class RunStore:
                             "VALUES (0, ?, 'pending', 0, 1, ?)", (genotype, time.time()))
 
     def control(self) -> Trial | None:
-        rows = self.trials("id = 0")
-        return rows[0] if rows else None
+        return self.trial(0)
 
     def add_pending(self, genotypes: list[str], seeds: list[int], state: bytes) -> list[int]:
         """Records asked trials and the strategy state right after the ask, atomically."""
@@ -184,11 +183,21 @@ class RunStore:
             self.db.executemany("UPDATE trials SET told = 1 WHERE id = ?", [(i,) for i in trial_ids])
             self._save_state(state)
 
-    def trials(self, where: str = "1", order: str = "id") -> list[Trial]:
+    def _select(self, where: str, params: tuple = (), order: str = "id") -> list[Trial]:
+        """Trials matching a fixed clause of this class (never a caller's SQL)."""
         rows = self.db.execute(f"SELECT id, genotype, status, reward, metrics, seed, told, created, finished "
-                               f"FROM trials WHERE {where} ORDER BY {order}")
+                               f"FROM trials WHERE {where} ORDER BY {order}", params)
         return [Trial(r[0], r[1], r[2], r[3], self.decode_json(r[4], f"trials row {r[0]} field 'metrics'") or {}, r[5],
                       bool(r[6]), r[7], r[8]) for r in rows]
+
+    def trials(self, control: bool = True) -> list[Trial]:
+        """Every trial in the order asked; the control (trial 0) first, unless `control` is False."""
+        return self._select("1" if control else "id > 0")
+
+    def trial(self, trial_id: int) -> Trial | None:
+        """One trial by id (0: the control); None if the run has no such trial."""
+        rows = self._select("id = ?", (int(trial_id),))
+        return rows[0] if rows else None
 
     def worst_reward(self) -> float | None:
         """The lowest reward a finished trial (or the control) scored; None before any."""
@@ -196,14 +205,14 @@ class RunStore:
 
     def pending(self) -> list[Trial]:
         """Search trials asked but not finished (the control, trial 0, is scored on its own)."""
-        return self.trials("status = 'pending' AND id > 0")
+        return self._select("status = 'pending' AND id > 0")
 
     def finished_untold(self) -> list[Trial]:
-        return self.trials("status != 'pending' AND told = 0")
+        return self._select("status != 'pending' AND told = 0")
 
-    def top(self, k: int) -> list[Trial]:
-        """The k best search trials by their (single-seed) search reward."""
-        return self.trials("status = 'done' AND id > 0", "reward DESC, id")[:k]
+    def top(self, k: int | None = None) -> list[Trial]:
+        """The k best finished search trials by their (single-seed) search reward (all: k None)."""
+        return self._select("status = 'done' AND id > 0", order="reward DESC, id")[:k]
 
     def count(self, skipped: bool = False) -> int:
         """Search trials asked so far (the budget; the control and candidates skipped untrained for

@@ -9,7 +9,7 @@ from nascli.errors import SpecError
 from nascli.latency import interleaved, measure, spread
 from nascli.latency import parse_latency_target, within_target
 from nascli.report import compare
-from nascli.retrain import retrain
+from nascli.retrain import Promotion, retrain
 from nascli.store import RunStore
 from nascli.trial import TrialResult
 
@@ -76,7 +76,7 @@ def test_within_target_by_ratio_or_milliseconds():
 
 def faked_promotion(run, tiny_test):
     """The control and trial-1 with three paired seeds (+1.5 AP, beyond noise), real checkpoints."""
-    retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")
+    retrain(run, Promotion(val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu"))
     ckpt = RunStore(run).retrained()[0]["checkpoint"]
     store = RunStore(run, create=False)
     store.db.execute("DELETE FROM retrained")
@@ -249,7 +249,7 @@ def test_a_search_under_a_latency_target_never_trains_a_candidate_over_it(tiny_c
     run = tmp_path / "run"
     r = run_search("random", tiny_proxy, tiny_cache, 4, run, evaluate_fn=fake, latency_target=target, seed=seed)
     store = RunStore(run, create=False)
-    meta, rows = store.meta(), store.trials("id > 0")
+    meta, rows = store.meta(), store.trials(control=False)
     assert meta["latency_target"] == target and meta["latency_limit_ms"] == pytest.approx(limit, abs=1e-5)
     skipped = [t for t in rows if t.metrics.get("skipped") == "latency"]
     done = [t for t in rows if t.status == "done"]
@@ -319,7 +319,7 @@ def test_the_controller_learns_from_graded_skips_and_evolution_never_from_one(ti
     run_search("nas-fcos", tiny_proxy, tiny_cache, 4, run, latency_target=f"{limit:.6f}ms",
                evaluate_fn=lambda g, spec, cache, seed, data_seed=0: TrialResult("done", reward=-1.0 - seed % 7))
     store = RunStore(run, create=False)
-    rows = store.trials("1")  # the control first, then every trial in the order it was asked
+    rows = store.trials()  # the control first, then every trial in the order it was asked
     skipped = [t for t in rows if t.metrics.get("skipped") == "latency"]
     assert skipped, "the target skipped nothing: the test checks nothing"
     for t in skipped:
@@ -388,7 +388,7 @@ def test_auto_fpn_searches_under_a_latency_target(tiny_cache, tmp_path, quick_ca
         run_search("auto-fpn", str(spec), tiny_cache, 2, run, latency_target=target,
                    evaluate_fn=lambda g, *a, **k: trained.append(g) or TrialResult("done", reward=-1.0))
         store = RunStore(run, create=False)
-        meta, rows = store.meta(), store.trials("id > 0")
+        meta, rows = store.meta(), store.trials(control=False)
         assert "expected latency once promoted" in meta["latency_term"] and len(rows) == 2
         if target == "1000x":
             assert all(t.status == "done" and t.metrics["predicted_latency_ms"] <= meta["latency_limit_ms"] for t in rows)

@@ -10,7 +10,7 @@ import pytest
 
 from nascli.protocol import summarize
 from nascli.report import compare
-from nascli.retrain import retrain
+from nascli.retrain import Promotion, retrain
 from nascli.search import run_search
 from nascli.spaces import auto_fpn
 from nascli.store import RunStore
@@ -29,9 +29,9 @@ def reported_run(tiny_cache, tiny_test, tmp_path_factory):
     proxy.write_text(TINY_PROXY)
     run = root / "run"
     run_search("random", proxy, tiny_cache, 3, run, seed=0)
-    retrain(run, val=tiny_test, top=1, epochs=1, lr=0.01, seeds=2, device="cpu")
+    retrain(run, Promotion(val=tiny_test, top=1, epochs=1, lr=0.01, seeds=2, device="cpu"))
     store = RunStore(run, create=False)
-    [failed] = store.add_pending([store.trials("id = 1")[0].genotype], [99], store.load_state())
+    [failed] = store.add_pending([store.trial(1).genotype], [99], store.load_state())
     store.finish(failed, "failed", None, {"reason": "validation loss is not finite"})
     store.close()
     return run
@@ -70,7 +70,7 @@ def test_the_report_shows_a_person_the_verdicts_every_trial_and_every_image(run,
     code, said, err = run_cli("report", run, "--out", out)
     assert code == 0, err
     store = RunStore(run, create=False)
-    proxy_verdict, trials = summarize(store)["verdict"]["text"], store.trials("1")
+    proxy_verdict, trials = summarize(store)["verdict"]["text"], store.trials()
     store.close()
     test_verdict = compare([run])["test_verdict"][str(run)]["text"]
     assert proxy_verdict in said.replace("\n", " ") or proxy_verdict[:40] in said

@@ -12,7 +12,7 @@ import torch
 
 from nascli.errors import SpecError
 from nascli.report import compare, kendall_tau, pareto_front, spearman_rho
-from nascli.retrain import retrain
+from nascli.retrain import Promotion, retrain
 from nascli.runtime import load_checkpoint
 from nascli.protocol import ranked
 from nascli.search import run_search
@@ -103,7 +103,7 @@ def test_load_genotype_from_file_zoo_and_bad_input(tmp_path):
 
 
 def test_retrain_trains_top_k_and_the_baseline_then_evaluates(run, tiny_checkpoint, tiny_test):
-    r = retrain(run, val=tiny_test, top=2, epochs=1, lr=0.01, seeds=1, device="cpu")
+    r = retrain(run, Promotion(val=tiny_test, top=2, epochs=1, lr=0.01, seeds=1, device="cpu"))
     archs = [x["metrics"]["arch"] for x in r["rows"]]
     store = RunStore(run, create=False)
     best = [f"trial-{t['trial']}" for t in ranked(store)[:2]]  # re-scored ones first, by their mean
@@ -129,14 +129,14 @@ def test_retrain_trains_top_k_and_the_baseline_then_evaluates(run, tiny_checkpoi
     # a second call skips what is done
     def refuse(*a, **k):
         raise AssertionError("retrained again")
-    again = retrain(run, val=tiny_test, top=2, epochs=1, lr=0.01, seeds=1, device="cpu", train_fn=refuse)
+    again = retrain(run, Promotion(val=tiny_test, top=2, epochs=1, lr=0.01, seeds=1, device="cpu"), train_fn=refuse)
     assert [x["metrics"]["AP"] for x in again["rows"]] == [x["metrics"]["AP"] for x in r["rows"]]
 
 
 def test_a_changed_recipe_is_a_new_row_not_a_refusal(run, tiny_test):
-    retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")
-    retrain(run, val=tiny_test, top=0, epochs=2, lr=0.01, seeds=1, device="cpu")
-    retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, width=8, device="cpu")
+    retrain(run, Promotion(val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu"))
+    retrain(run, Promotion(val=tiny_test, top=0, epochs=2, lr=0.01, seeds=1, device="cpu"))
+    retrain(run, Promotion(val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, width=8, device="cpu"))
     rows = RunStore(run).retrained()
     assert len(rows) == 3 and len({r["checkpoint"] for r in rows}) == 3
     assert sorted(load_checkpoint(r["checkpoint"])["epoch"] for r in rows) == [1, 1, 2]
@@ -148,15 +148,16 @@ def test_rows_made_before_a_recipe_field_existed_keep_their_folder_and_are_reuse
     again or refusing; the new values make new rows."""
     from nascli.runtime import save_checkpoint
 
-    first = retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")["rows"]
+    first = retrain(run, Promotion(val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu"))["rows"]
     ckpt = load_checkpoint(first[0]["checkpoint"])
     for field in ("optimizer", "frozen_backbone_epochs"):
         del ckpt["config"][field]
     save_checkpoint(ckpt, first[0]["checkpoint"])
-    again = retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")["rows"]
+    again = retrain(run, Promotion(val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu"))["rows"]
     assert [r["checkpoint"] for r in again] == [r["checkpoint"] for r in first]
     assert again[0]["metrics"]["AP"] == first[0]["metrics"]["AP"]
-    adamw = retrain(run, val=tiny_test, top=0, epochs=1, lr=1e-4, seeds=1, device="cpu", optimizer="adamw")["rows"]
+    adamw = retrain(run, Promotion(val=tiny_test, top=0, epochs=1, lr=1e-4, seeds=1, device="cpu",
+                                   optimizer="adamw"))["rows"]
     assert adamw[0]["checkpoint"] != first[0]["checkpoint"]
     assert load_checkpoint(adamw[0]["checkpoint"])["config"]["optimizer"] == "adamw"
 
@@ -205,7 +206,7 @@ def test_the_grid_chooses_on_meta_val_never_on_test(run, tiny_test):
     calls, seen = [], []
     meta_val = {0.005: 0.2, 0.01: 0.3, 0.02: 0.1}
     test = {0.005: 0.1, 0.01: 0.2, 0.02: 0.9}
-    r = retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=(0.005, 0.01, 0.02), seeds=2, device="cpu",
+    r = retrain(run, Promotion(val=tiny_test, top=1, epochs=3, lr_grid=(0.005, 0.01, 0.02), seeds=2, device="cpu"),
                 train_fn=fake_train(calls), evaluate_fn=fake_evaluate(seen, meta_val.get, test.get))
     assert set(r["chosen"].values()) == {"0.01"} and len(r["chosen"]) == 2
     assert r["grid"]["baseline"] == {f"{k:g}": v for k, v in meta_val.items()}
@@ -235,7 +236,7 @@ def test_each_architecture_keeps_its_own_optimiser_and_rate_from_a_mixed_grid(ru
         return {"AP": ap, "AP50": ap, "AP75": ap, "APs": ap, "APm": ap, "APl": -1, "params": 1, "flops": 1,
                 "flops_input": [64, 64], "latency_ms": 1.0, "device": "cpu"}
 
-    r = retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adamw:4e-4"), seeds=2, device="cpu",
+    r = retrain(run, Promotion(val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adamw:4e-4"), seeds=2, device="cpu"),
                 train_fn=fake_train(calls), evaluate_fn=evaluate)
     trial = next(name for name in r["chosen"] if name != "baseline")
     assert r["chosen"] == {"baseline": "0.01", trial: "adamw:0.0004"}
@@ -246,14 +247,14 @@ def test_each_architecture_keeps_its_own_optimiser_and_rate_from_a_mixed_grid(ru
     assert folders == ["adamw-lr0.0004-e3-s0", "adamw-lr0.0004-e3-s1", "lr0.01-e3-s0", "lr0.01-e3-s1"]
     # the same run promoted again with SGD pinned for everyone: compare reports the latest recipe's
     # seeds, never a mean over both
-    retrain(run, val=tiny_test, top=1, epochs=3, lr=0.01, seeds=2, device="cpu", train_fn=fake_train(calls),
-            evaluate_fn=evaluate)
+    retrain(run, Promotion(val=tiny_test, top=1, epochs=3, lr=0.01, seeds=2, device="cpu"),
+            train_fn=fake_train(calls), evaluate_fn=evaluate)
     trial_row = next(a for a in compare([run])["architectures"] if a["arch"] == trial)
     assert trial_row["optimizer"] == "sgd" and trial_row["AP"] == pytest.approx(0.1) and trial_row["seeds"] == 2
     # the mixed grid again: every row exists, nothing trains, and the choice (AdamW for the trial) is
     # what compare reports, although the SGD rows are the newer ones
     trained = len(calls)
-    retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adamw:4e-4"), seeds=2, device="cpu",
+    retrain(run, Promotion(val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adamw:4e-4"), seeds=2, device="cpu"),
             train_fn=fake_train(calls), evaluate_fn=evaluate)
     assert len(calls) == trained
     rows = {a["arch"]: a for a in compare([run])["architectures"]}
@@ -264,7 +265,7 @@ def test_each_architecture_keeps_its_own_optimiser_and_rate_from_a_mixed_grid(ru
     per_seed = {a["arch"]: [s["AP"] for s in a["seeds"].values()] for a in summary(run)["architectures"]}
     assert per_seed == {"baseline": [pytest.approx(30.0)] * 2, trial: [pytest.approx(25.0)] * 2}
     with pytest.raises(SpecError, match="adam:1e-4"):
-        retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adam:1e-4"), device="cpu")
+        retrain(run, Promotion(val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adam:1e-4"), device="cpu"))
 
 
 def test_the_default_grid_offers_each_architecture_sgd_and_adamw(run, tiny_test):
@@ -280,8 +281,8 @@ def test_the_default_grid_offers_each_architecture_sgd_and_adamw(run, tiny_test)
         return {"AP": ap, "AP50": ap, "AP75": ap, "APs": ap, "APm": ap, "APl": -1, "params": 1, "flops": 1,
                 "flops_input": [64, 64], "latency_ms": 1.0, "device": "cpu"}
 
-    r = retrain(run, val=tiny_test, top=1, epochs=3, seeds=1, device="cpu", train_fn=fake_train([]),
-                evaluate_fn=evaluate)
+    r = retrain(run, Promotion(val=tiny_test, top=1, epochs=3, seeds=1, device="cpu"),
+                train_fn=fake_train([]), evaluate_fn=evaluate)
     trial = next(name for name in r["chosen"] if name != "baseline")
     labels = set(r["grid"]["baseline"])
     assert labels == set(r["grid"][trial]) and len(labels) == 4
@@ -311,8 +312,8 @@ def test_extend_grid_doubles_an_edge_choice_until_it_stops_winning_on_meta_val(r
         return {"AP": ap, "AP50": ap, "AP75": ap, "APs": ap, "APm": ap, "APl": -1, "params": 1, "flops": 1,
                 "flops_input": [64, 64], "latency_ms": 1.0, "device": "cpu"}
 
-    r = retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adamw:2e-4", "adamw:4e-4"), seeds=1,
-                device="cpu", train_fn=fake_train([]), evaluate_fn=evaluate, extend_grid=4)
+    r = retrain(run, Promotion(val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adamw:2e-4", "adamw:4e-4"), seeds=1,
+                               device="cpu", extend_grid=4), train_fn=fake_train([]), evaluate_fn=evaluate)
     trial = next(name for name in r["chosen"] if name != "baseline")
     assert r["chosen"] == {"baseline": "0.01", trial: "adamw:0.0016"}
     assert set(r["grid"]["baseline"]) == {"0.01", "adamw:0.0002", "adamw:0.0004", "0.02"}
@@ -331,12 +332,12 @@ def test_a_killed_grid_resumes_without_redoing_finished_rows(run, tiny_test):
         train_ok(config, resume, on_progress)
 
     with pytest.raises(KeyboardInterrupt):
-        retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=tuple(rates), seeds=1, device="cpu",
+        retrain(run, Promotion(val=tiny_test, top=1, epochs=3, lr_grid=tuple(rates), seeds=1, device="cpu"),
                 train_fn=dies_on_third, evaluate_fn=fake_evaluate(seen, rates.get, rates.get))
     status = sorted(r["status"] for r in RunStore(run).retrained())
     assert status == ["done", "done", "training"]
     before = len(calls)
-    r = retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=tuple(rates), seeds=1, device="cpu",
+    r = retrain(run, Promotion(val=tiny_test, top=1, epochs=3, lr_grid=tuple(rates), seeds=1, device="cpu"),
                 train_fn=train_ok, evaluate_fn=fake_evaluate(seen, rates.get, rates.get))
     assert len(calls) - before == 2 + 2  # the grid's two remaining rows, then one final seed per arch
     assert all(x["status"] == "done" for x in r["rows"]) and len(r["rows"]) == 6
@@ -352,7 +353,7 @@ def test_an_architecture_diverging_at_every_rate_is_failed_not_a_crash(run, tiny
         ok(config, resume, on_progress)
 
     rates = {0.005: 0.2, 0.01: 0.3}
-    r = retrain(run, val=tiny_test, top=1, epochs=3, lr_grid=tuple(rates), seeds=2, device="cpu",
+    r = retrain(run, Promotion(val=tiny_test, top=1, epochs=3, lr_grid=tuple(rates), seeds=2, device="cpu"),
                 train_fn=diverge_trials, evaluate_fn=fake_evaluate(seen, rates.get, rates.get))
     failed = [x for x in r["rows"] if x["metrics"]["arch"] != "baseline" and x["metrics"]["stage"] == "final"]
     assert len(failed) == 1 and failed[0]["status"] == "failed" and "every rate" in failed[0]["metrics"]["reason"]
@@ -368,7 +369,7 @@ def test_diverging_architecture_is_a_failed_row_not_a_crash(run, tiny_test):
             raise TrainingDiverged("loss became nan")
         return train(config, resume, on_progress)
 
-    r = retrain(run, val=tiny_test, top=1, epochs=1, lr=0.01, seeds=1, device="cpu", train_fn=diverge_trials)
+    r = retrain(run, Promotion(val=tiny_test, top=1, epochs=1, lr=0.01, seeds=1, device="cpu"), train_fn=diverge_trials)
     assert [x["status"] for x in r["rows"]] == ["done", "failed"]
     c = compare([run])
     failed = [x for x in c["rows"] if x["status"] == "failed"][0]
@@ -379,11 +380,12 @@ def test_retrain_resumes_after_kill_9(run, tiny_test):
     """The process kills itself right after the first epoch's checkpoint; the rerun continues."""
     script = f"""
 import os, signal
-from nascli.retrain import retrain
+from nascli.retrain import Promotion, retrain
 def die(event):
     if event["epoch"] == 2:
         os.kill(os.getpid(), signal.SIGKILL)
-retrain({str(run)!r}, val={str(tiny_test)!r}, top=0, epochs=3, lr=0.01, seeds=1, device="cpu", on_progress=die)
+retrain({str(run)!r}, Promotion(val={str(tiny_test)!r}, top=0, epochs=3, lr=0.01, seeds=1, device="cpu"),
+        on_progress=die)
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
     assert proc.returncode == -9
@@ -391,7 +393,7 @@ retrain({str(run)!r}, val={str(tiny_test)!r}, top=0, epochs=3, lr=0.01, seeds=1,
     killed = load_checkpoint(last)
     assert killed["epoch"] == 1
     assert RunStore(run).retrained()[0]["status"] == "training"
-    r = retrain(run, val=tiny_test, top=0, epochs=3, lr=0.01, seeds=1, device="cpu")
+    r = retrain(run, Promotion(val=tiny_test, top=0, epochs=3, lr=0.01, seeds=1, device="cpu"))
     final = load_checkpoint(last)
     assert final["epoch"] == 3 and r["rows"][0]["status"] == "done"
     assert final["history"][0] == killed["history"][0]  # epoch 1 was not trained again
@@ -458,7 +460,7 @@ def test_test_verdict_pairs_seeds_and_uses_the_t_threshold(run, tiny_test):
     """Control 20/22/21 AP, trial-1 +1.5/+1.4/+1.6 on the same seeds: mean +1.5, sd 0.1, se 0.0577,
     threshold t(0.975, 2)·se = 4.303·0.0577 = 0.25 AP -> beats (p = 0.0007, within Holm's 0.025/2).
     trial-2 +3/-1/+1: mean +1, sd 2, threshold 4.97 -> does not."""
-    retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")
+    retrain(run, Promotion(val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu"))
     ckpt = RunStore(run).retrained()[0]["checkpoint"]
     store = RunStore(run, create=False)
     store.db.execute("DELETE FROM retrained")
@@ -490,7 +492,7 @@ def test_a_win_of_one_architecture_alone_is_no_win_after_holm_over_two(run, tiny
     Beside a noisy trial-2 (+3/-1/+1, p = 0.24) Holm's ladder starts at trial-1 with 0.025/2 and
     stops: no win. Beside a strong trial-2 (+1.0/+1.1/+0.9, p = 0.0016) trial-2 takes the first step
     (<= 0.025/2) and trial-1 the second (<= 0.025/1): both pass - Holm is not Bonferroni."""
-    retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")
+    retrain(run, Promotion(val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu"))
     ckpt = RunStore(run).retrained()[0]["checkpoint"]
 
     def verdict(second: dict):
@@ -528,7 +530,7 @@ def test_a_seed_win_needs_the_image_bootstrap_above_zero(run, tiny_test):
     it wins; with the control's own detections the interval is [0, 0] and it does not."""
     from nascli.data.coco import load_coco
 
-    retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")
+    retrain(run, Promotion(val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu"))
     [row] = RunStore(run).retrained()
     ckpt = Path(row["checkpoint"])
     assert (ckpt.parent / row["metrics"]["detections"]).is_file()  # kept: the bootstrap needs no model
@@ -561,13 +563,13 @@ def test_a_seed_win_needs_the_image_bootstrap_above_zero(run, tiny_test):
 
 
 def test_test_verdict_needs_two_paired_seeds(run, tiny_test):
-    retrain(run, val=tiny_test, top=1, epochs=1, lr=0.01, seeds=1, device="cpu")
+    retrain(run, Promotion(val=tiny_test, top=1, epochs=1, lr=0.01, seeds=1, device="cpu"))
     v = compare([run])["test_verdict"][str(run)]
     assert v["beats_control"] is None and "needs 2" in v["text"]
 
 
 def test_compare_handles_failed_training_and_missing_rows(run, run_cli, tiny_test):
-    retrain(run, val=tiny_test, top=1, epochs=1, lr=0.01, seeds=1, device="cpu")
+    retrain(run, Promotion(val=tiny_test, top=1, epochs=1, lr=0.01, seeds=1, device="cpu"))
     store = RunStore(run, create=False)
     g = zoo.FPN_FCOS.to_json()
     store.set_retrained("interrupted", None, g, -5.0, "training", str(run / "nope.pt"), {})
@@ -596,7 +598,7 @@ def test_fidelity_over_five_architectures_of_known_order(run, tiny_test):
     """Proxy rewards rising -5..-1 against mean APs .10 .30 .20 .40 .35 (two seeds each, +-0.02):
     8 concordant pairs and 2 discordant of 10, so tau = 0.6; rank differences 0, 1, 1, 1, 1, so
     rho = 1 - 6·4/120 = 0.8. Failed and unfinished rows stay out of the count."""
-    retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")
+    retrain(run, Promotion(val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu"))
     ckpt = RunStore(run).retrained()[0]["checkpoint"]
     store = RunStore(run, create=False)
     store.db.execute("DELETE FROM retrained")
@@ -620,7 +622,7 @@ def test_fidelity_over_five_architectures_of_known_order(run, tiny_test):
 def test_a_moved_run_folder_is_compared_and_resumed_where_it_now_is(run, tiny_test, tmp_path, monkeypatch):
     import shutil
 
-    retrain(run, val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu")
+    retrain(run, Promotion(val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu"))
     ap = compare([run])["architectures"][0]["AP"]
     (tmp_path / "elsewhere").mkdir()
     moved = shutil.move(str(run), str(tmp_path / "elsewhere" / "moved"))
@@ -631,7 +633,8 @@ def test_a_moved_run_folder_is_compared_and_resumed_where_it_now_is(run, tiny_te
 
     def refuse(*a, **k):
         raise AssertionError("retrained again")
-    again = retrain(Path("moved"), val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu", train_fn=refuse)
+    again = retrain(Path("moved"), Promotion(val=tiny_test, top=0, epochs=1, lr=0.01, seeds=1, device="cpu"),
+                    train_fn=refuse)
     assert again["rows"][0]["status"] == "done"
 
 
@@ -658,7 +661,7 @@ def test_seeds_auto_counts_from_meta_val_noise_before_any_test(run, tiny_test):
         import shutil
         copy = folder / "run"
         shutil.copytree(run, copy)
-        r = retrain(copy, val=tiny_test, top=1, epochs=3, lr_grid=(0.01, 0.02), seeds="auto", device="cpu",
+        r = retrain(copy, Promotion(val=tiny_test, top=1, epochs=3, lr_grid=(0.01, 0.02), seeds="auto", device="cpu"),
                     train_fn=fake_train([]), evaluate_fn=evaluate)
         first_test = next(i for i, (split, _) in enumerate(seen) if split == "test")
         assert all(split == "meta-val" for split, _ in seen[:first_test])  # decided before test was read
@@ -702,7 +705,8 @@ def test_a_promotion_resumes_on_another_machine_from_its_ledger(searched_run, tm
     ledger, rates = tmp_path / "ledger", {0.005: 0.2, 0.01: 0.3}
     first, calls, seen = shutil.copytree(searched_run, tmp_path / "here"), [], []
     job = dict(val=tiny_test, top=1, epochs=3, lr_grid=tuple(rates), seeds=2, device="cpu", ledger=ledger)
-    done = retrain(first, **job, train_fn=fake_train(calls), evaluate_fn=evaluate_with_detections(seen, rates.get, rates.get))
+    done = retrain(first, Promotion(**job),
+                   train_fn=fake_train(calls), evaluate_fn=evaluate_with_detections(seen, rates.get, rates.get))
     kept = json.loads((ledger / "rows.json").read_text())["rows"]
     assert len(kept) == len(done["rows"]) == 8 and len(calls) == 8
     assert sorted(k.split()[0] for k in kept) == sorted(r["name"] for r in done["rows"])
@@ -711,7 +715,7 @@ def test_a_promotion_resumes_on_another_machine_from_its_ledger(searched_run, tm
     def refuse(*a, **k):
         raise AssertionError("trained again")
     elsewhere = shutil.copytree(searched_run, tmp_path / "elsewhere")  # the run as a new machine rebuilds it
-    again = retrain(elsewhere, **job, train_fn=refuse, evaluate_fn=refuse)
+    again = retrain(elsewhere, Promotion(**job), train_fn=refuse, evaluate_fn=refuse)
     assert again["chosen"] == done["chosen"] == {"baseline": "0.01", again["rows"][-1]["metrics"]["arch"]: "0.01"}
     assert [(r["name"], r["metrics"]["AP"]) for r in again["rows"]] == [(r["name"], r["metrics"]["AP"]) for r in done["rows"]]
     verdicts = [compare([run])["test_verdict"][str(run)] for run in (first, elsewhere)]
@@ -724,13 +728,15 @@ def test_a_promotion_resumes_on_another_machine_from_its_ledger(searched_run, tm
             load_detector(stand_in)
         model, ckpt = load_detector(stand_in, stand_in_ok=True)  # the architecture, for timing
         assert ckpt["history"] == load_checkpoint(original)["history"] and sum(p.numel() for p in model.parameters()) > 0
+    timed = compare([elsewhere], latency_images=2)["architectures"]  # the stand-ins time, interleaved
+    assert len(timed) == 2 and all(a["latency"]["interleaved"] and a["latency"]["latency_ms"] > 0 for a in timed)
 
     other_test = tmp_path / "test.json"  # the same images, another file: not the rows' test split
     data = json.loads(Path(tiny_test).read_text())
     other_test.write_text(json.dumps({**data, "info": {**data["info"], "note": "edited"}}))
     third, calls = shutil.copytree(searched_run, tmp_path / "third"), []
-    r = retrain(third, **{**job, "val": other_test}, train_fn=fake_train(calls),
-                evaluate_fn=evaluate_with_detections([], rates.get, rates.get))
+    r = retrain(third, Promotion(**{**job, "val": other_test}),
+                train_fn=fake_train(calls), evaluate_fn=evaluate_with_detections([], rates.get, rates.get))
     assert len(calls) == 8 and len(r["ledger_not_reused"]) == 8
     assert set(map(tuple, r["ledger_not_reused"].values())) == {("test",)}  # says why they were not reused
     assert len(json.loads((ledger / "rows.json").read_text())["rows"]) == 16  # the first rows are kept too

@@ -120,7 +120,7 @@ def test_search_runs_commits_and_summarises(tiny_cache, tiny_proxy, tmp_path, me
     r = run_search(method, tiny_proxy, tiny_cache, trials=4, run_dir=tmp_path / "run", seed=1)
     assert r["finished"] == 4
     store = RunStore(tmp_path / "run", create=False)
-    trials = store.trials("id > 0")
+    trials = store.trials(control=False)
     assert [t.status for t in trials] == ["done"] * 4 and all(t.told for t in trials)
     assert len({t.genotype for t in trials}) >= 2
     # the best two by search reward were re-scored with 2 fresh seeds; the top is ranked by their mean
@@ -317,7 +317,7 @@ def test_rescoring_draws_fresh_batch_orders_paired_across_genotypes(tiny_cache, 
 
     run_search("random", tiny_proxy, tiny_cache, 3, tmp_path / "run", seed=4, evaluate_fn=logged)
     store = RunStore(tmp_path / "run", create=False)
-    search_seeds = {t.seed for t in store.trials("id > 0")}
+    search_seeds = {t.seed for t in store.trials(control=False)}
     orders = dict(calls)
     assert {orders[s] for s in search_seeds} == {4}                   # the run's order for every trial
     rescored = {t: sorted(by) for t, by in store.scores().items()}
@@ -356,10 +356,10 @@ def test_resume_after_kill_9_loses_and_duplicates_no_trial(tiny_cache, tiny_prox
                 break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = {t.id: (t.genotype, t.reward) for t in RunStore(run).trials("id > 0") if t.status == "done"}
+    before = {t.id: (t.genotype, t.reward) for t in RunStore(run).trials(control=False) if t.status == "done"}
     assert 2 <= len(before) < 6
     r = run_search("nas-fcos", None, None, None, run, resume=True)
-    after = RunStore(run).trials("id > 0")
+    after = RunStore(run).trials(control=False)
     assert [t.id for t in after] == list(range(1, 7)) and all(t.status == "done" and t.told for t in after)
     assert {t.id: (t.genotype, t.reward) for t in after if t.id in before} == before
     assert r["evaluated_now"] == 6 - len(before)
@@ -434,7 +434,7 @@ def test_scores_a_promotion_adds_never_move_the_search_verdict(tiny_cache, tiny_
                evaluate_fn=lambda g, spec, cache, seed, data_seed: TrialResult("done", reward=-1.0 - seed % 7 / 10))
     store = RunStore(tmp_path / "run")
     before = summarize(store)
-    outside = next(t.id for t in store.trials("id > 0") if t.id not in store.scores())
+    outside = next(t.id for t in store.trials(control=False) if t.id not in store.scores())
     for k, reward in enumerate([5.0, 5.0, 5.0]):  # far better than anything: it would lead if counted
         store.add_score(outside, 10 ** 7 + k, "done", reward, {"promotion": True})
     after = summarize(store)

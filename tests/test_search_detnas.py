@@ -61,7 +61,7 @@ def test_evolution_and_random_score_paths_of_one_supernet_against_shufflenetv2(t
         assert control["space"] == "detnas" and set(control["choices"]) == {0}  # ShuffleNetV2: all 3x3
         assert summary["control"]["seeds"] == 2 and summary["finished"] == 4 and summary["noise"] > 0
         store = RunStore(tmp_path / run, create=False)
-        genotypes = [tuple(json.loads(t.genotype)["choices"]) for t in store.trials("id > 0")]
+        genotypes = [tuple(json.loads(t.genotype)["choices"]) for t in store.trials(control=False)]
         store.close()
         assert len(set(genotypes)) == len(genotypes) == 4
     # one supernet, the same fresh seeds: the control's scores agree to the bit
@@ -74,7 +74,7 @@ def test_evolution_and_random_score_paths_of_one_supernet_against_shufflenetv2(t
         (tmp_path / "evolution" / "supernet.pt").resolve()
 
     import nascli.train as train_module
-    from nascli.retrain import retrain
+    from nascli.retrain import Promotion, retrain
     from nascli.spaces import load_genotype
     from nascli.methods.detnas import path_backbone_state
 
@@ -85,7 +85,7 @@ def test_evolution_and_random_score_paths_of_one_supernet_against_shufflenetv2(t
         starts.append({k: v.clone() for k, v in model.backbone.state_dict().items()})
 
     monkeypatch.setattr(train_module, "init_backbone", recording)
-    r = retrain(tmp_path / "evolution", top=1, val=tiny_test, epochs=1, lr=0.01, seeds=1, device="cpu")
+    r = retrain(tmp_path / "evolution", Promotion(top=1, val=tiny_test, epochs=1, lr=0.01, seeds=1, device="cpu"))
     assert [row["status"] for row in r["rows"]] == ["done", "done"] and len(starts) == 2
     for row, start in zip(r["rows"], starts):  # the control and the winner start from the supernet's path
         expected = path_backbone_state(load_genotype(row["genotype"]), tmp_path / "evolution" / "supernet.pt")

@@ -171,10 +171,10 @@ def test_spnas_search_on_image_crops_resumes_exactly_and_retrains(tiny_image_cac
     assert code == 0 and "BB(11,d1,d1,d1)" in out and "accepted steps" in out
     assert (tmp_path / "whole" / "trajectory.png").read_bytes()[:4] == b"\x89PNG"
 
-    from nascli.retrain import retrain
+    from nascli.retrain import Promotion, retrain
 
     best = json.loads(whole["top"][0]["genotype"])
-    r = retrain(tmp_path / "whole", top=1, val=tiny_test, epochs=1, lr=0.01, seeds=1, device="cpu")
+    r = retrain(tmp_path / "whole", Promotion(top=1, val=tiny_test, epochs=1, lr=0.01, seeds=1, device="cpu"))
     assert [row["status"] for row in r["rows"]] == ["done", "done"]
     grown = json.loads(r["rows"][1]["genotype"])  # from the baseline's weights by the whole lineage
     by_tag = {json.loads(g)["tag"]: json.loads(g) for _, g, _ in rows(tmp_path / "whole")[0][1:]}

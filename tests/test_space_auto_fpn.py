@@ -140,7 +140,7 @@ def test_a_search_stopped_by_the_guard_keeps_its_reason_in_the_run(tiny_cache, t
     run_search("auto-fpn", str(spec), tiny_cache, 3, tmp_path / "run",
                evaluate_fn=lambda genotype, spec, cache, seed, data_seed: TrialResult("done", reward=-1.0))
     store = RunStore(tmp_path / "run", create=False)
-    state, trials = unpack_state(store.load_state()), store.trials("id > 0")
+    state, trials = unpack_state(store.load_state()), store.trials(control=False)
     store.close()
     assert trials == [] and state["stopped"].startswith("collapse: after epoch 1")
     assert decoded_ops_panel(tmp_path / "run", tmp_path)["notes"] == [f"the search stopped early: {state['stopped']}"]
@@ -174,7 +174,7 @@ def test_resume_after_a_kill_mid_epoch_restores_alpha_and_weights_exactly(tiny_c
 
     def final_state(run):
         store = RunStore(run, create=False)
-        state, genotypes = unpack_state(store.load_state()), [t.genotype for t in store.trials("id > 0")]
+        state, genotypes = unpack_state(store.load_state()), [t.genotype for t in store.trials(control=False)]
         store.close()
         return state, genotypes
 

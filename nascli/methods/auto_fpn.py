@@ -51,7 +51,7 @@ def decoded_ops_panel(run_dir, out_dir=None) -> dict:
     store = RunStore(run_dir, create=False, readonly=True)
     try:
         rows = [(t.id, auto_fpn.op_shares(auto_fpn.Genotype.from_json(t.genotype, f"trial {t.id}")))
-                for t in store.trials("id > 0")]
+                for t in store.trials(control=False)]
         blob = store.load_state()
     finally:
         store.close()

@@ -227,7 +227,7 @@ def morphism_options(spec: ProxySpec, cache, trials: int, lam=None) -> dict:
 def lineage_start(store):
     """A grown backbone is retrained from the baseline's weights, like the control: its genotype
     with the morphs of its whole lineage (every trial of the run, by tag)."""
-    lineage = {g.tag: g for g in (spnas.Genotype.from_json(t.genotype, f"trial {t.id}") for t in store.trials("id > 0"))}
+    lineage = {g.tag: g for g in (spnas.Genotype.from_json(t.genotype, f"trial {t.id}") for t in store.trials(control=False))}
     return lambda genotype: from_baseline(genotype, lineage)
 
 
