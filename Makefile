@@ -20,7 +20,7 @@ BCCD_TRAIN ?= --num-convs 2 --lr 0.02
 # (benchmarks/baseline-recipe-bccd.json); the BCCD latency run's baseline.
 BCCD_LAT_TRAIN ?= --num-convs 2 --optimizer adamw --lr 1.6e-3
 
-.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity bccd-headline bccd-sgd bccd-latency-baseline bccd-latency-search bccd-latency-promote bench-latency-space bench-skip-feedback sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu bench-latency bench-check bench-baseline-recipe fidelity-baselines clean
+.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity bccd-headline bccd-sgd bccd-latency-baseline bccd-latency-search bccd-latency-promote bench-latency-space bench-skip-feedback bench-inference sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu bench-latency bench-check bench-baseline-recipe fidelity-baselines clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -229,6 +229,10 @@ bccd-latency-search: bccd-latency-baseline
 	test -n "$(LAT_CACHE)" || $(NASCLI) cache-features --data $(LAT_DIR)/meta-train.json --val $(LAT_DIR)/meta-val.json --checkpoint $(LAT_DIR)/baseline/last.pt --levels c3,c4,c5 --out $(LAT_DIR)/cache --seed $(SEED)
 	$(NASCLI) search --method nas-fcos --proxy $(LAT_PROXY) --cache $(LAT_CACHE) --trials $(BCCD_FIDELITY_TRIALS) --latency-target 1.0x --run $(LAT_RUN) --seed $(SEED) $$(test -f $(LAT_RUN)/run.db && echo --resume $(LAT_RUN))
 	$(NASCLI) runs show $(LAT_RUN) --json > benchmarks/bccd-latency-search-$(LAT_PROXY).json
+# What folding BatchNorm and channels-last buy at inference, for the BCCD latency promotion's
+# architectures (benchmarks/inference.json; a few minutes, run it alone).
+bench-inference: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_inference --run $(LAT_DIR)/promotion --images $(LAT_TIMED_IMAGES) --out benchmarks/inference.json
 # Whether the space can reach the control's latency at all: 1,000 random decoders' predicted latency
 # on the latency run's cache (benchmarks/latency-space-bccd-LAT_PROXY.json; ~5 min).
 bench-latency-space: $(STAMP)
@@ -243,7 +247,7 @@ bccd-latency-promote: bccd-latency-baseline
 	$(NASCLI) retrain $(LAT_DIR)/promotion $$(ls $(LAT_LEDGER)/genotypes/*.json | sed 's/^/--arch /') --top 0 \
 	  --checkpoint $(LAT_DIR)/baseline/last.pt --select-val $(LAT_DIR)/meta-val.json --val $(LAT_DIR)/test.json \
 	  --epochs $(BCCD_FIDELITY_EPOCHS) $(PROMOTE) --ledger $(LAT_LEDGER)
-	$(BIN)/python -m benchmarks.bench_promotion --run $(LAT_DIR)/promotion --latency-images $(LAT_TIMED_IMAGES) --out benchmarks/bccd-latency-promotion-$(LAT_PROXY).json
+	$(BIN)/python -m benchmarks.bench_promotion --run $(LAT_DIR)/promotion --latency-images $(LAT_TIMED_IMAGES) --runtimes torch,onnxruntime --latency-target 1.0x --out benchmarks/bccd-latency-promotion-$(LAT_PROXY).json
 
 # SP-NAS on the demo's baseline (made first if missing): its meta-train / meta-val crops cached as
 # images, its ResNet-18 grown by swap / expand / reignite and given a parallel level, then the

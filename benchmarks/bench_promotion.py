@@ -12,15 +12,21 @@ import json
 from pathlib import Path
 
 
-def summary(run: Path, latency_images: int = 0) -> dict:
+def summary(run: Path, latency_images: int = 0, runtimes=("torch",), latency_target=None) -> dict:
     """`latency_images` > 0: every architecture re-timed with the control in one process,
-    interleaved (compare's latency), each with its ratio to the control and an interval."""
+    interleaved (compare's latency), each with its ratio to the control and an interval, under
+    each of `runtimes` (the first is the verdict's; the others are kept as `latency_<runtime>`).
+    `latency_target` (e.g. "1.0x"): a win must also run within it (default: the search's)."""
     import torch
 
     from nascli.report import compare
     from nascli.retrain import same_recipe
 
-    c = compare([run], latency_images=latency_images)
+    other = {}
+    for runtime in runtimes[1:] if latency_images else ():
+        other[runtime] = {a["arch"]: a.get("latency") for a in
+                          compare([run], latency_images=latency_images, runtime=runtime)["architectures"]}
+    c = compare([run], latency_images=latency_images, runtime=runtimes[0], latency_target=latency_target)
     archs = []
     for a in c["architectures"]:
         seeds = {}
@@ -37,6 +43,7 @@ def summary(run: Path, latency_images: int = 0) -> dict:
                       "AP50_mean": None if a.get("AP50") is None else 100 * a["AP50"],
                       "params": a.get("params"), "flops": a.get("flops"), "latency_ms": a.get("latency_ms"),
                       "latency": a.get("latency"),
+                      **{f"latency_{runtime}": timed.get(a["arch"]) for runtime, timed in other.items()},
                       "train_minutes": a["minutes"]})
     # compute per stage (training + evaluation; wall time of the rows, pauses included)
     minutes = {stage: sum((r.get("train_seconds") or 0) + (r.get("eval_seconds") or 0)
@@ -52,8 +59,10 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--latency-images", type=int, default=0,
                         help="re-time every architecture with the control, interleaved, on this many test images")
+    parser.add_argument("--runtimes", default="torch", help="comma-separated: torch,onnxruntime (the first is the verdict's)")
+    parser.add_argument("--latency-target", default=None, help="e.g. 1.0x: a win must also run within it")
     args = parser.parse_args()
-    result = summary(Path(args.run), args.latency_images)
+    result = summary(Path(args.run), args.latency_images, tuple(args.runtimes.split(",")), args.latency_target)
     Path(args.out).write_text(json.dumps(result, indent=1))
     for a in result["architectures"]:
         per_seed = ", ".join(f"{v['AP']:.1f}" for v in a["seeds"].values())

@@ -117,6 +117,10 @@ CLAIMS = [
     *said("**none beats the control on the proxy** (best −0.27, threshold 0.09;", "bccd-latency-search-nas-fcos-cpu-flat.json",
           "make bccd-latency-search at commit 8769280^ (told a flat 'failed' per skip, before graded feedback)", (0.27, lambda d: -d["verdict"]["difference"]),
           (0.09, lambda d: d["verdict"]["threshold"])),
+    *said("it trained 20 within 1.0× in 94 asks and its best ties\n  the control on the proxy (−0.03, threshold 0.11;",
+          "bccd-latency-search-nas-fcos-cpu.json", "make bccd-latency-search",
+          (20, lambda d: d["finished"] - d["skipped"]), (94, lambda d: d["finished"]),
+          (0.03, lambda d: -d["verdict"]["difference"]), (0.11, lambda d: d["verdict"]["threshold"])),
     # synthetic, demo-full (made with the old baseline recipe)
     *said("control 20.3 ± 0.9 test AP, the search's best decoder 15.5 ± 1.1", "demo-full.json",
           "make demo-full DEMO_TRAIN='--num-convs 2 --lr 0.02'",

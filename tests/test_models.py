@@ -205,3 +205,40 @@ def test_cli_weights_offline_is_one_line_exit_2(torch_home, tiny_coco, tmp_path,
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "not in torchvision's cache" in err
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("arch, frozen_bn", [("fpn-fcos", False), ("nas-fcos", True), ("nas-fpn", False),
+                                             ("fpn-retinanet", False)])
+def test_folding_batchnorm_changes_outputs_only_by_float_order(arch, frozen_bn):
+    """Every conv -> BatchNorm pair of the backbone and the decoder folded into the conv (with
+    running statistics and affine parameters far from identity, so a wrong fold shows), and the
+    detector's outputs as before within float tolerance; the original is left as it was."""
+    import json
+
+    from nascli.models.inference import NORMS, fold_batchnorm
+    from nascli.spaces import zoo
+    from nascli.train import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector({"num_classes": 3, "backbone": "resnet18", "frozen_bn": frozen_bn, "width": 16,
+                            "num_convs": 2, "genotype": json.loads(zoo.ZOO[arch].to_json()), "head_width": None,
+                            "deep_supervision": False}).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, NORMS):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    before = sum(isinstance(m, NORMS) for m in model.modules())
+    folded, count = fold_batchnorm(model)
+    left = [n for n, m in folded.named_modules() if isinstance(m, NORMS)]
+    assert count >= 20 and count == before - len(left)  # ResNet-18 alone has 20
+    assert not any(n.startswith("backbone") for n in left)
+    assert sum(isinstance(m, NORMS) for m in model.modules()) == before  # a copy was folded
+    x = torch.rand(1, 3, 64, 96)
+    with torch.inference_mode():
+        want, got = model(x), folded(x)
+    for key, value in want.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.allclose(got[key], value, rtol=1e-4, atol=1e-4), key
