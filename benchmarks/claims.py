@@ -2,7 +2,7 @@
 that json (issue 43: every claim one command away).
 
 `python -m benchmarks.claims` prints the table: the README's words, the value the json holds, the
-json and its make target. tests/test_claims.py checks that README.md still says each, that each
+json and its make target. tests/bench/test_claims.py checks that README.md still says each, that each
 cited json exists, and that each number is the json's value at the README's rounding. A number
 added to the README's results without a row here is not checked: add the row.
 """

@@ -45,6 +45,19 @@ def test_the_scan_sees_the_branches_it_forbids(tmp_path):
     assert method_name_comparisons(bad) == ["bad.py:2 compares ['sp-nas']", "bad.py:4 compares ['detnas']"]
 
 
+def test_the_product_and_its_tests_import_no_benchmark():
+    """Research lives apart: nascli/ never imports benchmarks/, and only the benchmarks' own tests
+    (tests/bench/) do."""
+    offenders = []
+    for path in sorted([*(ROOT / "nascli").rglob("*.py"), *(ROOT / "tests").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n == "benchmarks" or n.startswith("benchmarks.") for n in names):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, "\n".join(offenders)
+
+
 @pytest.mark.parametrize("folder", ["nascli", "benchmarks", "tests"])
 def test_no_private_name_is_imported_across_modules(folder):
     offenders = []

@@ -260,10 +260,8 @@ def test_each_architecture_keeps_its_own_optimiser_and_rate_from_a_mixed_grid(ru
     rows = {a["arch"]: a for a in compare([run])["architectures"]}
     assert (rows[trial]["optimizer"], rows[trial]["AP"]) == ("adamw", pytest.approx(0.25))
     assert (rows["baseline"]["optimizer"], rows["baseline"]["AP"]) == ("sgd", pytest.approx(0.3))
-    from benchmarks.bench_promotion import summary  # its per-seed table: the same recipe's rows
-
-    per_seed = {a["arch"]: [s["AP"] for s in a["seeds"].values()] for a in summary(run)["architectures"]}
-    assert per_seed == {"baseline": [pytest.approx(30.0)] * 2, trial: [pytest.approx(25.0)] * 2}
+    per_seed = {a["arch"]: list(a["ap_by_seed"].values()) for a in compare([run])["architectures"]}
+    assert per_seed == {"baseline": [pytest.approx(0.30)] * 2, trial: [pytest.approx(0.25)] * 2}  # one recipe's seeds
     with pytest.raises(SpecError, match="adam:1e-4"):
         retrain(run, Promotion(val=tiny_test, top=1, epochs=3, lr_grid=(0.01, "adam:1e-4"), device="cpu"))
 
