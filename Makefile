@@ -20,7 +20,7 @@ BCCD_TRAIN ?= --num-convs 2 --lr 0.02
 # (benchmarks/baseline-recipe-bccd.json); the BCCD latency run's baseline.
 BCCD_LAT_TRAIN ?= --num-convs 2 --optimizer adamw --lr 1.6e-3
 
-.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity bccd-headline bccd-sgd bccd-latency-baseline bccd-latency-search bccd-latency-promote bench-latency-space bench-skip-feedback bench-inference sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu bench-latency bench-check bench-baseline-recipe fidelity-baselines clean
+.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity bccd-headline bccd-sgd bccd-latency-baseline bccd-latency-search bccd-latency-promote bench-latency-space bench-skip-feedback bench-inference methods-row methods-table sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu bench-latency bench-check bench-baseline-recipe fidelity-baselines clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -374,6 +374,25 @@ methods: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_methods --pipeline $(METHODS_PIPELINE_$(METHODS_DATA)) --minutes $(METHODS_BUDGET_MIN) \
 	  --seeds $(METHODS_SEEDS) --executor $(METHODS_EXECUTOR) --seed $(SEED) $(foreach m,nas-fcos random,--proxy $(m)=$(PROXY_$(m))) \
 	  --work benchmarks/runs/methods-$(METHODS_DATA) --out benchmarks/methods-$(METHODS_DATA).json
+
+# The same table on BCCD, one method (a row) at a time (issue 45): its search for ROW_MINUTES on the
+# BCCD latency work's baseline and cache, its winner fixed once in the ledger and promoted with the
+# control like bccd-latency-promote (the default grid extended, 3 seeds of 8 epochs on test). Every
+# promoted row made from that baseline is kept in one ledger, LAT_LEDGER (commit it): the control is
+# trained once for every row and the latency promotion alike, each winner is fixed there
+# (winners/METHOD.json), and a row cut short resumes on another machine. methods-table assembles
+# benchmarks/methods-bccd/table.json (+ .png) from the rows present and marks the others.
+METHOD ?= nas-fcos
+ROW_MINUTES ?= 20
+ROWS_DIR := benchmarks/methods-bccd
+methods-row: bccd-latency-baseline
+	test -n "$(LAT_CACHE)" || $(NASCLI) cache-features --data $(LAT_DIR)/meta-train.json --val $(LAT_DIR)/meta-val.json --checkpoint $(LAT_DIR)/baseline/last.pt --levels c3,c4,c5 --out $(LAT_DIR)/cache --seed $(SEED)
+	mkdir -p $(ROWS_DIR)
+	$(BIN)/python -m benchmarks.bench_methods --pipeline $(LAT_DIR) --methods $(METHOD) --minutes $(ROW_MINUTES) \
+	  --seeds 3 --epochs $(BCCD_FIDELITY_EPOCHS) --seed $(SEED) --work $(LAT_DIR)/methods --ledger $(LAT_LEDGER) \
+	  --out $(ROWS_DIR)/$(METHOD).json
+methods-table: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_methods --assemble $(ROWS_DIR)
 
 # Can NAS-FPN's proxy separate candidates on a CPU (issue 28)? The control and 6 random pyramids,
 # 3 seeds each, under each proxy design of bench_reward_noise.DESIGNS; the cheapest design whose

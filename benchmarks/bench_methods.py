@@ -30,7 +30,7 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 METHODS = ("nas-fcos", "random", "nas-fpn", "auto-fpn", "detnas", "sp-nas")
@@ -173,14 +173,36 @@ def stopped_because(run: Path) -> str:
     return unpack_state(blob).get("stopped", "") if blob else ""
 
 
-def promote(run: Path, test: str, epochs: int | None, seeds: int, lr: float | None, shared: Path | None) -> None:
+def promote(run: Path, test: str, epochs: int | None, seeds: int, lr: float | None, shared: Path | None,
+            ledger: Path | None = None, method: str = "") -> None:
     """The winner and the control by the fair protocol; the control's finished rows are copied from
-    `shared` first when that run promoted the same control genotype (retrain then skips them)."""
+    `shared` first when that run promoted the same control genotype (retrain then skips them).
+    With a `ledger` (retrain --ledger) the winner is fixed there once, as LEDGER/winners/<method>.json,
+    and promoted by that file: a search rerun on another machine for the same minutes may rank
+    another first, and the rows kept in the ledger are the fixed winner's (and the control's,
+    shared by every row made from the same baseline and recipe)."""
     from nascli.retrain import Promotion, retrain
 
     if shared is not None:
         share_control(shared, run)
-    retrain(run, Promotion(top=1, val=test, epochs=epochs, seeds=seeds, lr=lr, device="cpu", extend_grid=EXTEND_GRID))
+    request = Promotion(top=1, val=test, epochs=epochs, seeds=seeds, lr=lr, device="cpu", extend_grid=EXTEND_GRID)
+    if ledger is not None:
+        request = replace(request, top=0, archs=(str(fixed_winner(run, Path(ledger), method)),), ledger=ledger)
+    retrain(run, request)
+
+
+def fixed_winner(run: Path, ledger: Path, method: str) -> Path:
+    """LEDGER/winners/<method>.json: the run's best genotype, written the first time only."""
+    from nascli.report import export_best
+
+    path = ledger / "winners" / f"{method}.json"
+    if not path.is_file():
+        [best] = export_best(run, top=1, out=run / "export") or [None]
+        if best is None:
+            raise SystemExit(f"bench_methods: {run} finished no trial to promote")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(Path(best).read_text())
+    return path
 
 
 def same_control(a: Path, b: Path) -> bool:
@@ -260,7 +282,7 @@ def method_row(method: str, run: Path, note: str = "") -> dict:
 
 def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.0, seed: int = 0,
         epochs: int | None = None, seeds: int = 3, lr: float | None = None, proxies: dict | None = None,
-        trials: int | None = None, executor: str = "local", on_row=None) -> dict:
+        trials: int | None = None, executor: str = "local", on_row=None, ledger: Path | None = None) -> dict:
     """Every method searched and promoted (resuming whatever is done), then the table."""
     work.mkdir(parents=True, exist_ok=True)
     rows, promoted_runs = [], []
@@ -275,7 +297,7 @@ def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.
         else:
             shared = next((r for r in promoted_runs if same_control(r, winner)), None)
             with timed(work, f"{method} promotion"):
-                promote(winner, inputs.test, epochs, seeds, lr, shared)
+                promote(winner, inputs.test, epochs, seeds, lr, shared, ledger, method)
             promoted_runs.append(winner)
             rows.append(method_row(method, winner, note))
         spent = wall_seconds(work)
@@ -335,6 +357,25 @@ def strategies_vs_random(rows: list[dict], minutes: float | None, here: Path | N
     return out
 
 
+def assemble(folder: Path, methods=METHODS) -> dict:
+    """The table from the rows measured so far: FOLDER/<method>.json, each written by one `make
+    methods-row`; a method without its json is a row marked not measured yet, never dropped."""
+    rows, settings = [], {}
+    for method in methods:
+        path = folder / f"{method}.json"
+        if not path.is_file():
+            rows.append({"method": method, "missing": True})
+            continue
+        data = json.loads(path.read_text())
+        rows += [r for r in data["rows"] if r["method"] == method]
+        settings.setdefault("minutes_per_method", data["minutes_per_method"])
+        settings.setdefault("seeds", data["seeds"])
+        settings.setdefault("epochs", data["epochs"])
+    measured = [r for r in rows if not r.get("missing")]
+    return {**settings, "rows": rows, "missing": [r["method"] for r in rows if r.get("missing")],
+            "strategies_vs_random": strategies_vs_random(measured, settings.get("minutes_per_method"), folder)}
+
+
 def figure(result: dict, path: Path) -> Path:
     """Test AP (mean ± std over seeds) against GFLOPs: every method's winner and its control."""
     from benchmarks.common import save_figure, subplots
@@ -342,7 +383,7 @@ def figure(result: dict, path: Path) -> Path:
     fig, ax = subplots(figsize=(7.5, 5))
     for k, r in enumerate(result["rows"]):
         for arm, marker in (("winner", "o"), ("control", "s")):
-            a = r[arm]
+            a = r.get(arm)
             if a is None:
                 continue
             ax.errorbar(a["flops"] / 1e9, a["AP"], yerr=a["AP_std"] or 0, fmt=marker, color=f"C{k}", ms=6,
@@ -350,7 +391,7 @@ def figure(result: dict, path: Path) -> Path:
                         label=f"{r['method']} {'winner' if arm == 'winner' else 'control'}")
     ax.set_xlabel("GFLOPs (one image at the evaluation size)")
     ax.set_ylabel("test AP (%), mean ± std over seeds")
-    ax.set_title(f"every method on {result['minutes_per_method']} search minutes: winners (filled) and controls")
+    ax.set_title(f"every method on {result.get('minutes_per_method')} search minutes: winners (filled) and controls")
     ax.legend(fontsize=7, ncol=2)
     return save_figure(fig, path)
 
@@ -371,6 +412,10 @@ def table_lines(result: dict) -> list[str]:
     lines = ["| method | search min | trials | proxy verdict | winner test AP | control test AP | winner AP50 | "
              "params M | GFLOPs | ms/img | test verdict |", "|" + " --- |" * 11]
     for r in result["rows"]:
+        if r.get("missing"):
+            lines.append(f"| {r['method']} | not measured yet (`make methods-row METHOD={r['method']}`) |"
+                         + " |" * 9)
+            continue
         name = r["method"] if r["lambda"] is None else f"{r['method']} (λ {r['lambda']:g})"
         lines.append(f"| {name} | {r['search_minutes']:.1f} | {r['trials']} | {r['proxy_verdict']} | "
                      f"{ap(r['winner'])} | {ap(r['control'])} | {of_winner(r, 'AP50', 1, 1)} | "
@@ -407,7 +452,20 @@ def main():
                         help="a method's proxy spec (name or path; default: the method's own), repeatable")
     parser.add_argument("--work", default="benchmarks/runs/methods")
     parser.add_argument("--out", default="benchmarks/methods.json")
+    parser.add_argument("--ledger", default=None, help="keep every promoted row here (retrain --ledger) and fix "
+                                                       "each method's winner in it once")
+    parser.add_argument("--assemble", default=None, metavar="FOLDER",
+                        help="only build FOLDER/table.json and .png from the rows FOLDER/<method>.json present")
     args = parser.parse_args()
+    if args.assemble:
+        folder = Path(args.assemble)
+        result = assemble(folder, args.methods.split(","))
+        (folder / "table.json").write_text(json.dumps(result, indent=1))
+        figure(result, folder / "table.png")
+        print("\n".join(table_lines(result)))
+        print(f"wrote {folder / 'table.json'} and {folder / 'table.png'}; not measured yet: "
+              f"{', '.join(result['missing']) or 'none'}")
+        return
     # `kill` unwinds like Ctrl-C, so the wall ledger keeps the interrupted step's time
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
@@ -418,7 +476,8 @@ def main():
     inputs = pipeline_inputs(Path(args.pipeline), work, args.seed)
     result = run(inputs, work, args.methods.split(","), args.minutes, args.seed, args.epochs, args.seeds,
                  proxies=proxies, executor=args.executor, on_row=lambda r: print(f"{r['method']}: {verdict_cell(r)}",
-                                                                flush=True))
+                                                                flush=True),
+                 ledger=Path(args.ledger) if args.ledger else None)
     out = Path(args.out)
     out.write_text(json.dumps(result, indent=1))
     figure(result, out.with_suffix(".png"))

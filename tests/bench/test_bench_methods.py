@@ -203,3 +203,37 @@ def test_a_shared_control_brings_its_grid_rows_without_model_files(tmp_path):
     linked = Path(rows["baseline/final-s0"]["checkpoint"])
     assert linked == target / "retrain" / "baseline" / "final.pt" and linked.read_bytes() == b"weights"
     assert bm.share_control(source, target) == 0  # nothing twice
+
+
+def test_rows_one_at_a_time_share_the_control_through_the_ledger_and_assemble(tiny_cache, tiny_test, tmp_path):
+    """`make methods-row`: each method's row made by its own run (on its own machine) with one ledger:
+    the control is trained for the first row only, a winner is fixed in the ledger once and a row
+    redone elsewhere takes every promoted row from it; the table assembles from the rows present and
+    marks the others."""
+    from conftest import TINY_PROXY
+
+    proxy = tmp_path / "tiny.yaml"
+    proxy.write_text(TINY_PROXY.replace("rescore_top: 2", "rescore_top: 1"))
+    inputs, ledger, rows = bm.Inputs(str(tiny_cache), None, str(tiny_test)), tmp_path / "ledger", tmp_path / "rows"
+    kw = dict(minutes=None, trials=1, epochs=1, seeds=1, lr=0.01, proxies={"random": proxy, "nas-fcos": proxy},
+              ledger=ledger)
+    kept = lambda: json.loads((ledger / "rows.json").read_text())["rows"]  # noqa: E731
+    rows.mkdir()
+    for method in ("random", "nas-fcos"):
+        result = bm.run(inputs, tmp_path / f"machine-{method}", methods=[method], **kw)
+        (rows / f"{method}.json").write_text(json.dumps(result))
+        assert (ledger / "winners" / f"{method}.json").is_file()
+    names = [k.split()[0] for k in kept()]
+    assert sum(n.startswith("baseline/") for n in names) == 1 and len(names) == 3  # one control, two winners
+    before = kept()
+    again = bm.run(inputs, tmp_path / "machine-3", methods=["random"], **kw)  # the random row, redone elsewhere
+    assert kept() == before
+    first = json.loads((rows / "random.json").read_text())["rows"][0]
+    assert again["rows"][0]["winner"]["AP"] == first["winner"]["AP"] and again["rows"][0]["winner"]["arch"] == "random"
+
+    table = bm.assemble(rows)
+    assert [r["method"] for r in table["rows"]] == list(bm.METHODS) and set(table["missing"]) == set(bm.METHODS) - {
+        "random", "nas-fcos"}
+    lines = bm.table_lines(table)
+    assert sum("not measured yet" in line for line in lines) == 4
+    assert bm.figure(table, rows / "table.png").stat().st_size > 1000
