@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
+from .files import written_whole
 from .latency import environment, timed
 
 FORMAT = "nascli-latency-table/1"
@@ -116,11 +116,9 @@ class LatencyTable:
     def save(self, path=None) -> Path:
         """Written atomically: a kill never leaves half a table."""
         path = Path(path or self.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"format": FORMAT, "environment": self.env, "fits": self.fits, "ops": self.ops},
-                                  indent=0, sort_keys=True))
-        os.replace(tmp, path)
+        with written_whole(path) as tmp:
+            tmp.write_text(json.dumps({"format": FORMAT, "environment": self.env, "fits": self.fits, "ops": self.ops},
+                                      indent=0, sort_keys=True))
         self.path = path
         return path
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from .errors import DataError
+from .files import written_whole
 
 ROWS = "rows.json"
 FORMAT = 1
@@ -102,9 +102,8 @@ class RowLedger:
         self.rows[f"{name} {print_}"] = {"fingerprint": print_, "sources": sources or {}, "status": row["status"], "trial": row["trial"],
                            "genotype": row["genotype"], "reward": row["reward"], "metrics": row["metrics"],
                            "record": record, "detections": kept}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"format": FORMAT, "rows": self.rows}, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, self.path)
+        with written_whole(self.path) as tmp:
+            tmp.write_text(json.dumps({"format": FORMAT, "rows": self.rows}, indent=1, sort_keys=True) + "\n")
 
     def detections(self, row: dict) -> bytes | None:
         """A kept row's detections json (bytes), if it has one."""

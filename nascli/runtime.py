@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError, SpecError
+from .files import written_whole
 
 CHECKPOINT_FORMAT = "nascli-checkpoint/1"
 CHECKPOINT_FIELDS = {"kind": str, "model": dict, "model_args": dict, "config": dict, "epoch": int, "history": list}
@@ -168,13 +169,17 @@ def versions() -> dict:
     return {"nascli": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
 
 
+def sub_state(state: dict, prefix: str) -> dict:
+    """The entries of a state dict under `prefix` ("backbone."), the prefix removed: the state of
+    that submodule alone, as its own load_state_dict wants it."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
 def save_checkpoint(payload: dict, path) -> Path:
     """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "versions": versions(), **payload}, tmp)
-    os.replace(tmp, path)
+    with written_whole(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, "versions": versions(), **payload}, tmp)
     return path
 
 

@@ -14,7 +14,7 @@ from .data.coco import CocoDetection, Transform
 from .errors import CheckpointError, DataError, NascliError, SpecError
 from .models.backbones import build_backbone
 from .models.detector import FCOS, FCOSDecoder, build_fcos
-from .runtime import load_checkpoint, resolve_device, save_checkpoint, seed_everything
+from .runtime import load_checkpoint, resolve_device, save_checkpoint, seed_everything, sub_state
 
 SIZE_DIVISOR = 32
 
@@ -162,8 +162,7 @@ def init_backbone(model: FCOS, checkpoint, genotype=None) -> None:
         model.backbone.load_state_dict(for_space(genotype.space).backbone_state(genotype, checkpoint))
         return
     ckpt = load_checkpoint(checkpoint)
-    prefix = "backbone."
-    state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+    state = sub_state(ckpt["model"], "backbone.")
     try:
         model.backbone.load_state_dict(state)
     except RuntimeError:

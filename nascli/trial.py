@@ -239,6 +239,13 @@ def recompute_batchnorm(model: torch.nn.Module, batches) -> None:
 
 
 @torch.no_grad()
+def keep_every_box(decoder) -> None:
+    """What a proxy's AP is scored from: AP ranks detections by score, and a short proxy run is
+    rarely calibrated above the usual 0.05 threshold, so every box counts (the best 100 per level,
+    then NMS, the best 100 per image)."""
+    decoder.score_thresh, decoder.topk_per_level = 0.0, 100
+
+
 def score(scorer, val: CachedSplit, spec, with_ap: bool, device="cpu"):
     """Meta-val losses summed over batches, and (with_ap) the COCO AP of the detections on the
     crops against the cached boxes (an undefined AP, no boxes at all, counts as 0)."""

@@ -112,3 +112,19 @@ def test_predict_writes_results_and_pictures(tiny_checkpoint, tiny_coco, tmp_pat
     for d in results:
         x, y, w, h = d["bbox"]
         assert w >= 0 and h >= 0 and x + w <= 64.01 and y + h <= 64.01 and d["category_id"] in (1, 2, 3)
+
+
+def test_a_write_interrupted_midway_leaves_the_previous_file(tmp_path):
+    """What every checkpoint, table, ledger and json write relies on (nascli/files.py)."""
+    from nascli.files import written_whole
+
+    path = tmp_path / "sub" / "a.json"
+    with written_whole(path) as tmp:
+        tmp.write_text("old")
+    with pytest.raises(KeyboardInterrupt), written_whole(path) as tmp:
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+    assert path.read_text() == "old" and [p.name for p in path.parent.iterdir()] == ["a.json"]
+    with written_whole(path) as tmp:
+        tmp.write_text("new")
+    assert path.read_text() == "new"

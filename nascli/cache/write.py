@@ -37,7 +37,7 @@ def build_cache(data, val, *, out_dir=None, checkpoint=None, backbone: str | Non
 
     from ..data.coco import CocoDetection
     from ..models.backbones import build_backbone
-    from ..runtime import load_checkpoint, resolve_device
+    from ..runtime import load_checkpoint, resolve_device, sub_state
 
     levels = tuple(levels)
     if levels != ("images",) and (not levels or any(lv not in FEATURE_LEVELS for lv in levels)):
@@ -56,8 +56,7 @@ def build_cache(data, val, *, out_dir=None, checkpoint=None, backbone: str | Non
             raise CheckpointError(f"{checkpoint}: {untrained}; --force caches its features anyway")
         backbone = ckpt["model_args"]["backbone"]
         net = build_backbone(backbone, frozen_bn=ckpt["model_args"].get("frozen_bn", False))
-        prefix = "backbone."
-        net.load_state_dict({k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)})
+        net.load_state_dict(sub_state(ckpt["model"], "backbone."))
     else:
         if weights is None or str(weights) == "none":
             raise SpecError("--backbone without --weights would cache random features; "

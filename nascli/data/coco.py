@@ -10,7 +10,6 @@ import contextlib
 import io
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from ..files import written_whole
 
 #: COCO's area thresholds for small / medium / large objects (pixels²).
 SMALL_AREA, LARGE_AREA = 32**2, 96**2
@@ -153,11 +153,8 @@ def clipped_annotation(a: dict, width, height, scale=(1.0, 1.0)) -> dict | None:
 def write_json(data: dict, path) -> Path:
     """Writes json atomically (temporary file + rename), so an interrupted write loses nothing."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
+    with written_whole(path) as tmp, open(tmp, "w") as f:
         json.dump(data, f)
-    os.replace(tmp, path)
     return path
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from functools import lru_cache, partial
 from pathlib import Path
@@ -36,11 +35,12 @@ from torch import nn
 
 from ..config import ProxySpec, Spec, validate
 from ..errors import CheckpointError
-from ..runtime import training_precision
+from ..files import written_whole
+from ..runtime import sub_state, training_precision
 from ..spaces import detnas
 from ..strategies.evolution import EvolutionOptions, EvolutionStrategy
 from ..trial import (ImageDetector, TrialResult, cosine, normalize, open_split, outcome, recompute_batchnorm, score,
-                     sgd_step)
+                     keep_every_box, sgd_step)
 from .base import IMAGES, Method, TrialSetup
 
 
@@ -189,11 +189,9 @@ def _finetune_loss(model, batch, path, precision):
 
 
 def _save(path: Path, model, optimizer, state, precision) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else None,
-                "state": state, "scaler": precision.scaler.state_dict()}, tmp)
-    os.replace(tmp, path)
+    with written_whole(path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else None,
+                    "state": state, "scaler": precision.scaler.state_dict()}, tmp)
 
 
 def _load_weights(file) -> dict:
@@ -218,7 +216,7 @@ def path_backbone_state(genotype: detnas.Genotype, supernet_path) -> dict:
         raise CheckpointError(f"{supernet_path}: the trained supernet is missing")
     model = _trained(str(supernet_path), supernet_path.stat().st_mtime)
     supernet = detnas.Supernet(genotype.spec)
-    supernet.load_state_dict({k[len("supernet."):]: v for k, v in model.items() if k.startswith("supernet.")})
+    supernet.load_state_dict(sub_state(model, "supernet."))
     return supernet.extract(genotype).state_dict()
 
 
@@ -248,7 +246,7 @@ def evaluate_path(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_see
     with torch.no_grad():
         recompute_batchnorm(detector, train.batches(o.batch_size, False, device=device, indices=subset))
     detector.eval()
-    detector.decoder.score_thresh, detector.decoder.topk_per_level = 0.0, 100
+    keep_every_box(detector.decoder)
     losses, ap = score(detector, val, spec, True, device)
     return outcome(losses, ap, "ap", started, cost)
 

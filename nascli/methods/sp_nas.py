@@ -27,7 +27,6 @@ a resumed trial recomputes the same weights, so an existing file is kept.
 from __future__ import annotations
 
 import math
-import os
 import time
 from functools import lru_cache, partial
 from pathlib import Path
@@ -38,11 +37,12 @@ from torch import nn
 from ..cache import describe
 from ..config import ProxySpec, validate
 from ..errors import CheckpointError, SpecError
-from ..runtime import training_precision
+from ..files import written_whole
+from ..runtime import sub_state, training_precision
 from ..spaces import spnas
 from ..strategies.morphism import MorphismOptions, MorphismStrategy
 from ..trial import (TRIAL_ERRORS, ImageDetector, TrialResult, cosine, failure, image_detector_cost, open_split,
-                     outcome, score, sgd_step)
+                     keep_every_box, outcome, score, sgd_step)
 from .base import IMAGES, Method, TrialSetup
 
 
@@ -86,10 +86,9 @@ def start_detector(ckpt: dict) -> tuple[spnas.Genotype, ImageDetector]:
     genotype = start_genotype(ckpt)
     backbone = spnas.build_backbone(genotype)
     model = ckpt["model"]
-    backbone.load_state_dict({k[len("backbone.body."):]: v for k, v in model.items()
-                              if k.startswith("backbone.body.")})
+    backbone.load_state_dict(sub_state(model, "backbone.body."))
     decoder = _decoder(ckpt, backbone.out_channels)
-    decoder.load_state_dict({k[len("decoder."):]: v for k, v in model.items() if k.startswith("decoder.")})
+    decoder.load_state_dict(sub_state(model, "decoder."))
     return genotype, ImageDetector(backbone, decoder)
 
 
@@ -189,7 +188,7 @@ def evaluate(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_seed: in
     detector = detector.to(device)
     try:
         train_detector(detector, train, epochs, spec, options, data_seed * 1_000_003 + seed, device)
-        detector.decoder.score_thresh, detector.decoder.topk_per_level = 0.0, 100
+        keep_every_box(detector.decoder)
         losses, ap = score(detector, val, spec, reward_kind(spec) == "ap", device)
     except TRIAL_ERRORS as e:
         return failure(e, started, measured)
@@ -202,10 +201,8 @@ def evaluate(genotype, spec: ProxySpec, cache_path, seed: int = 0, data_seed: in
 def _save_once(path: Path, genotype, detector: ImageDetector) -> None:
     if path.is_file():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    torch.save({"genotype": genotype.to_json(), "model": detector.state_dict()}, tmp)
-    os.replace(tmp, path)
+    with written_whole(path) as tmp:
+        torch.save({"genotype": genotype.to_json(), "model": detector.state_dict()}, tmp)
 
 
 def trial(spec: ProxySpec, cache, run_dir, seed: int, device: str, **_) -> TrialSetup:
