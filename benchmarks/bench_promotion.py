@@ -53,6 +53,34 @@ def summary(run: Path, latency_images: int = 0, runtimes=("torch",), latency_tar
             "final_minutes": minutes["final"]}
 
 
+def table_lines(result: dict) -> list[str]:
+    """The promotion as a Markdown table (benchmarks/README.md): AP, FLOPs and latency under each
+    runtime timed, each against the control."""
+    archs = result["architectures"]
+    control = next((a for a in archs if a["arch"] == "baseline"), None)
+    runtimes = [k for k in ("latency", *sorted(k for k in archs[0] if k.startswith("latency_") and k != "latency_ms"))
+                if any(a.get(k) for a in archs)] if archs else []
+
+    def timed(lat):
+        if not lat:
+            return "—"
+        interval = lat.get("ratio_interval")
+        return (f"{lat['latency_ms']:.1f} ({lat['ratio']:.2f}×"
+                + (f", {interval[0]:.2f}-{interval[1]:.2f}" if interval else "") + ")")
+
+    names = {"latency": "torch", **{k: k.removeprefix("latency_") for k in runtimes if k != "latency"}}
+    lines = ["| architecture | chosen on meta-val | test AP, mean ± std (seeds) | FLOPs vs control | "
+             + " | ".join(f"ms/image under {names[k]} (× control, 95 %)" for k in runtimes) + " |",
+             "|" + " --- |" * (4 + len(runtimes))]
+    for a in archs:
+        ap = "—" if a["AP_mean"] is None else f"{a['AP_mean']:.1f} ± {a['AP_std'] or 0:.1f} ({len(a['seeds'])})"
+        flops = f"{a['flops'] / control['flops']:.2f}×" if control and a.get("flops") and control.get("flops") else "—"
+        chosen = "—" if a["lr"] is None else f"{a['optimizer']} {a['lr']:g}"
+        lines.append(f"| {a['arch']} | {chosen} | {ap} | {flops} | "
+                     + " | ".join(timed(a.get(k)) for k in runtimes) + " |")
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True)
@@ -68,6 +96,7 @@ def main():
         per_seed = ", ".join(f"{v['AP']:.1f}" for v in a["seeds"].values())
         mean = "" if a["AP_mean"] is None else f"{a['AP_mean']:.1f} ± {a['AP_std'] or 0:.1f}"
         print(f"{a['arch']:<12} grid {a['grid_meta_val_AP']} lr {a['lr']} test AP [{per_seed}] {mean}")
+    print("\n".join(table_lines(result)))
     print(f"test verdict: {result['test_verdict']['text']}\nproxy verdict: {result['proxy_verdict']}\nwrote {args.out}")
 
 
