@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import SpecError
 
@@ -92,7 +92,8 @@ class ProxySpec(Spec):
     CPU specs scale these down.
     """
 
-    space: Literal["nas-fcos", "nas-fpn", "auto-fpn", "sp-nas", "detnas"] = "nas-fcos"
+    space: str = Field("nas-fcos", description="the space searched: one a registered method searches "
+                                                "(nascli/methods/__init__.py)")
     reward: Optional[Literal["loss", "ap"]] = Field(
         None, description="loss: -(sum of the detector's losses) on meta-val; ap: AP@[.5:.95] on "
                           "meta-val (default: loss for nas-fcos and auto-fpn, ap for nas-fpn, sp-nas and detnas, "
@@ -134,6 +135,17 @@ class ProxySpec(Spec):
                           "tower depth for nas-fcos, zoo:fpn-retinanet for nas-fpn)")
     rescore_top: int = Field(3, ge=0, description="the best K trials re-scored with fresh seeds at the end")
     rescore_seeds: int = Field(3, ge=2, description="seeds per re-scored genotype (and for the control)")
+
+    @field_validator("space")
+    @classmethod
+    def _registered_space(cls, space: str) -> str:
+        """The spaces a spec may name are the registry's: a sixth method's spec needs no edit here."""
+        from .methods import METHODS
+
+        known = [m.space.SPACE for m in METHODS.values()]
+        if space not in known:
+            raise ValueError(f"{space!r} is not a space any method searches; choose one of {', '.join(known)}")
+        return space
 
 
 BUILTIN_PROXIES = Path(__file__).parent / "proxies"  # package data: found from any folder
@@ -187,7 +199,7 @@ def validate(model: type[Spec], data: dict, source: str):
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise SpecError(f"{source}: field '{field}': {err['msg']}") from None
+        raise SpecError(f"{source}: field '{field}': {err['msg'].removeprefix('Value error, ')}") from None
 
 
 def load_spec(model: type[Spec], path, overrides: dict | None = None):

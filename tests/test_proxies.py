@@ -90,3 +90,20 @@ def test_trials_receive_the_spec_with_its_reward_kind_resolved_once(tiny_cache, 
     run_search("nas-fcos", tiny_proxy, tiny_cache, 1, tmp_path / "run",
                evaluate_fn=lambda g, spec, *a, **k: seen.append(spec.reward) or TrialResult("done", reward=-1.0))
     assert load_spec(ProxySpec, tiny_proxy).reward is None and seen and set(seen) == {"loss"}
+
+
+def test_the_spaces_a_spec_may_name_are_the_registrys(monkeypatch):
+    """A misspelt space is one line naming the field and the registered spaces; a space a newly
+    registered method searches is accepted with no edit to config.py."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from nascli.config import ProxySpec, validate
+    from nascli.errors import SpecError
+    from nascli.methods import METHODS
+
+    with pytest.raises(SpecError, match=r"^toy\.yaml: field 'space': 'detnass' is not a space any method searches; "
+                                        r"choose one of nas-fcos, nas-fpn"):
+        validate(ProxySpec, {"space": "detnass"}, "toy.yaml")
+    monkeypatch.setitem(METHODS, "toy", replace(METHODS["nas-fcos"], name="toy", space=SimpleNamespace(SPACE="toy")))
+    assert validate(ProxySpec, {"space": "toy"}, "toy.yaml").space == "toy"
