@@ -412,3 +412,13 @@ def test_the_baseline_of_a_cache_is_found_from_another_folder(tmp_path, monkeypa
     monkeypatch.setattr(search, "describe", lambda c: {"sources": {"checkpoint": "gone/last.pt"}})
     with pytest.raises(SpecError, match="field 'sources.checkpoint'.*gone/last.pt"):
         search.baseline_of(cache)
+
+
+def test_the_misses_that_end_a_search_grow_with_how_rarely_it_finds_the_target():
+    """200 in a row before any find; after, ten times the asks a find has cost: random's 15 in 1,000
+    on BCCD's space (67 asks a find) is stopped after 667 misses, not at an ordinary gap of 200."""
+    from nascli.search import MAX_SKIPS_IN_A_ROW, skips_allowed
+
+    assert skips_allowed(0, 5000) == MAX_SKIPS_IN_A_ROW == 200
+    assert skips_allowed(15, 1000) == 667 and skips_allowed(9, 261) == 290
+    assert skips_allowed(20, 94) == 200  # a strategy that finds it often keeps the floor
