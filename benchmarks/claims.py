@@ -49,6 +49,11 @@ def tested(data: dict, name: str) -> dict:
     raise KeyError(name)
 
 
+def judged(data: dict, name: str) -> dict:
+    """An architecture's test verdict as the json's promotion recorded it (image bootstrap included)."""
+    return data["test_verdict"]["per_arch"][name]
+
+
 BCCD = "make bccd-headline (the rows' history: benchmarks/README.md)"
 SEARCH_RETRAIN = "make bench-search-retrain"
 
@@ -58,6 +63,7 @@ def said(words: str, json_name: str, target: str, *numbers) -> list[Claim]:
 
 
 PROMOTED = "bccd-promotion-adamw.json"
+LATENCY_PROMOTED = "bccd-latency-promotion-nas-fcos-cpu.json"
 LATENCY = "make bench-latency"
 
 
@@ -121,6 +127,21 @@ CLAIMS = [
           "bccd-latency-search-nas-fcos-cpu.json", "make bccd-latency-search",
           (20, lambda d: d["finished"] - d["skipped"]), (94, lambda d: d["finished"]),
           (0.03, lambda d: -d["verdict"]["difference"]), (0.11, lambda d: d["verdict"]["threshold"])),
+    *said("trial 85\n  40.1 ± 0.5 test AP against the control's 40.6 ± 2.3 (−0.5, threshold 6.2; images 95 % [−1.7,\n  +0.6]) at 0.76× its FLOPs and 0.94× its latency under torch (1.02× under ONNX Runtime)",
+          LATENCY_PROMOTED, "make bccd-latency-promote",
+          (40.1, lambda d: arch(d, "rank2_trial85")["AP_mean"]), (0.5, lambda d: arch(d, "rank2_trial85")["AP_std"]),
+          (40.6, lambda d: arch(d, "baseline")["AP_mean"]), (2.3, lambda d: arch(d, "baseline")["AP_std"]),
+          (0.5, lambda d: -judged(d, "rank2_trial85")["difference"]), (6.2, lambda d: judged(d, "rank2_trial85")["threshold"]),
+          (1.7, lambda d: -judged(d, "rank2_trial85")["images"]["low"]), (0.6, lambda d: judged(d, "rank2_trial85")["images"]["high"]),
+          (0.76, lambda d: arch(d, "rank2_trial85")["flops"] / arch(d, "baseline")["flops"]),
+          (0.94, lambda d: arch(d, "rank2_trial85")["latency"]["ratio"]),
+          (1.02, lambda d: arch(d, "rank2_trial85")["latency_onnxruntime"]["ratio"])),
+    *said("trial 73\n  39.0 ± 0.6 (−1.5) at 0.79× and 0.96× (0.98×)", LATENCY_PROMOTED, "make bccd-latency-promote",
+          (39.0, lambda d: arch(d, "rank1_trial73")["AP_mean"]), (0.6, lambda d: arch(d, "rank1_trial73")["AP_std"]),
+          (1.5, lambda d: -judged(d, "rank1_trial73")["difference"]),
+          (0.79, lambda d: arch(d, "rank1_trial73")["flops"] / arch(d, "baseline")["flops"]),
+          (0.96, lambda d: arch(d, "rank1_trial73")["latency"]["ratio"]),
+          (0.98, lambda d: arch(d, "rank1_trial73")["latency_onnxruntime"]["ratio"])),
     # synthetic, demo-full (made with the old baseline recipe)
     *said("control 20.3 ± 0.9 test AP, the search's best decoder 15.5 ± 1.1", "demo-full.json",
           "make demo-full DEMO_TRAIN='--num-convs 2 --lr 0.02'",
