@@ -127,12 +127,18 @@ bench: $(VENV)/.bench
 
 # nas-fcos vs random on the demo's cache (run `make demo` first). SEARCH_SEED=S (S > 0) runs
 # another search seed into benchmarks/runs/search-seedS and benchmarks/search-seedS.json.
+# SEARCH_TARGET=1.0x searches both under the control's latency (issue 42; SEARCH_PROXY=nas-fcos-cpu:
+# the demo space's 5-block depthwise head cannot reach it on BCCD) into search-latency[-seedS].json.
 SEARCH_TRIALS ?= 60
 SEARCH_SEED ?= $(SEED)
+SEARCH_TARGET ?=
+SEARCH_PROXY ?= nas-fcos-demo
 SEARCH_TAG := $(if $(filter 0,$(SEARCH_SEED)),search,search-seed$(SEARCH_SEED))
+SEARCH_TAG := $(if $(SEARCH_TARGET),$(subst search,search-latency,$(SEARCH_TAG)),$(SEARCH_TAG))
 bench-search: $(STAMP)
 	$(call require_cache,$(DEMO)/cache,demo)
 	$(BIN)/python -m benchmarks.bench_search --cache $(DEMO_CACHE) --trials $(SEARCH_TRIALS) --seed $(SEARCH_SEED) \
+	  --proxy $(SEARCH_PROXY) $(if $(SEARCH_TARGET),--latency-target $(SEARCH_TARGET)) \
 	  --runs benchmarks/runs/$(SEARCH_TAG) --out benchmarks/$(SEARCH_TAG).json
 
 # Whether bench-search's proxy wins survive a fair promotion: the controller's best, random's best

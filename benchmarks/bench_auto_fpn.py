@@ -19,14 +19,16 @@ import time
 from pathlib import Path
 
 
-def search(method: str, proxy: str, cache, trials: int, run: Path, seed: int, lam=None, supernet=None) -> dict:
-    """One search (resumed if its folder holds a run); its summary and the wall seconds of this call."""
+def search(method: str, proxy: str, cache, trials: int, run: Path, seed: int, lam=None, supernet=None,
+           latency_target=None) -> dict:
+    """One search (resumed if its folder holds a run; under `latency_target` if given); its summary
+    and the wall seconds of this call."""
     from nascli.search import run_search
 
     started = time.perf_counter()
     resume = (run / "run.db").is_file()
     summary = run_search(method, proxy, cache, None if resume else trials, run, seed=seed, resume=resume, lam=lam,
-                         supernet=supernet)
+                         supernet=supernet, latency_target=latency_target)
     return {**summary, "wall_seconds": time.perf_counter() - started, "resumed": resume}
 
 

@@ -19,14 +19,14 @@ from .bench_auto_fpn import row, search
 from .bench_detnas import curve
 
 
-def run(cache, trials: int, proxy: str, seed: int, runs: Path, out_json: Path) -> dict:
+def run(cache, trials: int, proxy: str, seed: int, runs: Path, out_json: Path, latency_target=None) -> dict:
     from rich.console import Console
     from rich.table import Table
 
     previous = json.loads(out_json.read_text()) if out_json.is_file() else {}
     results = {}
     for method in ("nas-fcos", "random"):
-        s = search(method, proxy, cache, trials, runs / method, seed)
+        s = search(method, proxy, cache, trials, runs / method, seed, latency_target=latency_target)
         results[method] = {**row(method, s), "rewards": [reward for _, reward in sorted(s["curve"])],
                            "best_so_far": curve(s), "failed": s["failed"]}
         if results[method]["resumed"] and method in previous:  # a resumed call's wall time is not the search's
@@ -90,8 +90,9 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default="benchmarks/runs/search")
     parser.add_argument("--out", default="benchmarks/search.json")
+    parser.add_argument("--latency-target", default=None, help="both searches under it, e.g. 1.0x (search --latency-target)")
     args = parser.parse_args()
-    run(args.cache, args.trials, args.proxy, args.seed, Path(args.runs), Path(args.out))
+    run(args.cache, args.trials, args.proxy, args.seed, Path(args.runs), Path(args.out), args.latency_target)
 
 
 if __name__ == "__main__":
