@@ -113,7 +113,7 @@ def proxy_signal(method: str) -> float | None:
 
 
 def search(method: str, inputs: Inputs, work: Path, minutes: float | None, seed: int, proxies: dict,
-           trials: int | None, executor: str) -> tuple[Path, str]:
+           trials: int | None, executor: str, latency_target: str | None = None) -> tuple[Path, str]:
     """The method's search on the budget (resumed if its run exists); auto-fpn: every preset on a
     third of it, and the preset `choose_preset` keeps. Returns the winning run and its note."""
     from nascli.methods import IMAGES, default_proxy, lookup
@@ -129,7 +129,8 @@ def search(method: str, inputs: Inputs, work: Path, minutes: float | None, seed:
         share = None if minutes is None else minutes / len(presets)
         resume = (run / "run.db").is_file()
         runs[run] = run_search(method, proxy, cache, None if resume else cap, run, seed=seed, resume=resume,
-                               lam=None if resume else preset, minutes=share, executor=executor)
+                               lam=None if resume else preset, minutes=share, executor=executor,
+                               latency_target=latency_target)
         runs[run]["stopped"] = stopped_because(run) if preset else ""
     return choose_preset(runs)
 
@@ -282,14 +283,15 @@ def method_row(method: str, run: Path, note: str = "") -> dict:
 
 def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.0, seed: int = 0,
         epochs: int | None = None, seeds: int = 3, lr: float | None = None, proxies: dict | None = None,
-        trials: int | None = None, executor: str = "local", on_row=None, ledger: Path | None = None) -> dict:
+        trials: int | None = None, executor: str = "local", on_row=None, ledger: Path | None = None,
+        latency_target: str | None = None) -> dict:
     """Every method searched and promoted (resuming whatever is done), then the table."""
     work.mkdir(parents=True, exist_ok=True)
     rows, promoted_runs = [], []
     for method in methods:
         separation = proxy_signal(method)
         with timed(work, f"{method} search"):
-            winner, note = search(method, inputs, work, minutes, seed, proxies or {}, trials, executor)
+            winner, note = search(method, inputs, work, minutes, seed, proxies or {}, trials, executor, latency_target)
         if separation is not None and separation < MIN_SIGNAL_TO_NOISE:
             note = (f"not promoted: its proxy's spread between candidates is {separation:.2f} seed-noise widths "
                     f"(< {MIN_SIGNAL_TO_NOISE:g}), too little to steer a search at this budget")
@@ -307,7 +309,7 @@ def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.
             on_row(rows[-1])
     return {"minutes_per_method": minutes, "wall_minutes": sum(wall_seconds(work).values()) / 60, "seed": seed,
             "executor": executor, "features": inputs.features, "images": inputs.images, "test": inputs.test,
-            "seeds": seeds, "epochs": epochs,
+            "seeds": seeds, "epochs": epochs, "latency_target": latency_target,
             "proxies": {m: str(p) for m, p in (proxies or {}).items()}, "rows": rows,
             "strategies_vs_random": strategies_vs_random(rows, minutes)}
 
@@ -454,6 +456,7 @@ def main():
     parser.add_argument("--out", default="benchmarks/methods.json")
     parser.add_argument("--ledger", default=None, help="keep every promoted row here (retrain --ledger) and fix "
                                                        "each method's winner in it once")
+    parser.add_argument("--latency-target", default=None, help="every search under it, e.g. 1.0x (search --latency-target)")
     parser.add_argument("--assemble", default=None, metavar="FOLDER",
                         help="only build FOLDER/table.json and .png from the rows FOLDER/<method>.json present")
     args = parser.parse_args()
@@ -477,7 +480,7 @@ def main():
     result = run(inputs, work, args.methods.split(","), args.minutes, args.seed, args.epochs, args.seeds,
                  proxies=proxies, executor=args.executor, on_row=lambda r: print(f"{r['method']}: {verdict_cell(r)}",
                                                                 flush=True),
-                 ledger=Path(args.ledger) if args.ledger else None)
+                 ledger=Path(args.ledger) if args.ledger else None, latency_target=args.latency_target)
     out = Path(args.out)
     out.write_text(json.dumps(result, indent=1))
     figure(result, out.with_suffix(".png"))
