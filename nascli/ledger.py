@@ -12,7 +12,8 @@ baseline that is not bit-identical, or changed data, trains the row again.
 
 A row rebuilt from DIR has no trained weights: its checkpoint is a *stand-in* (the architecture
 with seeded initial weights, its history and config, `stand_in` saying so), enough to time it
-(latency does not depend on weight values) and to report it, refused by everything that needs
+(trained and stand-in versions of BCCD's promoted detectors timed within 2 % of each other) and to
+report it, refused by everything that needs
 the weights (evaluate, export).
 """
 
@@ -23,32 +24,12 @@ import hashlib
 import json
 from pathlib import Path
 
+from .cache.format import sha256_file, tensors_digest
 from .errors import DataError
 from .files import written_whole
 
 ROWS = "rows.json"
 FORMAT = 1
-
-
-def file_digest(path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def weights_digest(state: dict) -> str:
-    """sha256 of a state dict's tensors in key order: the same weights give the same digest whatever
-    file they were saved in."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name]
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def fingerprint(name: str, sources: dict) -> str:
@@ -99,9 +80,9 @@ class RowLedger:
             kept = f"{name.replace('/', '__')}-{print_}.detections.json.gz"
             # mtime 0: the same detections make the same bytes, so a rerun leaves no diff to commit
             (self.folder / kept).write_bytes(gzip.compress(Path(detections).read_bytes(), 9, mtime=0))
-        self.rows[f"{name} {print_}"] = {"fingerprint": print_, "sources": sources or {}, "status": row["status"], "trial": row["trial"],
-                           "genotype": row["genotype"], "reward": row["reward"], "metrics": row["metrics"],
-                           "record": record, "detections": kept}
+        self.rows[f"{name} {print_}"] = {"fingerprint": print_, "sources": sources or {}, "status": row["status"],
+                                         "trial": row["trial"], "genotype": row["genotype"], "reward": row["reward"],
+                                         "metrics": row["metrics"], "record": record, "detections": kept}
         with written_whole(self.path) as tmp:
             tmp.write_text(json.dumps({"format": FORMAT, "rows": self.rows}, indent=1, sort_keys=True) + "\n")
 

@@ -37,7 +37,8 @@ from .config import ProxySpec, TrainConfig, load_spec, validate
 from .errors import CacheError, DataError, NascliError, SpecError
 from .runtime import load_checkpoint, save_checkpoint
 from .stats import MIN_GAIN
-from .ledger import RowLedger, file_digest, fingerprint, weights_digest
+from .cache.format import sha256_file, tensors_digest
+from .ledger import RowLedger, fingerprint
 from .store import RunStore
 from .train import TrainingDiverged, train
 
@@ -451,13 +452,13 @@ def row_sources(base: dict, weights, start, data, where: dict) -> dict:
     recipe: the start weights (the baseline's, a weights file, a method's start), the training
     data and the meta-val and test jsons (a row's ledger fingerprint)."""
     train_data = data or base["config"]["data"]
-    sources = {"baseline": weights_digest(base["model"]), "data": file_digest(train_data),
-               "test": file_digest(where["val"])}
+    sources = {"baseline": tensors_digest(base["model"]), "data": sha256_file(train_data),
+               "test": sha256_file(where["val"])}
     if where["select_val"]:
-        sources["meta_val"] = file_digest(where["select_val"])
+        sources["meta_val"] = sha256_file(where["select_val"])
     for name, path in (("weights", weights), ("start", start)):
         if path is not None and Path(path).is_file():
-            sources[name] = file_digest(path)
+            sources[name] = sha256_file(path)
     return sources
 
 

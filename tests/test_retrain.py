@@ -742,8 +742,8 @@ def test_a_promotion_resumes_on_another_machine_from_its_ledger(searched_run, tm
 
 def test_training_is_bit_identical_across_runs_of_one_seed(tiny_coco, tiny_config, tmp_path):
     """What lets a ledger's rows be reused on another machine: the baseline rebuilt with the same
-    seed has the same weights (ledger.weights_digest)."""
-    from nascli.ledger import weights_digest
+    seed has the same weights (cache.format.tensors_digest, the ledger's baseline digest)."""
+    from nascli.cache.format import tensors_digest as weights_digest
 
     digests = []
     for k in range(2):
