@@ -371,7 +371,7 @@ def time_architectures(run, rows: list[dict], archs: list[dict], images: int, de
     dataset = CocoDetection(data, None, eval_transform(control))
     runners, checkpoints = {}, {}
     for arch, r in first.items():
-        model, _ = load_detector(r["checkpoint"], device, stand_in_ok=True)  # latency: weights' values do not matter
+        model, _ = load_detector(r["checkpoint"], device, stand_in_ok=True)  # a stand-in times within 2 % of its trained model (benchmarks/README.md)
         runners[arch] = (image_runner(model, device) if runtime == "torch"
                          else onnx_runner(r["checkpoint"], model, dataset))
         checkpoints[arch] = r["checkpoint"]
