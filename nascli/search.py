@@ -28,12 +28,11 @@ from .cache import describe
 from .config import ProxySpec, load_spec, resolve_proxy
 from .errors import CheckpointError, NascliError, SpecError
 from .executors import check_executor, make_executor
-from .methods import IMAGES, check_sections, for_space, lookup
+from .methods import IMAGES, METHODS, check_sections, for_space, lookup
 from .protocol import rescore_data_seed, rescore_seed, seed_stats, summarize
 from .spaces import load_genotype, space_for
 from .store import RunStore, pack_state, unpack_state
 from .strategies.base import StrategyExhausted
-from .strategies.darts import resolve_lambda
 
 
 def _check_cache(entry, spec: ProxySpec, cache, proxy_path) -> None:
@@ -91,7 +90,9 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, *, seed: int = 0
             method, cache, seed = meta["method"], meta["cache"], meta["seed"]
             supernet = Path(meta["supernet"]).parent if meta.get("supernet") else None
             proxy_path = run_dir / "spec.yaml"
-            if lam is not None and meta.get("lambda") is not None and resolve_lambda(lam) != meta["lambda"]:
+            spec, entry = _checked_spec(method, proxy_path, cache)
+            if (lam is not None and entry.resource_weight and meta.get("lambda") is not None
+                    and entry.resource_weight(lam) != meta["lambda"]):
                 raise SpecError(f"--lambda {lam}: {run_dir} was searched with lambda {meta['lambda']}; "
                                 f"resume it without --lambda, or start a new --run")
             lam = meta.get("lambda")
@@ -100,12 +101,12 @@ def run_search(method: str, proxy, cache, trials: int, run_dir, *, seed: int = 0
                                 f"{meta.get('latency_target') or 'no target'}; resume it without --latency-target")
             latency_target = meta.get("latency_target")
             minutes = minutes if minutes is not None else meta.get("minutes")
-            spec, entry = _checked_spec(method, proxy_path, cache)
             trials = meta["trials"] if not trials or entry.budget_fixed else max(trials, meta["trials"])
         elif store.count():
             raise NascliError(f"{run_dir}: run already has {store.count()} trials; pass --resume or a new --run")
         if lam is not None and not entry.resource_weight:
-            raise SpecError(f"--lambda: only auto-fpn has a resource weight, not --method {method}")
+            weighted = [m.name for m in METHODS.values() if m.resource_weight]
+            raise SpecError(f"--lambda: --method {method} has no resource weight (one has: {', '.join(weighted)})")
         if latency_target and entry.resource_weight and entry.latency_term is None:
             raise SpecError(f"--latency-target: --method {method} has a resource term but no latency term yet")
         device = trial_device(device, executor, spec)

@@ -205,3 +205,19 @@ def test_resume_after_a_kill_mid_epoch_restores_alpha_and_weights_exactly(tiny_c
     assert [r[0] for r in rows] == [1, 2, 3] and all(abs(sum(map(float, r[1:])) - 1) < 0.02 for r in rows)
     [figure] = panel["figures"].values()
     assert Path(figure).parent == tmp_path and Path(figure).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_lambda_is_taken_only_by_a_method_with_a_resource_weight_and_kept_on_resume(tiny_cache, tiny_proxy, tmp_path):
+    """--lambda belongs to the method whose entry resolves it (Auto-FPN's); a resume keeps the run's."""
+    from nascli.search import run_search
+
+    fake = lambda genotype, spec, cache, seed, data_seed: TrialResult("done", reward=-1.0)  # noqa: E731
+    with pytest.raises(SpecError, match=r"--method random has no resource weight \(one has: auto-fpn\)"):
+        run_search("random", str(tiny_proxy), tiny_cache, 1, tmp_path / "random", evaluate_fn=fake, lam="small")
+    spec = tmp_path / "auto.yaml"
+    spec.write_text("space: auto-fpn\ninputs: [c3, c4, c5]\nwidth: 8\nlayers: 1\nhead_cells: 1\n"
+                    "darts: {batch_size: 4, max_samples: 8}\nrescore_top: 0\nrescore_seeds: 2\n")
+    run_search("auto-fpn", str(spec), tiny_cache, 1, tmp_path / "auto", evaluate_fn=fake, lam="small")
+    with pytest.raises(SpecError, match="was searched with lambda 0.2"):
+        run_search("auto-fpn", None, None, 1, tmp_path / "auto", resume=True, evaluate_fn=fake, lam="big")
+    assert run_search("auto-fpn", None, None, 1, tmp_path / "auto", resume=True, evaluate_fn=fake, lam="0.2")

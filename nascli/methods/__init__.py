@@ -60,7 +60,7 @@ def lookup(name: str, space: str | None = None) -> Method:
         if not entry.random_search:
             raise SpecError(f"the {entry.space.SPACE} space is searched by --method {entry.name} only "
                             f"(it grows one network)")
-        return replace(entry, name=RANDOM, strategy=RandomStrategy, options=no_options, resource_weight=False,
+        return replace(entry, name=RANDOM, strategy=RandomStrategy, options=no_options, resource_weight=None,
                        budget_fixed=False, latency_term=None)
     if name not in METHODS:
         raise unknown_name("method", name, METHOD_NAMES)

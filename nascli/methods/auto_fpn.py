@@ -66,5 +66,5 @@ def decoded_ops_panel(run_dir, out_dir=None) -> dict:
 # a supernet's schedule (cosine, α frozen for the first third) is fixed by its epochs at start
 METHOD = Method(name="auto-fpn", space=auto_fpn, strategy=DartsStrategy, proxy="auto-fpn", reward="loss",
                 cache=FEATURES, control=decoder.fcos_control, trial=decoder.trial, options=darts_options,
-                resource_weight=True, budget_fixed=True, panels=decoded_ops_panel,
+                resource_weight=resolve_lambda, budget_fixed=True, panels=decoded_ops_panel,
                 latency_term=latency_term, sections={"darts": DartsOptions})

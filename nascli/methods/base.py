@@ -53,7 +53,8 @@ class Method:
     backbone starts from instead of the baseline checkpoint (DetNAS: the supernet);
     `backbone_state(genotype, checkpoint)`: a searched backbone's start weights from that file.
 
-    Flags: `resource_weight` (takes --lambda), `budget_fixed` (its asks train, a supernet epoch each: a
+    `resource_weight`: the method's --lambda as a number (a name or a number in; None: it takes no
+    --lambda). Flags: `budget_fixed` (its asks train, a supernet epoch each: a
     resume keeps the first --trials, and an ask skipped over the latency target spends the budget),
     `random_search` (random may search this space), `scores_any_genotype` (a genotype from outside
     the run can get a proxy reward: not so where candidates inherit their parents' weights).
@@ -77,7 +78,7 @@ class Method:
     promoted: Callable = same_genotypes
     retrain_init: Callable = no_extra_init
     backbone_state: Callable | None = None
-    resource_weight: bool = False
+    resource_weight: Callable | None = None
     budget_fixed: bool = False
     random_search: bool = True
     scores_any_genotype: bool = True
