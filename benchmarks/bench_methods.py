@@ -245,8 +245,9 @@ def share_control(source: Path, target: Path) -> int:
         dst.close()
 
 
-def method_row(method: str, run: Path, note: str = "") -> dict:
-    """One line of the table from a method's run database (search and promotion)."""
+def method_row(method: str, run: Path, note: str = "", latency_images: int = 0) -> dict:
+    """One line of the table from a method's run database (search and promotion); `latency_images`
+    > 0 re-times the winner with the control in one process, interleaved (compare's latency)."""
     from nascli.protocol import summarize
     from nascli.report import compare
     from nascli.store import RunStore
@@ -256,7 +257,7 @@ def method_row(method: str, run: Path, note: str = "") -> dict:
         s, meta = summarize(store), store.meta()
     finally:
         store.close()
-    c = compare([run])
+    c = compare([run], latency_images=latency_images)
     archs = {a["arch"]: a for a in c["architectures"]}
     best = next((t for t in s["top"] if t["mean"] is not None), None)
     winner = next((a for name, a in archs.items() if name != "baseline"), None)
@@ -267,10 +268,12 @@ def method_row(method: str, run: Path, note: str = "") -> dict:
         return {"arch": a["arch"], "lr": a["lr"], "optimizer": a["optimizer"], "seeds": a["seeds"], "AP": 100 * a["AP"],
                 "AP_std": 100 * a["AP_std"] if a["AP_std"] is not None else None, "AP50": 100 * a["AP50"],
                 "params": a["params"], "flops": a["flops"], "latency_ms": a["latency_ms"],
-                "ap_by_seed": {str(k): 100 * v for k, v in a["ap_by_seed"].items()}}
+                "latency": a.get("latency"), "ap_by_seed": {str(k): 100 * v for k, v in a["ap_by_seed"].items()}}
 
     return {"method": method, "run": str(run), "lambda": meta.get("lambda"),
-            "search_minutes": (meta.get("elapsed") or 0) / 60, "trials": s["finished"], "failed": s["failed"],
+            "search_minutes": (meta.get("elapsed") or 0) / 60,
+            # trained candidates; under a latency target most asks are skipped untrained (milliseconds each)
+            "trials": s["finished"] - s["skipped"], "asked": s["finished"], "failed": s["failed"],
             "proxy_verdict": s["verdict"]["text"], "proxy_beats_control": s["verdict"]["beats_control"],
             "best_trial": best and best["trial"], "best_mean": best and best["mean"],
             "best_std": best and best["std"], "best_seeds": best and best["seeds"],
@@ -284,8 +287,10 @@ def method_row(method: str, run: Path, note: str = "") -> dict:
 def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.0, seed: int = 0,
         epochs: int | None = None, seeds: int = 3, lr: float | None = None, proxies: dict | None = None,
         trials: int | None = None, executor: str = "local", on_row=None, ledger: Path | None = None,
-        latency_target: str | None = None) -> dict:
-    """Every method searched and promoted (resuming whatever is done), then the table."""
+        latency_target: str | None = None, latency_images: int = 0) -> dict:
+    """Every method searched and promoted (resuming whatever is done), then the table; each promoted
+    winner re-timed with the control, interleaved, on `latency_images` test images (0: as retrain
+    timed them, apart)."""
     work.mkdir(parents=True, exist_ok=True)
     rows, promoted_runs = [], []
     for method in methods:
@@ -301,7 +306,7 @@ def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.
             with timed(work, f"{method} promotion"):
                 promote(winner, inputs.test, epochs, seeds, lr, shared, ledger, method)
             promoted_runs.append(winner)
-            rows.append(method_row(method, winner, note))
+            rows.append(method_row(method, winner, note, latency_images))
         spent = wall_seconds(work)
         rows[-1]["wall_minutes"] = {step: spent.get(f"{method} {step}", 0.0) / 60
                                     for step in ("search", "promotion")}
@@ -309,7 +314,7 @@ def run(inputs: Inputs, work: Path, methods=METHODS, minutes: float | None = 10.
             on_row(rows[-1])
     return {"minutes_per_method": minutes, "wall_minutes": sum(wall_seconds(work).values()) / 60, "seed": seed,
             "executor": executor, "features": inputs.features, "images": inputs.images, "test": inputs.test,
-            "seeds": seeds, "epochs": epochs, "latency_target": latency_target,
+            "seeds": seeds, "epochs": epochs, "latency_target": latency_target, "latency_images": latency_images,
             "proxies": {m: str(p) for m, p in (proxies or {}).items()}, "rows": rows,
             "strategies_vs_random": strategies_vs_random(rows, minutes)}
 
@@ -403,6 +408,15 @@ def verdict_cell(row: dict) -> str:
     return "; ".join(filter(None, (row["test_verdict"], row["note"])))
 
 
+def latency_cell(winner: dict | None) -> str:
+    """ms/image, with its ratio to the control and interval where it was timed interleaved with it."""
+    from .bench_promotion import latency_text
+
+    if winner is None:
+        return "—"
+    return latency_text(winner["latency"]) if winner.get("latency") else f"{winner['latency_ms']:.0f}"
+
+
 def table_lines(result: dict) -> list[str]:
     """The table as Markdown rows (benchmarks/README.md)."""
     def ap(a):
@@ -419,10 +433,11 @@ def table_lines(result: dict) -> list[str]:
                          + " |" * 9)
             continue
         name = r["method"] if r["lambda"] is None else f"{r['method']} (λ {r['lambda']:g})"
-        lines.append(f"| {name} | {r['search_minutes']:.1f} | {r['trials']} | {r['proxy_verdict']} | "
+        trials = str(r["trials"]) if r.get("asked", r["trials"]) == r["trials"] else f"{r['trials']} of {r['asked']:,} asked"
+        lines.append(f"| {name} | {r['search_minutes']:.1f} | {trials} | {r['proxy_verdict']} | "
                      f"{ap(r['winner'])} | {ap(r['control'])} | {of_winner(r, 'AP50', 1, 1)} | "
                      f"{of_winner(r, 'params', 1e6, 2)} | {of_winner(r, 'flops', 1e9, 3)} | "
-                     f"{of_winner(r, 'latency_ms', 1, 0)} | {verdict_cell(r)} |")
+                     f"{latency_cell(r['winner'])} | {verdict_cell(r)} |")
     lines += ["", "| strategy vs random | budget | re-scored bests on the proxy | json |", "| --- | --- | --- | --- |"]
     lines += [f"| {s['strategy']} | {s['budget']} | {s['text']} | {s['source']} |"
               for s in result.get("strategies_vs_random", [])]
@@ -457,6 +472,8 @@ def main():
     parser.add_argument("--ledger", default=None, help="keep every promoted row here (retrain --ledger) and fix "
                                                        "each method's winner in it once")
     parser.add_argument("--latency-target", default=None, help="every search under it, e.g. 1.0x (search --latency-target)")
+    parser.add_argument("--latency-images", type=int, default=0,
+                        help="re-time each winner with the control, interleaved, on this many test images")
     parser.add_argument("--assemble", default=None, metavar="FOLDER",
                         help="only build FOLDER/table.json and .png from the rows FOLDER/<method>.json present")
     args = parser.parse_args()
@@ -480,7 +497,8 @@ def main():
     result = run(inputs, work, args.methods.split(","), args.minutes, args.seed, args.epochs, args.seeds,
                  proxies=proxies, executor=args.executor, on_row=lambda r: print(f"{r['method']}: {verdict_cell(r)}",
                                                                 flush=True),
-                 ledger=Path(args.ledger) if args.ledger else None, latency_target=args.latency_target)
+                 ledger=Path(args.ledger) if args.ledger else None, latency_target=args.latency_target,
+                 latency_images=args.latency_images)
     out = Path(args.out)
     out.write_text(json.dumps(result, indent=1))
     figure(result, out.with_suffix(".png"))

@@ -53,6 +53,28 @@ def summary(run: Path, latency_images: int = 0, runtimes=("torch",), latency_tar
             "final_minutes": minutes["final"]}
 
 
+def add_latency_arguments(parser) -> None:
+    """The re-timing options of every promotion summary (this one, bench_search_retrain)."""
+    parser.add_argument("--latency-images", type=int, default=0,
+                        help="re-time every architecture with the control, interleaved, on this many test images")
+    parser.add_argument("--runtimes", default="torch", help="comma-separated: torch,onnxruntime (the first is the verdict's)")
+    parser.add_argument("--latency-target", default=None, help="e.g. 1.0x: a win must also run within it")
+
+
+def latency_options(args) -> dict:
+    return {"latency_images": args.latency_images, "runtimes": tuple(args.runtimes.split(",")),
+            "latency_target": args.latency_target}
+
+
+def latency_text(lat: dict | None) -> str:
+    """A compare latency as a table cell: ms/image (× control, its 95 % interval)."""
+    if not lat:
+        return "—"
+    interval = lat.get("ratio_interval")
+    return (f"{lat['latency_ms']:.1f} ({lat['ratio']:.2f}×"
+            + (f", {interval[0]:.2f}-{interval[1]:.2f}" if interval else "") + ")")
+
+
 def table_lines(result: dict) -> list[str]:
     """The promotion as a Markdown table (benchmarks/README.md): AP, FLOPs and latency under each
     runtime timed, each against the control."""
@@ -60,13 +82,6 @@ def table_lines(result: dict) -> list[str]:
     control = next((a for a in archs if a["arch"] == "baseline"), None)
     runtimes = [k for k in ("latency", *sorted(k for k in archs[0] if k.startswith("latency_") and k != "latency_ms"))
                 if any(a.get(k) for a in archs)] if archs else []
-
-    def timed(lat):
-        if not lat:
-            return "—"
-        interval = lat.get("ratio_interval")
-        return (f"{lat['latency_ms']:.1f} ({lat['ratio']:.2f}×"
-                + (f", {interval[0]:.2f}-{interval[1]:.2f}" if interval else "") + ")")
 
     names = {"latency": "torch", **{k: k.removeprefix("latency_") for k in runtimes if k != "latency"}}
     lines = ["| architecture | chosen on meta-val | test AP, mean ± std (seeds) | FLOPs vs control | "
@@ -77,7 +92,7 @@ def table_lines(result: dict) -> list[str]:
         flops = f"{a['flops'] / control['flops']:.2f}×" if control and a.get("flops") and control.get("flops") else "—"
         chosen = "—" if a["lr"] is None else f"{a['optimizer']} {a['lr']:g}"
         lines.append(f"| {a['arch']} | {chosen} | {ap} | {flops} | "
-                     + " | ".join(timed(a.get(k)) for k in runtimes) + " |")
+                     + " | ".join(latency_text(a.get(k)) for k in runtimes) + " |")
     return lines
 
 
@@ -85,12 +100,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--latency-images", type=int, default=0,
-                        help="re-time every architecture with the control, interleaved, on this many test images")
-    parser.add_argument("--runtimes", default="torch", help="comma-separated: torch,onnxruntime (the first is the verdict's)")
-    parser.add_argument("--latency-target", default=None, help="e.g. 1.0x: a win must also run within it")
+    add_latency_arguments(parser)
     args = parser.parse_args()
-    result = summary(Path(args.run), args.latency_images, tuple(args.runtimes.split(",")), args.latency_target)
+    result = summary(Path(args.run), **latency_options(args))
     Path(args.out).write_text(json.dumps(result, indent=1))
     for a in result["architectures"]:
         per_seed = ", ".join(f"{v['AP']:.1f}" for v in a["seeds"].values())

@@ -19,7 +19,7 @@ def _comparable(result: dict) -> list[dict]:
         row = {k: v for k, v in r.items() if k not in drop}
         for arm in ("winner", "control"):
             if row[arm]:
-                row[arm] = {k: v for k, v in row[arm].items() if k != "latency_ms"}
+                row[arm] = {k: v for k, v in row[arm].items() if k not in ("latency_ms", "latency")}
         rows.append(row)
     return rows
 
@@ -55,7 +55,7 @@ def test_two_tiny_methods_killed_and_resumed_give_the_unkilled_table(tiny_cache,
     assert set(bm.wall_seconds(tmp_path / "killed")) == {"random search", "random promotion",
                                                         "nas-fcos search", "nas-fcos promotion"}
     for r in whole["rows"]:  # each row: a searched and promoted winner, its control, both verdicts
-        assert r["trials"] == 1 and r["winner"]["seeds"] == r["control"]["seeds"] == 1
+        assert r["trials"] == r["asked"] == 1 and r["winner"]["seeds"] == r["control"]["seeds"] == 1
         assert r["proxy_verdict"].startswith("on the proxy") and r["test_verdict"].startswith(("on test", "no test"))
     # the hand design both decoder searches share is trained once: nas-fcos's control rows are random's
     store = RunStore(tmp_path / "whole" / "nas-fcos", create=False)
@@ -69,6 +69,9 @@ def test_two_tiny_methods_killed_and_resumed_give_the_unkilled_table(tiny_cache,
     lines = bm.table_lines(whole)
     assert lines[2].startswith("| random |") and lines[3].startswith("| nas-fcos |") and lines[4] == ""
     assert lines[5].startswith("| strategy vs random |") and len(lines) == 7 + len(whole["strategies_vs_random"])
+    # under a latency target most asks are skipped untrained: the table says how many were trained
+    skipping = {**whole, "rows": [dict(whole["rows"][0], trials=58, asked=3130)]}
+    assert "| 58 of 3,130 asked |" in bm.table_lines(skipping)[2] and "| 1 |" in lines[2]
 
 
 def test_the_wall_clock_of_each_step_is_summed_over_a_kill_and_its_resume(tmp_path):
@@ -226,10 +229,15 @@ def test_rows_one_at_a_time_share_the_control_through_the_ledger_and_assemble(ti
     names = [k.split()[0] for k in kept()]
     assert sum(n.startswith("baseline/") for n in names) == 1 and len(names) == 3  # one control, two winners
     before = kept()
-    again = bm.run(inputs, tmp_path / "machine-3", methods=["random"], **kw)  # the random row, redone elsewhere
+    # the random row, redone elsewhere, its winner re-timed with the control, interleaved
+    again = bm.run(inputs, tmp_path / "machine-3", methods=["random"], latency_images=3, **kw)
     assert kept() == before
     first = json.loads((rows / "random.json").read_text())["rows"][0]
     assert again["rows"][0]["winner"]["AP"] == first["winner"]["AP"] and again["rows"][0]["winner"]["arch"] == "random"
+    timed = again["rows"][0]["winner"]["latency"]
+    assert first["winner"]["latency"]["interleaved"] is False and first["winner"]["latency"]["ratio_interval"] is None
+    assert timed["interleaved"] is True and timed["ratio"] > 0 and len(timed["ratio_interval"]) == 2
+    assert f"({timed['ratio']:.2f}×" in bm.table_lines(again)[2] and "not interleaved" not in again["rows"][0]["test_verdict"]
 
     table = bm.assemble(rows)
     assert [r["method"] for r in table["rows"]] == list(bm.METHODS) and set(table["missing"]) == set(bm.METHODS) - {
