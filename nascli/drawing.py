@@ -211,9 +211,21 @@ GRAPHS = {"nas-fcos": _nas_fcos, "nas-fpn": _nas_fpn, "auto-fpn": _auto_fpn, "fp
 
 
 def genotype_graph(genotype) -> Graph:
-    if genotype.space not in GRAPHS:
+    """The genotype's graph: the built-in spaces' drawings above, else its space module's own
+    `graph(genotype)` (a method added from outside keeps its drawing beside its space), else one box
+    with its description, so a new space always has a picture."""
+    from .spaces import SPACES
+
+    own = GRAPHS.get(genotype.space) or getattr(SPACES.get(genotype.space), "graph", None)
+    if own is not None:
+        return own(genotype)
+    if not hasattr(genotype, "describe"):
         raise SpecError(f"genotype: no drawing for space {genotype.space!r}")
-    return GRAPHS[genotype.space](genotype)
+    graph = Graph(f"{genotype.space}: {genotype.describe()}")
+    searched = graph.node("searched", genotype.describe())
+    graph.edge(graph.node("in", "input", "input"), searched)
+    graph.edge(searched, graph.node("out", "output", "output"))
+    return graph
 
 
 def draw_genotype(genotype, path, title: str | None = None) -> Path:

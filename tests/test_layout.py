@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nascli.config import ProxySpec, load_spec, resolve_proxy
-from nascli.methods import IMAGES, METHOD_NAMES, METHODS, lookup
+from nascli.methods import IMAGES, METHODS, lookup, method_names
 from nascli.spaces import SPACES
 from nascli.spaces.base import BACKBONE, DECODER
 
@@ -27,7 +27,7 @@ def method_name_comparisons(path: Path) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Compare):
-            names = set().union(*(_literals(n) for n in [node.left, *node.comparators])) & set(METHOD_NAMES)
+            names = set().union(*(_literals(n) for n in [node.left, *node.comparators])) & set(method_names())
             if names:
                 found.append(f"{path.name}:{node.lineno} compares {sorted(names)}")
     return found

@@ -5,8 +5,10 @@ A method is a module here (its entry `METHOD`, and its own trial when it has one
 (nascli/spaces/<space>.py) and a strategy (nascli/strategies/); the pieces every trial shares
 are nascli/trial.py. Random search is any registered space's entry with a uniform strategy.
 
-Adding a method: write its space (spaces/base.py's contract) and strategy if new, its module
-here ending in `METHOD = Method(...)`, and add that entry to METHODS.
+Adding a method: write its space (spaces/base.py's contract) and strategy if new, and a module
+ending in `METHOD = Method(...)`; then add that entry to METHODS here, or call `register(METHOD)`
+(a method kept outside this package: tests/toy_method.py is one, run end to end by
+tests/test_toy_method.py).
 """
 
 from __future__ import annotations
@@ -35,13 +37,31 @@ def registry(*methods: Method) -> dict[str, Method]:
 
 
 METHODS = registry(nas_fcos.METHOD, nas_fpn.METHOD, auto_fpn.METHOD, detnas.METHOD, sp_nas.METHOD)
-#: every name `--method` takes
-METHOD_NAMES = (*METHODS, RANDOM)
+
+
+def method_names() -> tuple[str, ...]:
+    """Every name `--method` takes, methods `register`ed since import included."""
+    return (*METHODS, RANDOM)
+
+
+def register(entry: Method) -> None:
+    """Adds a method from outside this package: its entry to METHODS and its space to the spaces
+    genotypes load from (nascli.spaces.SPACES). A name or space tag already taken is an error."""
+    from ..spaces import SPACES
+
+    registry(*METHODS.values(), entry)  # refuses a taken name
+    tag = entry.space.SPACE
+    if SPACES.get(tag, entry.space) is not entry.space:
+        raise ValueError(f"method registry: space {tag!r} is taken by another module")
+    METHODS[entry.name] = entry
+    SPACES[tag] = entry.space
+
+
 #: the space random search uses when no spec is given
 DEFAULT_SPACE = nas_fcos.METHOD.space.SPACE
 
-__all__ = ["FEATURES", "IMAGES", "METHODS", "METHOD_NAMES", "Method", "TrialSetup", "default_proxy", "for_space",
-           "check_sections", "lookup", "registry", "reward_kind"]
+__all__ = ["FEATURES", "IMAGES", "METHODS", "Method", "TrialSetup", "default_proxy", "for_space",
+           "check_sections", "lookup", "method_names", "register", "registry", "reward_kind"]
 
 
 def for_space(space: str) -> Method:
@@ -63,7 +83,7 @@ def lookup(name: str, space: str | None = None) -> Method:
         return replace(entry, name=RANDOM, strategy=RandomStrategy, options=no_options, resource_weight=None,
                        budget_fixed=False, latency_term=None)
     if name not in METHODS:
-        raise unknown_name("method", name, METHOD_NAMES)
+        raise unknown_name("method", name, method_names())
     entry = METHODS[name]
     if space is not None and space != entry.space.SPACE:
         raise SpecError(f"field 'space' is {space!r}, but --method {name} searches the {entry.space.SPACE} space "
