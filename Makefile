@@ -20,7 +20,7 @@ BCCD_TRAIN ?= --num-convs 2 --lr 0.02
 # (benchmarks/baseline-recipe-bccd.json); the BCCD latency run's baseline.
 BCCD_LAT_TRAIN ?= --num-convs 2 --optimizer adamw --lr 1.6e-3
 
-.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity bccd-headline bccd-sgd bccd-latency-baseline bccd-latency-search bccd-latency-promote bench-latency-space bench-skip-feedback bench-inference methods-row methods-table sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu bench-latency bench-check bench-baseline-recipe fidelity-baselines clean
+.PHONY: help install demo demo-full methods bench-nas-fpn-proxy test bench bench-init bench-search bench-search-retrain bench-proxy bench-auto-fpn fidelity bccd bccd-nas-fcos bccd-fidelity bccd-headline bccd-sgd bccd-latency-baseline bccd-latency-search bccd-latency-promote bench-latency-space bench-latency-space-demo bench-skip-feedback bench-inference methods-row methods-table sp-nas-demo bench-detnas bench-supernet bench-executors bench-trial bench-trial-faithful bench-gpu bench-latency bench-check bench-baseline-recipe fidelity-baselines clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,8 @@ PIPE_RETRAIN_EPOCHS ?= 2
 PIPE_GRID ?= adamw:8e-4,adamw:1.6e-3
 PIPE_GRID_EPOCHS ?= 1
 PIPE_SEEDS ?= 2
+# doublings of a rate an architecture chose at its optimiser's edge (retrain --extend-grid)
+PIPE_EXTEND ?= 0
 # trials side by side in one-thread processes (`search --workers`): with the trial's CPU paths,
 # 3.3x the evaluations an hour of the old one trial on both cores (benchmarks/trial.json; the
 # workers alone about 1.7x)
@@ -96,20 +98,23 @@ pipeline-%: $(STAMP)
 	$(NASCLI) eval pipelines/$*/baseline/last.pt --data pipelines/$*/test.json
 	$(NASCLI) cache-features --data pipelines/$*/meta-train.json --val pipelines/$*/meta-val.json --checkpoint pipelines/$*/baseline/last.pt --levels c3,c4,c5 --crop $(PIPE_SIZE) --out pipelines/$*/cache --seed $(SEED)
 	$(NASCLI) search --method $* --proxy $(or $(PROXY_$*),$*) --cache $(call cache_in,pipelines/$*/cache) --trials $(PIPE_TRIALS) --run pipelines/$*/run --seed $(SEED) --workers $(PIPE_WORKERS)
-	$(NASCLI) retrain pipelines/$*/run --top $(PIPE_TOP) --epochs $(PIPE_RETRAIN_EPOCHS) --lr-grid $(PIPE_GRID) --grid-epochs $(PIPE_GRID_EPOCHS) --seeds $(PIPE_SEEDS) --val pipelines/$*/test.json
+	$(NASCLI) retrain pipelines/$*/run --top $(PIPE_TOP) --epochs $(PIPE_RETRAIN_EPOCHS) $(if $(PIPE_GRID),--lr-grid $(PIPE_GRID)) --grid-epochs $(PIPE_GRID_EPOCHS) --seeds $(PIPE_SEEDS) --extend-grid $(PIPE_EXTEND) --val pipelines/$*/test.json
 	$(NASCLI) compare pipelines/$*/run
 	$(NASCLI) report pipelines/$*/run --out pipelines/$*/report.html
 
 # The main job on the built-in default: the NAS-FCOS pipeline, ending with the compare table.
 demo: pipeline-nas-fcos
 
-# The demo at the earlier default's size with a real promotion schedule (README "the demo at full
-# size": 660 images of 128 px, 12-epoch baseline, 4 trials; an SGD grid for 2 epochs, 3 seeds
-# of 6 epochs; about 45 minutes alone), summarised into benchmarks/demo-full.json.
+# The demo at the earlier default's size (README "the demo at full size": 660 images of 128 px,
+# 12-epoch baseline, 4 trials) promoted as everywhere else: retrain's default grid (SGD and AdamW
+# points) for 2 epochs on meta-val, extended where an architecture chose its optimiser's edge, 3
+# seeds of 6 epochs on test; latency re-timed interleaved under torch and ONNX Runtime; summarised
+# with its wall time into benchmarks/demo-full.json.
 demo-full: $(STAMP)
-	$(MAKE) pipeline-nas-fcos PIPE_IMAGES=660 PIPE_SIZE=128 PIPE_EPOCHS=12 PIPE_TRIALS=4 PIPE_RETRAIN_EPOCHS=6 \
-	  PIPE_GRID=0.005,0.01,0.02 PIPE_GRID_EPOCHS=2 PIPE_SEEDS=3
-	$(BIN)/python -m benchmarks.bench_promotion --run $(DEMO)/run --out benchmarks/demo-full.json
+	start=$$(date +%s) && $(MAKE) pipeline-nas-fcos PIPE_IMAGES=660 PIPE_SIZE=128 PIPE_EPOCHS=12 PIPE_TRIALS=4 \
+	  PIPE_RETRAIN_EPOCHS=6 PIPE_GRID= PIPE_GRID_EPOCHS=2 PIPE_SEEDS=$(PROMOTE_SEEDS) PIPE_EXTEND=$(PROMOTE_EXTEND) && \
+	$(BIN)/python -m benchmarks.bench_promotion --run $(DEMO)/run --latency-images 50 --runtimes torch,onnxruntime \
+	  --wall-seconds $$(( $$(date +%s) - start )) --out benchmarks/demo-full.json
 
 # Two workers, one torch and numba thread each (tests/conftest.py; OMP/NUMBA for the subprocesses the tests start):
 # the suite is mostly single-threaded work, so this halves its wall time on 2 cores. A file's
@@ -142,18 +147,31 @@ bench-search: $(STAMP)
 	  --runs benchmarks/runs/$(SEARCH_TAG) --out benchmarks/$(SEARCH_TAG).json
 
 # Whether bench-search's proxy wins survive a fair promotion: the controller's best, random's best
-# and the control promoted alike in one run folder (grid on meta-val, SEARCH_RETRAIN_SEEDS seeds
-# of SEARCH_RETRAIN_EPOCHS on the test split); resumable.
+# and the control promoted alike (grid on meta-val, SEARCH_RETRAIN_SEEDS seeds of
+# SEARCH_RETRAIN_EPOCHS on the test split), each re-timed with the control, interleaved, under torch
+# and ONNX Runtime. The two bests are fixed once in a committed ledger (named trial-N and rank1_trialM,
+# as retrain and export name a search's trials) and every finished row is kept there: a rerun on
+# another machine takes the rows its inputs match instead of training them; resumable.
 SEARCH_RUNS := benchmarks/runs/$(SEARCH_TAG)
+SEARCH_LEDGER := benchmarks/ledgers/$(SEARCH_TAG)
 SEARCH_RETRAIN_SEEDS ?= 3
 SEARCH_RETRAIN_EPOCHS ?= 6
+SEARCH_TIMED_IMAGES ?= 50
 bench-search-retrain: $(STAMP)
-	@test -f $(SEARCH_RUNS)/nas-fcos/run.db || { echo "make $@: no search in $(SEARCH_RUNS); run make bench-search first"; exit 2; }
-	$(NASCLI) export $(SEARCH_RUNS)/random --top 1 --out $(SEARCH_RUNS)/random/export
-	r=$(SEARCH_RUNS)/promoted; test -f $$r/run.db || { mkdir -p $$r && cp $(SEARCH_RUNS)/nas-fcos/run.db $(SEARCH_RUNS)/nas-fcos/spec.yaml $$r/; }; \
-	  $(NASCLI) retrain $$r --top 1 --arch $$(ls $(SEARCH_RUNS)/random/export/rank1_*.json) --epochs $(SEARCH_RETRAIN_EPOCHS) \
-	    --seeds $(SEARCH_RETRAIN_SEEDS) --extend-grid $(PROMOTE_EXTEND) --val $(DEMO)/test.json
-	$(BIN)/python -m benchmarks.bench_search_retrain --run $(SEARCH_RUNS)/promoted --out benchmarks/$(SEARCH_TAG)-retrain.json
+	test -d $(SEARCH_LEDGER)/genotypes || { \
+	  test -f $(SEARCH_RUNS)/nas-fcos/run.db || { echo "make $@: no search in $(SEARCH_RUNS); run make bench-search first"; exit 2; }; \
+	  $(NASCLI) export $(SEARCH_RUNS)/nas-fcos --top 1 --out $(SEARCH_RUNS)/nas-fcos/export || exit 2; \
+	  mkdir -p $(SEARCH_LEDGER)/genotypes; f=$$(ls $(SEARCH_RUNS)/nas-fcos/export/rank1_trial*.json); \
+	  cp $$f $(SEARCH_LEDGER)/genotypes/trial-$$(basename $$f .json | sed 's/rank1_trial//').json; \
+	  { $(NASCLI) export $(SEARCH_RUNS)/random --top 1 --out $(SEARCH_RUNS)/random/export \
+	    && cp $(SEARCH_RUNS)/random/export/rank1_trial*.json $(SEARCH_LEDGER)/genotypes/; } \
+	  || echo "random's search trained nothing to promote (under a latency target it may find nothing within it)"; }
+	test -f $(DEMO)/baseline/last.pt || $(MAKE) demo
+	$(NASCLI) retrain $(SEARCH_RUNS)/promotion $$(ls $(SEARCH_LEDGER)/genotypes/*.json | sed 's/^/--arch /') --top 0 \
+	  --checkpoint $(DEMO)/baseline/last.pt --select-val $(DEMO)/meta-val.json --val $(DEMO)/test.json \
+	  --epochs $(SEARCH_RETRAIN_EPOCHS) --seeds $(SEARCH_RETRAIN_SEEDS) --extend-grid $(PROMOTE_EXTEND) --ledger $(SEARCH_LEDGER)
+	$(BIN)/python -m benchmarks.bench_search_retrain --run $(SEARCH_RUNS)/promotion --latency-images $(SEARCH_TIMED_IMAGES) \
+	  --runtimes torch,onnxruntime $(if $(SEARCH_TARGET),--latency-target $(SEARCH_TARGET)) --out benchmarks/$(SEARCH_TAG)-retrain.json
 
 # The BCCD measurement in the README: VOC train -> COCO, split into meta-train / meta-val, the
 # baseline trained on meta-train only (so the search's meta-val stays unseen), evaluated on VOC test.
@@ -243,6 +261,10 @@ bench-inference: $(STAMP)
 # on the latency run's cache (benchmarks/latency-space-bccd-LAT_PROXY.json; ~5 min).
 bench-latency-space: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_latency_space --cache $(LAT_CACHE) --proxy $(LAT_PROXY) --out benchmarks/latency-space-bccd-$(LAT_PROXY).json
+# the same on the demo's cache (after make demo): how rare 1.0x is for bench-search SEARCH_TARGET=1.0x
+bench-latency-space-demo: $(STAMP)
+	$(call require_cache,$(DEMO)/cache,demo)
+	$(BIN)/python -m benchmarks.bench_latency_space --cache $(DEMO_CACHE) --proxy nas-fcos-cpu --out benchmarks/latency-space-demo-nas-fcos-cpu.json
 # What the controller should be told of a skipped candidate: both feedbacks replayed on the latency
 # run's table without training (benchmarks/skip-feedback.json; ~1 h on 2 cores, run it alone).
 bench-skip-feedback: $(STAMP)
@@ -400,6 +422,7 @@ methods-row: bccd-latency-baseline
 	mkdir -p $(ROWS_DIR)
 	$(BIN)/python -m benchmarks.bench_methods --pipeline $(LAT_DIR) --methods $(METHOD) --minutes $(ROW_MINUTES) \
 	  --seeds 3 --epochs $(BCCD_FIDELITY_EPOCHS) --seed $(SEED) --work $(LAT_DIR)/methods --ledger $(LAT_LEDGER) \
+	  --latency-images $(LAT_TIMED_IMAGES) \
 	  $(if $(ROW_PROXY),--proxy $(METHOD)=$(ROW_PROXY)) $(if $(ROW_TARGET),--latency-target $(ROW_TARGET)) \
 	  --out $(ROWS_DIR)/$(METHOD).json
 methods-table: $(STAMP)

@@ -22,20 +22,29 @@ from pathlib import Path
 def search(method: str, proxy: str, cache, trials: int, run: Path, seed: int, lam=None, supernet=None,
            latency_target=None) -> dict:
     """One search (resumed if its folder holds a run; under `latency_target` if given); its summary
-    and the wall seconds of this call."""
+    and its wall seconds: the run's own clock, summed over every call that resumed it (this call's
+    where the run keeps none)."""
     from nascli.search import run_search
+    from nascli.store import RunStore
 
     started = time.perf_counter()
     resume = (run / "run.db").is_file()
     summary = run_search(method, proxy, cache, None if resume else trials, run, seed=seed, resume=resume, lam=lam,
                          supernet=supernet, latency_target=latency_target)
-    return {**summary, "wall_seconds": time.perf_counter() - started, "resumed": resume}
+    store = RunStore(run, create=False, readonly=True)
+    try:
+        elapsed = store.meta().get("elapsed")
+    finally:
+        store.close()
+    return {**summary, "wall_seconds": elapsed or time.perf_counter() - started, "resumed": resume}
 
 
 def row(name: str, summary: dict) -> dict:
     best = summary["top"][0] if summary["top"] else {}
     control = summary["control"] or {}
-    return {"search": name, "lambda": summary.get("lambda"), "trials": summary["finished"],
+    # trials: trained candidates; asked: also those skipped untrained over a latency target
+    return {"search": name, "lambda": summary.get("lambda"), "trials": summary["finished"] - summary["skipped"],
+            "asked": summary["finished"],
             "best_trial": best.get("trial"), "mean": best.get("mean"), "std": best.get("std"),
             "seeds": best.get("seeds"),
             "params": best.get("params"), "flops": best.get("flops"),

@@ -101,8 +101,12 @@ def main():
     parser.add_argument("--run", required=True)
     parser.add_argument("--out", required=True)
     add_latency_arguments(parser)
+    parser.add_argument("--wall-seconds", type=float, default=None,
+                        help="the end-to-end time of the job that made the run (kept as wall_minutes)")
     args = parser.parse_args()
     result = summary(Path(args.run), **latency_options(args))
+    if args.wall_seconds is not None:
+        result["wall_minutes"] = args.wall_seconds / 60
     Path(args.out).write_text(json.dumps(result, indent=1))
     for a in result["architectures"]:
         per_seed = ", ".join(f"{v['AP']:.1f}" for v in a["seeds"].values())

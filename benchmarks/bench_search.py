@@ -23,14 +23,11 @@ def run(cache, trials: int, proxy: str, seed: int, runs: Path, out_json: Path, l
     from rich.console import Console
     from rich.table import Table
 
-    previous = json.loads(out_json.read_text()) if out_json.is_file() else {}
     results = {}
     for method in ("nas-fcos", "random"):
         s = search(method, proxy, cache, trials, runs / method, seed, latency_target=latency_target)
         results[method] = {**row(method, s), "rewards": [reward for _, reward in sorted(s["curve"])],
                            "best_so_far": curve(s), "failed": s["failed"]}
-        if results[method]["resumed"] and method in previous:  # a resumed call's wall time is not the search's
-            results[method]["wall_seconds"] = previous[method]["wall_seconds"]
     results["controller_vs_random"] = difference(results["nas-fcos"], results["random"])
     out_json.write_text(json.dumps(results, indent=1))
     _figure(results, out_json.with_name(f"{out_json.stem}_curves.png"))
@@ -43,6 +40,10 @@ def run(cache, trials: int, proxy: str, seed: int, runs: Path, out_json: Path, l
         r = results[method]
         best = [b for _, b in r["best_so_far"]]
         half = r["rewards"][len(r["rewards"]) // 2:]
+        if not best:  # under a latency target a strategy may find nothing within it
+            table.add_row(method, "0", *["—"] * 5, f"none trained in {r['asked']} asks",
+                          f"{r['control_mean']:.3f} ± {r['control_std']:.3f}")
+            continue
         table.add_row(method, f"{3600 * len(r['rewards']) / r['wall_seconds']:.0f}",
                       *[f"{best[min(q, len(best)) - 1]:.3f}" for q in quarters],
                       f"{sum(half) / max(1, len(half)):.3f}", f"{r['mean']:.3f} ± {r['std']:.3f} (trial {r['best_trial']})",
@@ -59,6 +60,11 @@ def difference(a: dict, b: dict, strategy: str = "the controller") -> dict:
     difference (the two bests' pooled seed noise, as the search's own verdict)."""
     from nascli.protocol import seed_noise
 
+    if a["mean"] is None or b["mean"] is None:  # a search under a latency target that trained nothing
+        empty = strategy if a["mean"] is None else "random"
+        asked = (a if a["mean"] is None else b).get("asked")
+        return {"difference": None, "two_se": None,
+                "text": f"{empty} trained no candidate within the target ({asked} asked): nothing to compare"}
     diff = a["mean"] - b["mean"]
     two_se = 2 * seed_noise([a, b]) * math.sqrt(1 / a["seeds"] + 1 / b["seeds"])
     verdict = "beats" if diff > two_se else ("loses to" if diff < -two_se else "ties with")
@@ -72,6 +78,8 @@ def _figure(results: dict, out_png: Path) -> None:
     fig, ax = subplots(figsize=(7, 4))
     for method in ("nas-fcos", "random"):
         res = results[method]
+        if not res["best_so_far"]:
+            continue
         ax.plot(*zip(*res["best_so_far"]), label=f"{method}: best so far")
         ax.scatter(range(1, len(res["rewards"]) + 1), res["rewards"], s=8, alpha=0.4)
     if res["control_mean"] is not None:
