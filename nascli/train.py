@@ -140,14 +140,26 @@ def build_detector(args: dict, weights=None) -> FCOS:
         return FCOS(backbone, FCOSDecoder(backbone.out_channels, args["num_classes"], width=args["width"],
                                           num_convs=args["num_convs"]))
     net = build_backbone(args["backbone"], weights, args.get("frozen_bn", False))
-    decoder = build_decoder(genotype, net.out_channels, args["num_classes"], args["width"],
-                            args.get("head_width"))
+    return FCOS(net, detector_decoder(args, net.out_channels, genotype))
+
+
+def detector_decoder(args: dict, in_channels: dict, genotype=None):
+    """The decoder `build_detector` puts on a fixed backbone of `in_channels` (the latency table
+    traces it alone, on the backbone's features computed once)."""
+    from .spaces import build_decoder, fpn_fcos, load_genotype
+
+    if genotype is None:
+        if not args.get("genotype") and not args.get("head_width") and not args.get("deep_supervision"):
+            return FCOSDecoder(in_channels, args["num_classes"], width=args["width"], num_convs=args["num_convs"])
+        genotype = (load_genotype(args["genotype"]) if args.get("genotype")
+                    else fpn_fcos.Genotype(num_convs=args["num_convs"]))
+    decoder = build_decoder(genotype, in_channels, args["num_classes"], args["width"], args.get("head_width"))
     if args.get("deep_supervision"):
         if getattr(decoder, "stages", 1) < 2:
             raise SpecError("deep_supervision: needs a decoder of stacked pyramids (a nas-fpn genotype "
                             "with repeats >= 2)")
         decoder.deep_supervision = True
-    return FCOS(net, decoder)
+    return decoder
 
 
 def init_backbone(model: FCOS, checkpoint, genotype=None) -> None:

@@ -154,6 +154,36 @@ def test_table_sum_of_a_tiny_decoder_is_near_its_measured_latency(tiny_checkpoin
     assert cand.size == (64, 64) and cand.example.shape == torch.Size([1, 3, 64, 64])
 
 
+def test_a_decoder_traced_on_the_backbones_features_predicts_what_the_whole_detector_does(tiny_checkpoint, tmp_path):
+    """Skipping a candidate over the target should cost a decoder's pass, not a backbone built and run
+    again: the split trace sums the same ops as the whole detector's (to float order), for the
+    control and for searched decoders of two spaces."""
+    from nascli.latency_table import CandidateLatency, corrected
+
+    cand = CandidateLatency.for_checkpoint(tiny_checkpoint, tmp_path)
+    cand.table.fits[cand.context] = {"per_op": 0.01, "fixed": 1.0}
+    genotypes = [None, *_sampled_decoders()]
+    for g in genotypes:  # every op in the table first: a prediction then times nothing
+        cand.table.trace(cand.detector(g), cand.example)
+    for g in genotypes:
+        whole = cand.table.trace(cand.detector(g), cand.example)
+        assert whole["new"] == 0
+        assert cand.predict(g) == pytest.approx(corrected(whole, cand.table.fits[cand.context]), rel=1e-9)
+        assert cand.decoder_trace(g)["ops"] == whole["ops"]
+    assert len({round(cand.predict(g), 6) for g in genotypes}) == len(genotypes)  # the decoders differ
+
+
+def _sampled_decoders():
+    from nascli.config import ProxySpec
+    from nascli.spaces import space_for
+    from nascli.strategies.random import RandomStrategy
+
+    nas_fcos = ProxySpec(inputs=["c3", "c4", "c5"], width=8, fpn_ops=["sep3x3", "skip"], head_ops=["sep3x3", "skip"],
+                         head_blocks=2)
+    nas_fpn = ProxySpec(space="nas-fpn", inputs=["c3", "c4", "c5"], width=8, repeats=1)
+    return [*RandomStrategy(space_for(nas_fcos), seed=1).ask(2), *RandomStrategy(space_for(nas_fpn), seed=1).ask(1)]
+
+
 def test_an_in_place_op_is_timed_on_copies_so_the_traced_pass_is_unchanged(tmp_path):
     import torch
 
