@@ -32,9 +32,10 @@ install: $(STAMP)
 
 help:
 	@echo "set-up:      make demo (the NAS-FCOS pipeline on synthetic data, ~6 min) | make test | make install"
-	@echo "pipelines:   make pipeline-METHOD (nas-fcos, nas-fpn, random; knobs PIPE_*) | make demo-full (~45 min)"
+	@echo "pipelines:   make pipeline-METHOD (nas-fcos, nas-fpn, random; knobs PIPE_*) | make demo-full (~43 min)"
 	@echo "             make bccd, then make bccd-nas-fcos | make sp-nas-demo (after demo)"
 	@echo "benchmarks:  make bench (kernels, cache, AP vs the references) | bench-search | bench-search-retrain"
+	@echo "             (both with SEARCH_TARGET=1.0x SEARCH_PROXY=nas-fcos-cpu: under the control's latency) | bench-latency-space-demo"
 	@echo "             bench-proxy | bench-init | bench-auto-fpn | bench-detnas | bench-supernet | bench-executors"
 	@echo "             bench-nas-fpn-proxy (NAS-FPN proxy designs: which separates candidates)"
 	@echo "             bench-trial (trials per CPU-hour, before and after; run it alone) | bench-trial-faithful (~15 min)"
