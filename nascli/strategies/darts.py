@@ -118,8 +118,9 @@ class DartsStrategy:
         self.skipped, self.stopped = 0, ""
 
     def lr_at(self, epoch: int) -> float:
-        o = self.options
-        return o.lr_min + 0.5 * (o.lr - o.lr_min) * (1 + math.cos(math.pi * epoch / self.epochs))
+        from ..trial import cosine  # the decoder trial's schedule, per epoch here (same arithmetic)
+
+        return cosine(epoch, self.epochs, self.options.lr, self.options.lr_min)
 
     def searching_alpha(self, epoch: int) -> bool:
         return epoch >= math.ceil(self.options.alpha_start * self.epochs)
