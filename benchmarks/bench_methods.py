@@ -76,14 +76,18 @@ def wall_seconds(work: Path) -> dict:
     return json.loads(ledger.read_text()) if ledger.is_file() else {}
 
 
-def pipeline_inputs(pipeline: Path, work: Path, seed: int) -> Inputs:
-    """A `make pipeline-*` folder's cache and test split; its image cache built under `work` once."""
+def pipeline_inputs(pipeline: Path, work: Path, seed: int, methods=METHODS) -> Inputs:
+    """A `make pipeline-*` folder's cache and test split; its image cache built under `work` once,
+    and only when one of `methods` trains on images (a decoder-only row needs none)."""
     from nascli.cache import build_cache
     from nascli.cache.read import describe
+    from nascli.methods import IMAGES, lookup
 
     features = sorted((pipeline / "cache").glob("*.h5"))
     if not features:
         raise SystemExit(f"bench_methods: no feature cache in {pipeline}/cache; run make demo first")
+    if all(lookup(m).cache != IMAGES for m in methods):
+        return Inputs(str(features[0]), None, str(pipeline / "test.json"))
     info = describe(features[0])
     images = sorted((work / "images").glob("*.h5"))
     if not images:
@@ -493,7 +497,7 @@ def main():
     except ValueError as e:
         parser.error(str(e))  # exit 2, like every other bad argument
     work = Path(args.work)
-    inputs = pipeline_inputs(Path(args.pipeline), work, args.seed)
+    inputs = pipeline_inputs(Path(args.pipeline), work, args.seed, args.methods.split(","))
     result = run(inputs, work, args.methods.split(","), args.minutes, args.seed, args.epochs, args.seeds,
                  proxies=proxies, executor=args.executor, on_row=lambda r: print(f"{r['method']}: {verdict_cell(r)}",
                                                                 flush=True),

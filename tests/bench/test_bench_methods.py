@@ -245,3 +245,13 @@ def test_rows_one_at_a_time_share_the_control_through_the_ledger_and_assemble(ti
     lines = bm.table_lines(table)
     assert sum("not measured yet" in line for line in lines) == 4
     assert bm.figure(table, rows / "table.png").stat().st_size > 1000
+
+
+def test_decoder_only_rows_build_no_image_cache(tiny_cache, tmp_path):
+    """An image cache (minutes on real data) is made only for a row whose method trains on images."""
+    pipeline, work = tmp_path / "pipeline", tmp_path / "work"
+    (pipeline / "cache").mkdir(parents=True)
+    os.link(tiny_cache, pipeline / "cache" / Path(tiny_cache).name)
+    inputs = bm.pipeline_inputs(pipeline, work, 0, ["random", "nas-fcos", "auto-fpn"])
+    assert inputs.features == str(pipeline / "cache" / Path(tiny_cache).name) and inputs.images is None
+    assert not (work / "images").exists()
