@@ -167,7 +167,9 @@ bench-search-retrain: $(STAMP)
 	  { $(NASCLI) export $(SEARCH_RUNS)/random --top 1 --out $(SEARCH_RUNS)/random/export \
 	    && cp $(SEARCH_RUNS)/random/export/rank1_trial*.json $(SEARCH_LEDGER)/genotypes/; } \
 	  || echo "random's search trained nothing to promote (under a latency target it may find nothing within it)"; }
-	test -f $(DEMO)/baseline/last.pt || $(MAKE) demo
+	@# the search ran on make demo's data: a demo folder of another size (make demo-full) is made again
+	test -f $(DEMO)/baseline/last.pt && test "$$($(BIN)/python -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["images"]))' \
+	  $(DEMO)/synth/instances.json)" = "$(PIPE_IMAGES)" || $(MAKE) demo
 	$(NASCLI) retrain $(SEARCH_RUNS)/promotion $$(ls $(SEARCH_LEDGER)/genotypes/*.json | sed 's/^/--arch /') --top 0 \
 	  --checkpoint $(DEMO)/baseline/last.pt --select-val $(DEMO)/meta-val.json --val $(DEMO)/test.json \
 	  --epochs $(SEARCH_RETRAIN_EPOCHS) --seeds $(SEARCH_RETRAIN_SEEDS) --extend-grid $(PROMOTE_EXTEND) --ledger $(SEARCH_LEDGER)
