@@ -259,9 +259,9 @@ class CandidateLatency:
             traced = self.table.trace_call(lambda: out.setdefault("features", net(self.example)), self.device)
             self._backbone = (traced, out["features"], net.out_channels)
         backbone, features, channels = self._backbone
-        args = {**self.model_args, "genotype": None, "deep_supervision": False}
         torch.manual_seed(0)
-        decoder = detector_decoder(args, channels, genotype).to(self.device).eval()
+        decoder = detector_decoder({**self.model_args, "deep_supervision": False}, channels, genotype)
+        decoder = decoder.to(self.device).eval()
         traced = self.table.trace_call(lambda: decoder(features), self.device)
         return {"sum_ms": backbone["sum_ms"] + traced["sum_ms"], "ops": backbone["ops"] + traced["ops"],
                 "new": traced["new"]}

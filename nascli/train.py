@@ -13,7 +13,7 @@ from .config import TrainConfig
 from .data.coco import CocoDetection, Transform
 from .errors import CheckpointError, DataError, NascliError, SpecError
 from .models.backbones import build_backbone
-from .models.detector import FCOS, FCOSDecoder, build_fcos
+from .models.detector import FCOS, FCOSDecoder
 from .runtime import load_checkpoint, resolve_device, save_checkpoint, seed_everything, sub_state
 
 SIZE_DIVISOR = 32
@@ -127,15 +127,11 @@ def model_args(config: TrainConfig, num_classes: int) -> dict:
 def build_detector(args: dict, weights=None) -> FCOS:
     """The detector `model_args` describe: the hand-designed FPN + FCOS head, or the decoder of
     any space's genotype (retraining a search's winners) on the same backbone."""
-    if not args.get("genotype") and not args.get("head_width") and not args.get("deep_supervision"):
-        return build_fcos(**{k: v for k, v in args.items() if k not in ("genotype", "head_width", "deep_supervision")},
-                          weights=weights)
-    from .spaces import build_decoder, fpn_fcos, load_genotype, searches_backbone
     from .spaces import build_backbone as build_searched_backbone
+    from .spaces import load_genotype, searches_backbone
 
-    genotype = (load_genotype(args["genotype"]) if args.get("genotype")
-                else fpn_fcos.Genotype(num_convs=args["num_convs"]))
-    if searches_backbone(genotype):  # a searched backbone under an FPN + FCOS head
+    genotype = load_genotype(args["genotype"]) if args.get("genotype") else None
+    if genotype is not None and searches_backbone(genotype):  # a searched backbone under an FPN + FCOS head
         backbone = build_searched_backbone(genotype)
         return FCOS(backbone, FCOSDecoder(backbone.out_channels, args["num_classes"], width=args["width"],
                                           num_convs=args["num_convs"]))
@@ -144,16 +140,15 @@ def build_detector(args: dict, weights=None) -> FCOS:
 
 
 def detector_decoder(args: dict, in_channels: dict, genotype=None):
-    """The decoder `build_detector` puts on a fixed backbone of `in_channels` (the latency table
-    traces it alone, on the backbone's features computed once)."""
-    from .spaces import build_decoder, fpn_fcos, load_genotype
+    """The decoder `build_detector` puts on a fixed backbone of `in_channels`: `genotype`'s, or the
+    hand design `args` describe when None (the latency table traces it alone, on the backbone's
+    features computed once)."""
+    from .spaces import build_decoder, fpn_fcos
 
-    if genotype is None:
-        if not args.get("genotype") and not args.get("head_width") and not args.get("deep_supervision"):
-            return FCOSDecoder(in_channels, args["num_classes"], width=args["width"], num_convs=args["num_convs"])
-        genotype = (load_genotype(args["genotype"]) if args.get("genotype")
-                    else fpn_fcos.Genotype(num_convs=args["num_convs"]))
-    decoder = build_decoder(genotype, in_channels, args["num_classes"], args["width"], args.get("head_width"))
+    if genotype is None and not args.get("head_width") and not args.get("deep_supervision"):
+        return FCOSDecoder(in_channels, args["num_classes"], width=args["width"], num_convs=args["num_convs"])
+    decoder = build_decoder(genotype or fpn_fcos.Genotype(num_convs=args["num_convs"]), in_channels,
+                            args["num_classes"], args["width"], args.get("head_width"))
     if args.get("deep_supervision"):
         if getattr(decoder, "stages", 1) < 2:
             raise SpecError("deep_supervision: needs a decoder of stacked pyramids (a nas-fpn genotype "
